@@ -1,0 +1,46 @@
+# hybridgpu — developer entry points. Every target installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv crds lint typecheck unit test demo demo-down
+
+help:
+	@echo "make demo          local cluster + stand-in networks + operator, with example jobs"
+	@echo "make test          the whole suite (lint, types, unit, contract, end-to-end)"
+	@echo "make cluster-up    start the local control plane (built once, cached in ~/.cache/hybridgpu)"
+	@echo "make cluster-down  stop everything started here"
+	@echo "make crds          regenerate crds/ from the pydantic models"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+include hack/cluster.mk
+
+crds: venv
+	$(BIN)/hybridgpu crds --write crds
+
+lint: venv
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+# The whole suite. End-to-end tests start the control plane (and Prometheus) themselves.
+test: venv controlplane
+	hack/prometheus.sh install
+	$(MAKE) lint typecheck
+	$(BIN)/pytest -q $(PYTEST_ARGS)

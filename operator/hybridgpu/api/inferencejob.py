@@ -1,0 +1,388 @@
+"""The InferenceJob kind: one batch of inference work to be placed on a GPU somewhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from hybridgpu.api.common import (
+    ApiModel,
+    Condition,
+    conditions_field,
+    Duration,
+    GPUProduct,
+    Money,
+    Name,
+    ObjectMeta,
+    Quantity,
+    StatusModel,
+)
+from hybridgpu.units import parse_quantity
+
+
+def _immutable(path: str) -> dict[str, Any]:
+    return {
+        "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": f"{path} is immutable once the job exists"}
+        ]
+    }
+
+
+class Task(StrEnum):
+    LLM = "llm"
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    IMAGE_TO_VIDEO = "image-to-video"
+    AUDIO_TO_TEXT = "audio-to-text"
+    TEXT_TO_SPEECH = "text-to-speech"
+    UPSCALE = "upscale"
+    CONTAINER = "container"
+
+
+class Placement(StrEnum):
+    ANY = "Any"
+    IN_CLUSTER = "InCluster"
+    EXTERNAL = "External"
+
+
+class Backend(StrEnum):
+    IN_CLUSTER = "InCluster"
+    EXTERNAL = "External"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    ROUTED = "Routed"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the container."""
+
+    name: Annotated[str, StringConstraints(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
+    """Name of the variable."""
+    value: str = ""
+    """Value of the variable. Put secrets in a Secret, not here."""
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the job's namespace."""
+
+    name: Name
+    """Name of the ConfigMap."""
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Key whose value holds the requests, as a JSON or YAML list."""
+
+
+class JobInput(ApiModel):
+    """What the batch holds."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.inline) && has(self.configMapRef))",
+                    "message": "set at most one of inline and configMapRef",
+                    "fieldPath": ".configMapRef",
+                    "reason": "FieldValueForbidden",
+                }
+            ]
+        }
+    )
+
+    requests: int = Field(ge=1, le=10_000_000)
+    """How many inference requests the batch holds."""
+    input_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
+    """Prompt tokens per request (llm): used to estimate per-token prices."""
+    output_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
+    """Generated tokens per request (llm): used to estimate per-token prices."""
+    inline: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=100)
+    """A small list of request objects, sent as they are to the chosen backend."""
+    config_map_ref: ConfigMapKeyRef | None = None
+    """A ConfigMap key holding the request objects (for batches too large to inline)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobInput:
+        if self.inline is not None and self.config_map_ref is not None:
+            raise ValueError("spec.input: set at most one of inline and configMapRef")
+        return self
+
+
+class GPURequest(ApiModel):
+    """The GPUs the job needs."""
+
+    count: int = Field(default=1, ge=1, le=8)
+    """Number of GPUs (the nvidia.com/gpu resource)."""
+    min_memory: Quantity | None = None
+    """Minimum memory per GPU, as a Kubernetes quantity such as 24Gi."""
+    products: list[GPUProduct] | None = Field(default=None, min_length=1, max_length=32)
+    """Allowed GPU Feature Discovery product names (nvidia.com/gpu.product); empty means any."""
+
+    def min_memory_bytes(self) -> int:
+        """The minimum memory in bytes (0 when unset)."""
+        return parse_quantity(self.min_memory) if self.min_memory else 0
+
+
+class InferenceJobSpec(ApiModel):
+    """What the job is and the constraints on where it may run."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.task != 'container' || has(self.image)",
+                    "message": "spec.image is required when spec.task is container",
+                    "fieldPath": ".image",
+                    "reason": "FieldValueRequired",
+                },
+                {
+                    "rule": "self.task == 'container' || has(self.model)",
+                    "message": "spec.model is required unless spec.task is container",
+                    "fieldPath": ".model",
+                    "reason": "FieldValueRequired",
+                },
+            ]
+        }
+    )
+
+    task: Task = Field(json_schema_extra=_immutable("spec.task"))
+    """The kind of inference: llm, text-to-image, image-to-image, image-to-video, audio-to-text,
+    text-to-speech, upscale, or container (run an image)."""
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    """The model id (Hugging Face or Ollama id); required unless task is container."""
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    """Container image to run in-cluster or on container marketplaces; required for container."""
+    command: list[str] | None = None
+    """Entrypoint of the container."""
+    args: list[str] | None = None
+    """Arguments to the entrypoint."""
+    env: list[EnvVar] | None = Field(default=None, max_length=64)
+    """Environment variables for the container."""
+    input: JobInput
+    """The batch of requests."""
+    gpu: GPURequest = Field(default_factory=GPURequest, json_schema_extra=_immutable("spec.gpu"))
+    """GPU count, memory and allowed products."""
+    estimated_duration: Duration
+    """GPU time for the whole batch on one of the allowed GPUs, e.g. 30m."""
+    policy_ref: Name = "default"
+    """Name of the RoutingPolicy in this namespace that decides where the job runs."""
+    placement: Placement = Placement.ANY
+    """Any, InCluster or External: a hard constraint on where the job may run."""
+    max_price_per_gpu_hour: Money | None = None
+    """Hard cap in US dollars per GPU-hour, as a decimal string."""
+    max_cost: Money | None = None
+    """Hard cap in US dollars on the job's estimated total cost, as a decimal string."""
+    start_within: Duration | None = None
+    """Latency objective: the job should be running this long after creation."""
+    regions: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] | None = Field(
+        default=None, min_length=1
+    )
+    """Regions where external work may run; empty means any."""
+    suspend: bool = False
+    """When true, nothing is dispatched and running work is cancelled; false resumes."""
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> InferenceJobSpec:
+        if self.task is Task.CONTAINER and not self.image:
+            raise ValueError("spec.image is required when spec.task is container")
+        if self.task is not Task.CONTAINER and not self.model:
+            raise ValueError("spec.model is required unless spec.task is container")
+        return self
+
+    def gpu_hours(self) -> Decimal:
+        """Estimated GPU-hours for the batch: duration times GPU count."""
+        hours = Decimal(self.estimated_duration.total_seconds()) / Decimal(3600)
+        return hours * self.gpu.count
+
+
+class Candidate(StatusModel):
+    """One place the job could have gone, as the routing engine saw it."""
+
+    name: str
+    """Candidate id: in-cluster/<product> or <provider>/<product>."""
+    backend: str = ""
+    """InCluster or External."""
+    provider: str = ""
+    """ComputeProvider name, or in-cluster."""
+    gpu_product: str = ""
+    """GPU product of the offer."""
+    price_per_gpu_hour: Money | None = None
+    """Price per GPU-hour in US dollars."""
+    estimated_cost: Money | None = None
+    """Estimated total cost of this job there, in US dollars."""
+    expected_start_seconds: float | None = None
+    """Expected seconds until the job would be running."""
+    score: float | None = None
+    """Weighted score (higher is better) among feasible candidates."""
+    feasible: bool = False
+    """Whether every hard constraint holds."""
+    reason: str = ""
+    """Why the candidate was rejected, or why it ranks where it does."""
+
+
+class Decision(StatusModel):
+    """The routing engine's last decision and how it was reached."""
+
+    time: datetime | None = None
+    """When the decision was made."""
+    policy: str = ""
+    """The RoutingPolicy used."""
+    outcome: str = ""
+    """Routed, Wait or Rejected."""
+    target: str = ""
+    """The chosen candidate, empty when the job waits or is rejected."""
+    message: str = ""
+    """One line a human can read: where and why."""
+    retry_after_seconds: float | None = None
+    """When the job waits: how soon to look again."""
+    candidates: list[Candidate] = Field(default_factory=list)
+    """Ranked candidates, best first, with the reason any was rejected."""
+
+
+class PlacementStatus(StatusModel):
+    """Where the job is placed now."""
+
+    backend: Backend | None = None
+    """InCluster or External."""
+    provider: str = ""
+    """ComputeProvider name, or in-cluster."""
+    gpu_product: str = ""
+    """GPU product the job runs on."""
+    price_per_gpu_hour: Money | None = None
+    """Price per GPU-hour in US dollars."""
+    estimated_cost: Money | None = None
+    """Estimated total cost in US dollars."""
+
+
+class ExternalRef(StatusModel):
+    """The job's handle on an external network."""
+
+    provider: str = ""
+    """ComputeProvider name."""
+    id: str = ""
+    """The network's id for the job (deployment, instance, job id)."""
+    idempotency_key: str = ""
+    """Key derived from the job's UID and attempt, written before submission."""
+    attempt: int = 0
+    """The attempt number this reference belongs to."""
+
+
+class Attempt(StatusModel):
+    """One try at running the job; failover adds another."""
+
+    attempt: int
+    """1 for the first try, counting up."""
+    backend: Backend | None = None
+    """InCluster or External."""
+    provider: str = ""
+    """ComputeProvider name, or in-cluster."""
+    gpu_product: str = ""
+    """GPU product used."""
+    external_id: str = ""
+    """The network's id, if external."""
+    start_time: datetime | None = None
+    """When the attempt was dispatched."""
+    end_time: datetime | None = None
+    """When the attempt ended."""
+    outcome: str = ""
+    """Running, Succeeded, Failed or Cancelled."""
+    reason: str = ""
+    """Why it ended, in a word (CamelCase)."""
+    message: str = ""
+    """Why it ended, for humans."""
+    cost: Money | None = None
+    """What the attempt cost, in US dollars."""
+
+
+class CostStatus(StatusModel):
+    """What the job costs."""
+
+    estimated: Money | None = None
+    """Estimated total at the time of routing, US dollars."""
+    accrued: Money | None = None
+    """Spent so far over every attempt, US dollars."""
+
+
+class Progress(StatusModel):
+    """How much of the batch is done."""
+
+    completed: int = 0
+    """Requests completed."""
+    total: int = 0
+    """Requests in the batch."""
+
+
+class InferenceJobStatus(StatusModel):
+    """Observed state of the job. Conditions are the truth; phase is derived from them."""
+
+    phase: Phase | None = None
+    """Pending, Routed, Running, Succeeded, Failed or Suspended (derived from conditions)."""
+    conditions: list[Condition] = conditions_field()
+    """Routed, Running, Succeeded, Failed, Suspended and others, with reasons."""
+    observed_generation: int | None = None
+    """The generation of the spec this status describes."""
+    placement: PlacementStatus | None = None
+    """Where the job runs now."""
+    decision: Decision | None = None
+    """The last routing decision, with ranked candidates."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """Failover history, oldest first."""
+    external_ref: ExternalRef | None = None
+    """Handle on the external network for the current attempt."""
+    cost: CostStatus | None = None
+    """Estimated and accrued cost."""
+    progress: Progress | None = None
+    """Requests completed out of the batch."""
+    start_time: datetime | None = None
+    """When the job first started running."""
+    completion_time: datetime | None = None
+    """When the job reached Succeeded or Failed."""
+
+
+class InferenceJob(ApiModel):
+    """A batch of inference work that hybridgpu places on in-cluster GPUs or an external network."""
+
+    model_config = {"extra": "ignore"}
+
+    api_version: str = "hybridgpu.dev/v1alpha1"
+    """hybridgpu.dev/v1alpha1"""
+    kind: str = "InferenceJob"
+    """InferenceJob"""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: InferenceJobSpec
+    """What the job is and the constraints on where it may run."""
+    status: InferenceJobStatus = Field(default_factory=InferenceJobStatus)
+    """Observed state, written by the operator."""
+
+    def start_deadline(self) -> datetime | None:
+        """When the job should be running by, if it has a latency objective."""
+        created = self.metadata.creation_timestamp
+        if created is None or self.spec.start_within is None:
+            return None
+        return created + self.spec.start_within
+
+
+__all__ = [
+    "Attempt",
+    "Backend",
+    "Candidate",
+    "CostStatus",
+    "Decision",
+    "ExternalRef",
+    "InferenceJob",
+    "InferenceJobSpec",
+    "InferenceJobStatus",
+    "Phase",
+    "Placement",
+    "PlacementStatus",
+    "Progress",
+    "Task",
+]

@@ -1,0 +1,164 @@
+"""The RoutingPolicy kind: how a namespace trades price, latency, reliability and carbon."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import ConfigDict, Field, model_validator
+
+from hybridgpu.api.common import (
+    ApiModel,
+    Condition,
+    conditions_field,
+    Duration,
+    GPUPrice,
+    LabelSelector,
+    Money,
+    Name,
+    ObjectMeta,
+    StatusModel,
+)
+from hybridgpu.api.computeprovider import TrustTier
+
+
+class WhenExceeded(StrEnum):
+    IN_CLUSTER_ONLY = "InClusterOnly"
+    REJECT = "Reject"
+
+
+class Weights(ApiModel):
+    """Relative weights of the score's terms, 0-100 each."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.price + self.latency + self.reliability + self.carbon > 0",
+                    "message": "at least one weight must be above 0",
+                }
+            ]
+        }
+    )
+
+    price: int = Field(default=50, ge=0, le=100)
+    """Weight of the estimated cost."""
+    latency: int = Field(default=30, ge=0, le=100)
+    """Weight of the expected time until the job runs."""
+    reliability: int = Field(default=20, ge=0, le=100)
+    """Weight of the backend's observed success rate."""
+    carbon: int = Field(default=0, ge=0, le=100)
+    """Weight of the backend's carbon intensity."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Weights:
+        if self.price + self.latency + self.reliability + self.carbon == 0:
+            raise ValueError("spec.weights: at least one weight must be above 0")
+        return self
+
+
+class InClusterPolicy(ApiModel):
+    """How the cluster's own GPUs are used."""
+
+    enabled: bool = True
+    """Whether jobs may run on the cluster's GPUs."""
+    gpu_prices: list[GPUPrice] = Field(default_factory=list, max_length=64)
+    """Owners' amortised price per GPU-hour per product, so in-cluster and external compare in
+    one currency. An entry for gpuProduct 'default' applies to any product not listed."""
+    spillover_utilization: int = Field(default=90, ge=1, le=100)
+    """Percent of in-cluster GPUs in use above which jobs may spill over to external networks."""
+    max_queue_time: Duration = timedelta(minutes=5)
+    """How long an in-cluster job may wait unscheduled before it is re-routed."""
+
+    def price_for(self, product: str) -> Decimal | None:
+        """The amortised price for ``product``, falling back to the 'default' entry."""
+        fallback = None
+        for entry in self.gpu_prices:
+            if entry.gpu_product == product:
+                return entry.price_per_gpu_hour
+            if entry.gpu_product == "default":
+                fallback = entry.price_per_gpu_hour
+        return fallback
+
+
+class ExternalPolicy(ApiModel):
+    """Which external networks may be used."""
+
+    enabled: bool = True
+    """Whether jobs may run on external networks."""
+    providers: list[Name] = Field(default_factory=list)
+    """Names of ComputeProviders that may be used; empty means every Ready one."""
+    provider_selector: LabelSelector | None = None
+    """Only ComputeProviders whose labels match."""
+    max_price_per_gpu_hour: Money | None = None
+    """Hard cap on any external offer, US dollars per GPU-hour."""
+    min_trust_tier: TrustTier = TrustTier.COMMUNITY
+    """Lowest trust tier allowed: community < verified < audited."""
+
+
+class Budget(ApiModel):
+    """A spending limit on external networks per period."""
+
+    limit: Money
+    """US dollars that external work may cost per period."""
+    period: Duration = timedelta(days=30)
+    """Length of a budget period, e.g. 720h."""
+    when_exceeded: WhenExceeded = WhenExceeded.IN_CLUSTER_ONLY
+    """InClusterOnly keeps routing in-cluster; Reject fails jobs that would need external GPUs."""
+
+
+class Failover(ApiModel):
+    """How a job moves on when a backend fails."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """How many backends a job may try in all."""
+    backoff: Duration = timedelta(seconds=10)
+    """Pause before the next attempt."""
+
+
+class RoutingPolicySpec(ApiModel):
+    """Weights, limits and budgets for routing the namespace's InferenceJobs."""
+
+    weights: Weights = Field(default_factory=Weights)
+    """Relative weights of price, latency, reliability and carbon."""
+    in_cluster: InClusterPolicy = Field(default_factory=InClusterPolicy)
+    """Use of the cluster's own GPUs."""
+    external: ExternalPolicy = Field(default_factory=ExternalPolicy)
+    """Use of external GPU networks."""
+    budget: Budget | None = None
+    """Spending limit on external networks; none means unlimited."""
+    failover: Failover = Field(default_factory=Failover)
+    """Failover limits."""
+
+
+class RoutingPolicyStatus(StatusModel):
+    """Spend and routing counts for the current budget period."""
+
+    spent: Money | None = None
+    """US dollars spent on external networks in the current period."""
+    period_start: datetime | None = None
+    """When the current budget period began."""
+    routed_jobs: dict[str, int] = Field(default_factory=dict)
+    """Jobs routed per target (in-cluster or provider name) in the current period."""
+    conditions: list[Condition] = conditions_field()
+    """BudgetExceeded and others."""
+    observed_generation: int | None = None
+    """The generation of the spec this status describes."""
+
+
+class RoutingPolicy(ApiModel):
+    """How a namespace's InferenceJobs are routed."""
+
+    model_config = {"extra": "ignore"}
+
+    api_version: str = "hybridgpu.dev/v1alpha1"
+    """hybridgpu.dev/v1alpha1"""
+    kind: str = "RoutingPolicy"
+    """RoutingPolicy"""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: RoutingPolicySpec = Field(default_factory=RoutingPolicySpec)
+    """Weights, limits and budgets."""
+    status: RoutingPolicyStatus = Field(default_factory=RoutingPolicyStatus)
+    """Observed spend, written by the operator."""

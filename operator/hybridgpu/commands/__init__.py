@@ -1,0 +1,1 @@
+"""Subcommands of the ``hybridgpu`` command line, one module each."""
