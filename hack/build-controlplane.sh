@@ -12,8 +12,27 @@ set -euo pipefail
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_ROOT="${HYBRIDGPU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hybridgpu}"
 
+# Kubernetes version stamping (what `kubectl version` and /version report);
+# normally done by the k8s release tooling via -X. Derived from the pin.
+k8s_ldflags() {
+  local ver time minor
+  read -r ver time < <(cd "$HACK_DIR/controlplane" && go list -m -f '{{.Version}} {{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
+  minor="${ver#v1.}"
+  minor="${minor%%.*}"
+  local pkg flags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$ver -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$time"
+  done
+  echo "$flags"
+}
+
+# Bump when the build recipe (flags below) changes, so binaries get rebuilt.
+RECIPE=2
+
 pin_hash() {
   {
+    echo "recipe=$RECIPE"
     go env GOVERSION
     for m in controlplane etcd kwok; do
       cat "$HACK_DIR/$m/go.mod" "$HACK_DIR/$m/go.sum"
@@ -31,7 +50,7 @@ mkdir -p "$BIN_DIR"
 # Modules and the build cache persist across runs (defaults under ~/go and
 # ~/.cache/go-build unless the caller set them).
 export CGO_ENABLED="${CGO_ENABLED:-0}"
-GOFLAGS_BUILD=(-trimpath -ldflags='-s -w')
+K8S_LDFLAGS="$(k8s_ldflags)"
 
 log() { echo "[build-controlplane] $*" >&2; }
 
@@ -57,12 +76,23 @@ for t in "${TARGETS[@]}"; do
   start=$SECONDS
   # Build to a temp name and rename, so an interrupted build never leaves a
   # truncated binary that later counts as "built".
-  (cd "$HACK_DIR/$mod" && go build "${GOFLAGS_BUILD[@]}" -o "$out.tmp.$$" "$pkg")
+  ldflags="-s -w"
+  [[ "$mod" == controlplane ]] && ldflags+="$K8S_LDFLAGS"
+  (cd "$HACK_DIR/$mod" && go build -trimpath -ldflags="$ldflags" -o "$out.tmp.$$" "$pkg")
   mv -f "$out.tmp.$$" "$out"
   log "built $name in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
   built=$((built + 1))
 done
 if ((built > 0)); then
   log "built $built binaries in $((SECONDS - total_start))s into $BIN_DIR"
+  # Drop bin dirs of older pins, unless a process still runs from one.
+  for d in "$CACHE_ROOT/bin"/*/; do
+    d="${d%/}"
+    [[ "$d" == "$BIN_DIR" ]] && continue
+    if ! pgrep -f "^$d/" >/dev/null; then
+      log "removing old pin dir $d"
+      rm -rf "$d"
+    fi
+  done
 fi
 echo "$BIN_DIR"

@@ -28,7 +28,7 @@ fi
 
 "$HACK_DIR/build-controlplane.sh" >/dev/null
 mkdir -p "$PKI_DIR" "$LOG_DIR" "$PID_DIR" "$LOCAL_DIR/etcd" "$LOCAL_DIR/kwok"
-chmod 700 "$LOCAL_DIR" "$PKI_DIR"
+chmod 700 "$LOCAL_DIR" "$PKI_DIR" "$LOCAL_DIR/etcd"
 
 # --- PKI (once) -------------------------------------------------------------
 gen_client_cert() { # name CN O
@@ -67,6 +67,18 @@ EOF
   gen_client_cert admin kubernetes-admin system:masters
   gen_client_cert kube-controller-manager system:kube-controller-manager system:kube-controller-manager
   gen_client_cert kube-scheduler system:kube-scheduler system:kube-scheduler
+  # Front proxy (aggregation layer / delegated authn of controller-manager and
+  # scheduler read requestheader-client-ca from the cluster): separate CA.
+  openssl genrsa -out "$PKI_DIR/front-proxy-ca.key" 2048 2>/dev/null
+  openssl req -x509 -new -key "$PKI_DIR/front-proxy-ca.key" -subj "/CN=hybridgpu-front-proxy-ca" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$PKI_DIR/front-proxy-ca.crt"
+  openssl genrsa -out "$PKI_DIR/front-proxy-client.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI_DIR/front-proxy-client.key" -subj "/CN=front-proxy-client" -out "$PKI_DIR/fp.csr"
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$PKI_DIR/fp.ext"
+  openssl x509 -req -in "$PKI_DIR/fp.csr" -CA "$PKI_DIR/front-proxy-ca.crt" -CAkey "$PKI_DIR/front-proxy-ca.key" \
+    -CAcreateserial -days 3650 -sha256 -extfile "$PKI_DIR/fp.ext" -out "$PKI_DIR/front-proxy-client.crt" 2>/dev/null
+  rm -f "$PKI_DIR/fp.csr" "$PKI_DIR/fp.ext"
   # kwok plays the kubelet of every fake node: it patches Node/Pod status and
   # Leases cluster-wide, so it gets an admin identity of its own.
   gen_client_cert kwok hybridgpu:kwok system:masters
@@ -155,6 +167,14 @@ start kube-apiserver \
   --service-account-key-file="$PKI_DIR/sa.pub" \
   --service-account-signing-key-file="$PKI_DIR/sa.key" \
   --service-cluster-ip-range="$SERVICE_CIDR" \
+  --endpoint-reconciler-type=none \
+  --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+  --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
   --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
@@ -196,6 +216,11 @@ start kube-scheduler \
     sed "s/durationMilliseconds: 3000\$/durationMilliseconds: $JOB_DURATION_MS/" "$HACK_DIR/kwok-stages/$f.yaml"
   done
 } >"$LOCAL_DIR/kwok/kwok.yaml"
+# kwok's lease holder identity is random per process: Leases left by a previous
+# kwok would keep the new one from managing those nodes until they expire (and
+# Pods bound meanwhile can stay Pending). No real kubelet runs in this cluster,
+# so every node Lease is kwok's: drop them and let the new kwok recreate them.
+K -n kube-node-lease delete leases --all --ignore-not-found >/dev/null
 start kwok \
   --kubeconfig="$PKI_DIR/kwok.kubeconfig" \
   --config="$LOCAL_DIR/kwok/kwok.yaml" \
@@ -205,6 +230,13 @@ wait_for "kube-controller-manager /healthz" 60 curl -kfsS "https://127.0.0.1:$KC
 wait_for "kube-scheduler /healthz" 60 curl -kfsS "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 wait_for "kwok /healthz" 60 curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz"
 wait_for "ServiceAccount default/default" 60 K -n default get serviceaccount default
+kwok_leases_held() {
+  local nodes leases
+  nodes=$(K get nodes -l type=kwok -o name | wc -l)
+  leases=$(K -n kube-node-lease get leases -o name | wc -l)
+  ((leases >= nodes))
+}
+wait_for "kwok to hold the Leases of existing fake nodes" 60 kwok_leases_held
 
 if ! cluster_healthy; then
   log "cluster did not come up healthy; see $LOG_DIR"

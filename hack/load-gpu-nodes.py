@@ -26,6 +26,7 @@ import json
 import subprocess
 import sys
 from collections import OrderedDict
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,10 +50,11 @@ def _load_gpu_products() -> ModuleType:
         import hybridgpu.gpu_products as mod  # noqa: PLC0415
 
         return mod
-    except ImportError:
+    except ImportError as err:
         path = REPO_ROOT / "operator" / "hybridgpu" / "gpu_products.py"
         spec = importlib.util.spec_from_file_location("_hybridgpu_gpu_products", path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}") from err
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
@@ -193,6 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def _quantity(q: str) -> Fraction:
+    """Value of a Kubernetes quantity ("256Gi" == "262144Mi", "500m" == "0.5")."""
+    for suffix, mult in _SUFFIXES.items():
+        if q.endswith(suffix):
+            return Fraction(q[: -len(suffix)]) * mult
+    if q.endswith("m"):
+        return Fraction(q[:-1]) / 1000
+    return Fraction(q)
+
+
 def _status_matches(kubectl: list[str], node: dict[str, Any]) -> bool:
     out = subprocess.run(
         [*kubectl, "get", "node", node["metadata"]["name"], "-o", "json"],
@@ -202,7 +220,7 @@ def _status_matches(kubectl: list[str], node: dict[str, Any]) -> bool:
     ).stdout
     alloc = json.loads(out).get("status", {}).get("allocatable", {})
     want: dict[str, str] = node["status"]["allocatable"]
-    return all(alloc.get(k) == v for k, v in want.items())
+    return all(k in alloc and _quantity(alloc[k]) == _quantity(v) for k, v in want.items())
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class KubectlError(subprocess.CalledProcessError):
 
 def kubectl(
     *args: str,
-    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | None = None,  # mirrors subprocess.run
     check: bool = True,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
@@ -99,7 +99,9 @@ def kubectl(
     whose message includes stderr).
     """
     cmd = [str(kubectl_path()), "--kubeconfig", str(kubeconfig_path()), *args]
-    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    r = subprocess.run(
+        cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and r.returncode != 0:
         raise KubectlError(r.returncode, cmd, output=r.stdout, stderr=r.stderr)
     return r

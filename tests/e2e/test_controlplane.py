@@ -52,7 +52,7 @@ def kwok_nodes() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def kubeconfig() -> Iterator[Path]:
+def kubeconfig() -> Path:
     path = cluster.ensure_cluster(REPO_ROOT)
     if len(kwok_nodes()) < MIN_NODES:
         subprocess.run(
@@ -60,7 +60,7 @@ def kubeconfig() -> Iterator[Path]:
              "--limit", str(MIN_NODES), "--kubeconfig", str(path)],
             check=True,
         )  # fmt: skip
-    yield path
+    return path
 
 
 @pytest.fixture
@@ -94,7 +94,8 @@ def test_fake_gpu_nodes(kubeconfig: Path) -> None:
         assert int(labels["nvidia.com/gpu.memory"]) > 0, name
         assert labels["nvidia.com/gpu.count"] == alloc["nvidia.com/gpu"], name
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
-        assert ready and ready[0]["status"] == "True", f"{name} not Ready: {ready}"
+        assert ready, f"{name} has no Ready condition"
+        assert ready[0]["status"] == "True", f"{name} not Ready: {ready}"
     # spread selection: several distinct products among the first nodes
     assert len({n["metadata"]["labels"]["nvidia.com/gpu.product"] for n in nodes}) >= 3
 
@@ -146,7 +147,8 @@ def test_gpu_job_runs_on_fake_node_and_is_garbage_collected(namespace: str) -> N
     assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == product
     # bound by kube-scheduler (not by nodeName in the spec we sent)
     scheduled = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
-    assert scheduled and scheduled[0]["status"] == "True"
+    assert scheduled
+    assert scheduled[0]["status"] == "True"
     events = cluster.kubectl_json(
         "-n", namespace, "get", "events",
         "--field-selector", f"involvedObject.name={pod['metadata']['name']},reason=Scheduled",
@@ -159,10 +161,13 @@ def test_gpu_job_runs_on_fake_node_and_is_garbage_collected(namespace: str) -> N
 
     # garbage collection: background propagation deletes the Job's Pods
     cluster.kubectl("-n", namespace, "delete", "job", "gpu-job", "--cascade=background")
+
+    def pods_gone() -> bool:
+        pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "job-name=gpu-job")
+        return not pods["items"]
+
     wait_until(
-        lambda: not cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "job-name=gpu-job")[
-            "items"
-        ],
+        pods_gone,
         60,
         "the Job's Pods to be garbage collected",
     )

@@ -15,7 +15,11 @@ from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-KINDS = {"InferenceJob": InferenceJob, "RoutingPolicy": RoutingPolicy, "ComputeProvider": ComputeProvider}
+KINDS = {
+    "InferenceJob": InferenceJob,
+    "RoutingPolicy": RoutingPolicy,
+    "ComputeProvider": ComputeProvider,
+}
 
 
 def _spec(**overrides: object) -> dict[str, object]:
@@ -90,14 +94,26 @@ def test_container_task_needs_an_image_and_others_need_a_model() -> None:
 def test_inline_and_config_map_are_exclusive() -> None:
     with pytest.raises(ValidationError, match="at most one of inline and configMapRef"):
         InferenceJobSpec.model_validate(
-            _spec(input={"requests": 1, "inline": [{"p": 1}], "configMapRef": {"name": "a", "key": "b"}})
+            _spec(
+                input={
+                    "requests": 1,
+                    "inline": [{"p": 1}],
+                    "configMapRef": {"name": "a", "key": "b"},
+                }
+            )
         )
 
 
 def test_policy_defaults_and_price_lookup() -> None:
     policy = RoutingPolicySpec.model_validate(
-        {"inCluster": {"gpuPrices": [{"gpuProduct": "Tesla-T4", "pricePerGPUHour": "0.2"},
-                                     {"gpuProduct": "default", "pricePerGPUHour": "0.6"}]}}
+        {
+            "inCluster": {
+                "gpuPrices": [
+                    {"gpuProduct": "Tesla-T4", "pricePerGPUHour": "0.2"},
+                    {"gpuProduct": "default", "pricePerGPUHour": "0.6"},
+                ]
+            }
+        }
     )
     assert policy.in_cluster.price_for("Tesla-T4") == Decimal("0.2")
     assert policy.in_cluster.price_for("NVIDIA-A10") == Decimal("0.6")

@@ -60,9 +60,9 @@ def test_names_columns_and_scope() -> None:
 
 def test_conditions_are_a_map_keyed_by_type() -> None:
     for kind in crdgen.KINDS:
-        status = crdgen.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
-            "properties"
-        ]["status"]
+        status = crdgen.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "status"
+        ]
         conditions = status["properties"]["conditions"]
         assert conditions["x-kubernetes-list-type"] == "map"
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]

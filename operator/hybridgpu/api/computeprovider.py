@@ -97,8 +97,10 @@ class Offer(StatusModel):
 
     gpu_product: GPUProduct
     """GPU Feature Discovery product name."""
-    price_per_gpu_hour: Money
-    """US dollars per GPU-hour (normalised from the network's own unit)."""
+    price_per_gpu_hour: Money | None = None
+    """US dollars per GPU-hour, for networks that price by the GPU-hour."""
+    price: str = ""
+    """The price in the network's own unit, e.g. '0.13/0.38 USD per 1M tokens'."""
     available: int = 0
     """GPUs (or concurrent slots) available now."""
     region: str = ""

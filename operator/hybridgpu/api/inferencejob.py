@@ -272,6 +272,8 @@ class ExternalRef(StatusModel):
     """Key derived from the job's UID and attempt, written before submission."""
     attempt: int = 0
     """The attempt number this reference belongs to."""
+    checkpoint: str = ""
+    """Progress checkpoint of a client-driven batch, so a restart resends nothing completed."""
 
 
 class Attempt(StatusModel):
@@ -299,6 +301,8 @@ class Attempt(StatusModel):
     """Why it ended, for humans."""
     cost: Money | None = None
     """What the attempt cost, in US dollars."""
+    price_per_gpu_hour: Money | None = None
+    """Price per GPU-hour the attempt was routed at, US dollars."""
 
 
 class CostStatus(StatusModel):

@@ -14,7 +14,7 @@ from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.routing.snapshot import PerGPUHour, PerToken, PerUnit, Pricing
 
 MILLION = Decimal(1_000_000)
-SECONDS_PER_HOUR = Decimal(3600)
+MILLIS_PER_HOUR = Decimal(3_600_000)
 
 # Token counts assumed when an llm job does not say (spec.input.inputTokens/outputTokens).
 # 512 in / 256 out is close to the median of the Azure LLM conversation trace 2023
@@ -45,10 +45,19 @@ def units_per_request(task: Task, unit: str) -> int:
     return UNITS_PER_REQUEST.get((task, unit), 1)
 
 
+def job_gpu_millis(job: InferenceJobSpec) -> int:
+    """GPU-milliseconds of the job: estimated duration times GPU count, as an exact integer."""
+    return round(job.estimated_duration.total_seconds() * 1000) * job.gpu.count
+
+
 def job_gpu_hours(job: InferenceJobSpec) -> Decimal:
-    """GPU-hours of the job: estimated duration times GPU count, exact to the millisecond."""
-    millis = round(job.estimated_duration.total_seconds() * 1000)
-    return Decimal(millis) * job.gpu.count / (SECONDS_PER_HOUR * 1000)
+    """GPU-hours of the job (rounded to Decimal's precision when not a whole fraction)."""
+    return Decimal(job_gpu_millis(job)) / MILLIS_PER_HOUR
+
+
+def gpu_hour_cost(usd_per_gpu_hour: Decimal, gpu_millis: int) -> Decimal:
+    """Cost of ``gpu_millis`` at a GPU-hour price; multiplies before dividing to stay exact."""
+    return usd_per_gpu_hour * gpu_millis / MILLIS_PER_HOUR
 
 
 def token_counts(job: InferenceJobSpec) -> tuple[int, int]:
@@ -65,7 +74,7 @@ def token_counts(job: InferenceJobSpec) -> tuple[int, int]:
 def estimate_cost(job: InferenceJobSpec, pricing: Pricing) -> Decimal:
     """Estimated USD cost of running all of ``job`` under ``pricing``."""
     if isinstance(pricing, PerGPUHour):
-        return pricing.usd * job_gpu_hours(job)
+        return gpu_hour_cost(pricing.usd, job_gpu_millis(job))
     if isinstance(pricing, PerToken):
         tokens_in, tokens_out = token_counts(job)
         return (
@@ -77,8 +86,8 @@ def estimate_cost(job: InferenceJobSpec, pricing: Pricing) -> Decimal:
     raise TypeError(f"unknown pricing {type(pricing).__name__}")
 
 
-def per_gpu_hour_equivalent(cost: Decimal, gpu_hours: Decimal) -> Decimal:
-    """The price per GPU-hour that would cost the same for this job (cost itself if no hours)."""
-    if gpu_hours <= 0:
+def per_gpu_hour_equivalent(cost: Decimal, gpu_millis: int) -> Decimal:
+    """The price per GPU-hour that would cost the same for this job (cost itself if no time)."""
+    if gpu_millis <= 0:
         return cost
-    return cost / gpu_hours
+    return cost * MILLIS_PER_HOUR / gpu_millis

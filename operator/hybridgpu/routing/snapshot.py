@@ -59,6 +59,9 @@ class InClusterPool:
     """Mean DCGM_FI_DEV_GPU_UTIL over the pool, when Prometheus is configured."""
     max_free_per_node: int | None = None
     """Largest number of free GPUs on one node (a job's GPUs must share a node)."""
+    release_seconds: tuple[float, ...] = ()
+    """Seconds from now until each GPU in use is expected back, ascending (one entry per GPU).
+    Empty when unknown; the engine then assumes the policy's maxQueueTime."""
 
     @property
     def free(self) -> int:

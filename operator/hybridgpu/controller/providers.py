@@ -1,0 +1,130 @@
+"""ComputeProvider upkeep: build the adapter, refresh offers, report health in status."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller import metrics
+from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.jobs import conditions as cond
+from hybridgpu.kube import Kube
+from hybridgpu.networks import errors as neterr
+from hybridgpu.networks.base import make_adapter
+from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, PerToken, PerUnit, Pricing
+from hybridgpu.units import format_money
+
+log = logging.getLogger(__name__)
+
+
+class CredentialMissing(Exception):
+    """The Secret named by spec.credentialsSecretRef is missing or lacks the key."""
+
+
+def describe_price(pricing: Pricing) -> str:
+    """The price in the network's own unit, for humans."""
+    if isinstance(pricing, PerGPUHour):
+        return f"{format_money(pricing.usd)} USD per GPU-hour"
+    if isinstance(pricing, PerToken):
+        return (
+            f"{format_money(pricing.input_usd_per_million)}/"
+            f"{format_money(pricing.output_usd_per_million)} USD per 1M input/output tokens"
+        )
+    assert isinstance(pricing, PerUnit)
+    return f"{format_money(pricing.usd_per_unit, 12)} USD per {pricing.unit}"
+
+
+def offer_status(offer: ExternalOffer) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "gpuProduct": offer.gpu_product,
+        "price": describe_price(offer.pricing),
+        "available": offer.available,
+        "region": offer.region,
+    }
+    if isinstance(offer.pricing, PerGPUHour):
+        row["pricePerGPUHour"] = format_money(offer.pricing.usd, 6)
+    return row
+
+
+async def ensure_adapter(
+    registry: Registry, kube: Kube, name: str, spec: ComputeProviderSpec, labels: dict[str, str]
+) -> ProviderEntry:
+    """The registry entry for this provider, rebuilt when its spec changed."""
+    entry = registry.providers.get(name)
+    if entry is not None and entry.spec == spec:
+        entry.labels = labels
+        return entry
+    credential = None
+    ref = spec.credentials_secret_ref
+    if ref is not None:
+        credential = await kube.read_secret_key(ref.namespace, ref.name, ref.key)
+        if credential is None:
+            raise CredentialMissing(
+                f"spec.credentialsSecretRef: Secret {ref.namespace}/{ref.name} has no key {ref.key}"
+            )
+    adapter = make_adapter(name, spec, credential)
+    if entry is not None:
+        await entry.adapter.aclose()
+        active = entry.active_jobs
+    else:
+        active = set()
+    entry = ProviderEntry(name=name, spec=spec, adapter=adapter, labels=labels, active_jobs=active)
+    registry.providers[name] = entry
+    return entry
+
+
+async def refresh(entry: ProviderEntry, now: datetime) -> tuple[bool, str]:
+    """Fetch offers; returns (ready, message)."""
+    try:
+        offers = await entry.adapter.list_offers()
+    except neterr.NetworkError as exc:
+        metrics.PROVIDER_ERRORS.labels(provider=entry.name).inc()
+        entry.ready = entry.ready and entry.adapter.circuit_state != "Open"
+        return False, exc.message
+    entry.offers = tuple(offers)
+    entry.refreshed = now
+    entry.ready = True
+    return True, f"{len(offers)} offers"
+
+
+def provider_status(
+    entry: ProviderEntry | None,
+    ready: bool,
+    message: str,
+    generation: int,
+    conditions: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The ComputeProvider status after one refresh."""
+    conditions = [dict(c) for c in conditions]
+    reason = "OffersRefreshed" if ready else "Unreachable"
+    cond.set_condition(conditions, "Ready", ready, reason, message, generation=generation, now=now)
+    status: dict[str, Any] = {"conditions": conditions, "observedGeneration": generation}
+    if entry is None:
+        return status
+    circuit = entry.adapter.circuit_state
+    degraded = circuit != "Closed" or entry.adapter.error_rate > 0.2
+    cond.set_condition(
+        conditions,
+        "Degraded",
+        degraded,
+        "CircuitOpen" if circuit == "Open" else ("Errors" if degraded else "Healthy"),
+        f"circuit {circuit}, error rate {entry.adapter.error_rate:.0%}",
+        generation=generation,
+        now=now,
+    )
+    p50, p95 = entry.adapter.start_latency
+    status.update(
+        offers=[offer_status(o) for o in entry.offers],
+        activeJobs=len(entry.active_jobs),
+        circuit=circuit,
+        errorRate=round(entry.adapter.error_rate, 4),
+        latency={"p50Seconds": p50, "p95Seconds": p95},
+    )
+    if entry.refreshed is not None:
+        status["lastRefreshTime"] = cond.timestamp(entry.refreshed)
+    metrics.CIRCUIT_OPEN.labels(provider=entry.name).set(1 if circuit == "Open" else 0)
+    metrics.PROVIDER_READY.labels(provider=entry.name).set(1 if ready else 0)
+    return status

@@ -1,0 +1,566 @@
+"""One step of an InferenceJob's life: route, dispatch, track, fail over, finish.
+
+Called in a loop by the job's Kopf daemon. Every step reads the job's status (the truth),
+does at most one outward action, and writes what it did to status *before* the next action:
+the intent (attempt number, idempotency key) is written before a submission, so a crash at
+any moment neither loses the job nor submits it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.backends import incluster
+from hybridgpu.controller import metrics
+from hybridgpu.controller.registry import Registry
+from hybridgpu.jobs import conditions as cond
+from hybridgpu.kube import Kube
+from hybridgpu.networks import errors as neterr
+from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
+from hybridgpu.routing.engine import decide
+from hybridgpu.routing.snapshot import Snapshot
+from hybridgpu.units import format_money, parse_money
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("Dispatching", "Pending", "Running")
+POLL_PENDING = 2.0
+POLL_RUNNING = 5.0
+RETRY_SOON = 5.0
+
+Emit = Callable[[str, str, str], None]
+"""(type Normal|Warning, reason, message) -> posts an Event on the job."""
+
+
+@dataclass
+class Deps:
+    """What a reconcile step may touch, injected so tests can run it without Kopf."""
+
+    kube: Kube
+    registry: Registry
+    snapshot: Callable[[str, str, RoutingPolicySpec], Snapshot]
+    """(namespace, policy name, policy) -> the snapshot to decide on."""
+    policy: Callable[[str, str], RoutingPolicySpec | None]
+    """(namespace, name) -> the RoutingPolicy spec, or None when it does not exist."""
+    provider_exists: Callable[[str], bool]
+    load_requests: Callable[[str, InferenceJobSpec], Awaitable[list[dict[str, Any]] | None]]
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def candidate_name(attempt: dict[str, Any]) -> str:
+    """The routing candidate an attempt ran on, so failover can exclude it."""
+    if attempt.get("backend") == "InCluster":
+        return f"in-cluster/{attempt.get('gpuProduct', '')}"
+    return f"{attempt.get('provider', '')}/{attempt.get('gpuProduct', '')}"
+
+
+def _money(value: Decimal) -> str:
+    return format_money(value, 6)
+
+
+class JobStep:
+    """The status of one job being worked on, and the step that moves it on."""
+
+    def __init__(self, body: dict[str, Any], deps: Deps, emit: Emit) -> None:
+        self.deps = deps
+        self.emit = emit
+        self.meta = body.get("metadata") or {}
+        self.name: str = self.meta["name"]
+        self.namespace: str = self.meta["namespace"]
+        self.uid: str = self.meta.get("uid", "")
+        self.generation: int = int(self.meta.get("generation") or 0)
+        self.raw_spec: dict[str, Any] = dict(body.get("spec") or {})
+        self.status: dict[str, Any] = _deep_copy(body.get("status") or {})
+        self.original = _deep_copy(self.status)
+        self.now = deps.now()
+        self.written: dict[str, Any] | None = None
+        """The object as our last status patch left it (the watch may not have caught up)."""
+        self.versions: list[str] = []
+        """resourceVersions our patches produced, oldest first."""
+        self.conditions: list[dict[str, Any]] = self.status.setdefault("conditions", [])
+        self.attempts: list[dict[str, Any]] = self.status.setdefault("attempts", [])
+
+    # -- status helpers -------------------------------------------------------------------
+
+    def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        cond.set_condition(
+            self.conditions, type_, ok, reason, message, generation=self.generation, now=self.now
+        )
+
+    def patch(self) -> dict[str, Any]:
+        """The status fields that changed, for a merge patch."""
+        self.status["phase"] = cond.derive_phase(self.conditions).value
+        self.status["observedGeneration"] = self.generation
+        self._sum_cost()
+        changed = {k: v for k, v in self.status.items() if self.original.get(k) != v}
+        for key in self.original.keys() - self.status.keys():
+            changed[key] = None
+        return changed
+
+    async def save(self) -> None:
+        changed = self.patch()
+        if changed:
+            self.written = await self.deps.kube.patch_job_status(self.namespace, self.name, changed)
+            self.versions.append(str(self.written["metadata"].get("resourceVersion")))
+            self.original = _deep_copy(self.status)
+
+    def _sum_cost(self) -> None:
+        costs = [parse_money(a["cost"]) for a in self.attempts if a.get("cost")]
+        if costs or self.status.get("cost"):
+            cost = self.status.setdefault("cost", {})
+            cost["accrued"] = _money(sum(costs, Decimal(0)))
+
+    def active_attempt(self) -> dict[str, Any] | None:
+        if self.attempts and self.attempts[-1].get("outcome") in ACTIVE:
+            return self.attempts[-1]
+        return None
+
+    # -- the step -------------------------------------------------------------------------
+
+    async def run(self) -> float | None:
+        """Do one step; return seconds until the next, or None when the job is final."""
+        if cond.is_terminal(self.status):
+            return None
+        try:
+            spec = InferenceJobSpec.model_validate(self.raw_spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "spec." + ".".join(str(p) for p in first["loc"])
+            await self.finish(False, "InvalidSpec", f"{where}: {first['msg']}")
+            return None
+        if spec.suspend:
+            return await self.suspend()
+        if cond.is_true(self.conditions, cond.SUSPENDED):
+            self.set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false: routing again")
+            self.emit("Normal", "Resumed", "spec.suspend is false: routing again")
+        current = self.active_attempt()
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        if current is None:
+            if policy is None:
+                return await self.wait_for_policy(spec)
+            return await self.route(spec, policy)
+        if current.get("backend") == "InCluster":
+            return await self.track_in_cluster(spec, policy, current)
+        return await self.track_external(spec, policy, current)
+
+    async def wait_for_policy(self, spec: InferenceJobSpec) -> float:
+        message = f"RoutingPolicy {self.namespace}/{spec.policy_ref} does not exist"
+        self.set(cond.ROUTED, False, "PolicyNotFound", message)
+        await self.save()
+        return 10.0
+
+    async def suspend(self) -> float:
+        current = self.active_attempt()
+        if current is not None:
+            await self.cancel_attempt(current)
+            self.end_attempt(current, "Cancelled", "Suspended", "spec.suspend is true")
+        if not cond.is_true(self.conditions, cond.SUSPENDED):
+            self.emit("Normal", "Suspended", "spec.suspend is true: nothing runs")
+        self.set(cond.SUSPENDED, True, "Suspended", "spec.suspend is true: nothing runs")
+        self.set(cond.RUNNING, False, "Suspended", "spec.suspend is true")
+        self.set(cond.ROUTED, False, "Suspended", "spec.suspend is true")
+        self.status.pop("placement", None)
+        self.status.pop("externalRef", None)
+        await self.save()
+        return 10.0
+
+    async def route(self, spec: InferenceJobSpec, policy: RoutingPolicySpec) -> float | None:
+        failed = [a for a in self.attempts if a.get("outcome") in ("Failed", "Requeued")]
+        counted = [a for a in self.attempts if a.get("outcome") == "Failed"]
+        if len(counted) >= policy.failover.max_attempts:
+            last = counted[-1]
+            await self.finish(
+                False,
+                "MaxAttemptsReached",
+                f"{len(counted)} attempts failed; last: {last.get('message') or last.get('reason')}",
+            )
+            return None
+        if self.attempts:
+            ended = _time(self.attempts[-1].get("endTime"))
+            wait = policy.failover.backoff.total_seconds()
+            if ended and (self.now - ended).total_seconds() < wait:
+                return wait - (self.now - ended).total_seconds()
+        excluded = frozenset(candidate_name(a) for a in failed)
+        snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
+        started = time.perf_counter()
+        decision = decide(
+            spec,
+            policy,
+            snapshot,
+            created_at=_time(self.meta.get("creationTimestamp")),
+            excluded=excluded,
+        )
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        target_label = decision.target.provider if decision.target else "none"
+        metrics.DECISIONS.labels(
+            outcome=decision.outcome, target=target_label, reason=decision.reason
+        ).inc()
+        self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
+        if decision.outcome == "Rejected":
+            await self.finish(False, decision.reason, decision.message)
+            return None
+        if decision.outcome == "Wait" or decision.target is None:
+            return await self.wait(decision)
+        return await self.dispatch(spec, decision, decision.target)
+
+    async def wait(self, decision: RoutingDecision) -> float:
+        previous = cond.find(self.conditions, cond.ROUTED)
+        if previous is None or previous.get("reason") != decision.reason:
+            self.emit("Normal", "Waiting", decision.message)
+        self.set(cond.ROUTED, False, decision.reason, decision.message)
+        await self.save()
+        return decision.retry_after_seconds or 30.0
+
+    async def dispatch(
+        self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
+    ) -> float:
+        number = len(self.attempts) + 1
+        attempt: dict[str, Any] = {
+            "attempt": number,
+            "backend": target.backend,
+            "provider": target.provider,
+            "gpuProduct": target.gpu_product,
+            "startTime": cond.timestamp(self.now),
+            "outcome": "Dispatching",
+            "pricePerGPUHour": _money(target.price_per_gpu_hour),
+        }
+        self.attempts.append(attempt)
+        self.status["placement"] = {
+            "backend": target.backend,
+            "provider": target.provider,
+            "gpuProduct": target.gpu_product,
+            "pricePerGPUHour": _money(target.price_per_gpu_hour),
+            "estimatedCost": _money(target.estimated_cost),
+        }
+        self.status.setdefault("cost", {})["estimated"] = _money(target.estimated_cost)
+        self.status["progress"] = {"completed": 0, "total": spec.input.requests}
+        if target.backend == "External":
+            self.status["externalRef"] = {
+                "provider": target.provider,
+                "idempotencyKey": f"{self.uid}-{number}",
+                "attempt": number,
+            }
+            entry = self.deps.registry.providers.get(target.provider)
+            if entry is not None:
+                entry.active_jobs.add(self.uid)
+        else:
+            self.status.pop("externalRef", None)
+            self.deps.registry.reserve(self.uid, target.gpu_product, spec.gpu.count)
+        self.set(cond.ROUTED, True, decision.reason, decision.message)
+        self.emit("Normal", "Routed", decision.message)
+        created = _time(self.meta.get("creationTimestamp"))
+        if created and number == 1:
+            metrics.TIME_TO_ROUTED.observe((self.now - created).total_seconds())
+        await self.save()  # the intent first: a crash from here on resumes this attempt
+        if target.backend == "External":
+            return await self.submit_external(spec, attempt)
+        return await self.create_in_cluster(spec, attempt)
+
+    # -- in-cluster -----------------------------------------------------------------------
+
+    async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
+        manifest = incluster.job_manifest(
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+            spec=spec,
+            attempt=int(attempt["attempt"]),
+            gpu_product=attempt["gpuProduct"],
+        )
+        await self.deps.kube.create_batch_job(manifest)
+        attempt["outcome"] = "Pending"
+        attempt["externalId"] = manifest["metadata"]["name"]
+        await self.save()
+        return POLL_PENDING
+
+    async def track_in_cluster(
+        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
+    ) -> float | None:
+        if attempt.get("outcome") == "Dispatching":
+            self.deps.registry.reserve(self.uid, attempt["gpuProduct"], spec.gpu.count)
+            return await self.create_in_cluster(spec, attempt)
+        job_name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+        job = await self.deps.kube.get_batch_job(self.namespace, job_name)
+        if job is None:
+            self.deps.registry.release(self.uid)
+            return await self.failover(attempt, "JobLost", f"batch/v1 Job {job_name} disappeared")
+        state = incluster.job_state(job)
+        pods = await self.deps.kube.list_pods(
+            self.namespace,
+            f"{incluster.LABEL_JOB}={self.name},{incluster.LABEL_ATTEMPT}={attempt['attempt']}",
+        )
+        started = incluster.pod_running(pods)
+        if started is not None or state in (
+            incluster.JobState.SUCCEEDED,
+            incluster.JobState.FAILED,
+        ):
+            self.deps.registry.release(self.uid)
+        if started is not None and attempt.get("outcome") == "Pending":
+            attempt["outcome"] = "Running"
+            self.mark_running(started)
+        if state is incluster.JobState.SUCCEEDED:
+            end = _time((job.get("status") or {}).get("completionTime")) or self.now
+            self.accrue_in_cluster(spec, attempt, started or end, end)
+            self.end_attempt(attempt, "Succeeded", "Completed", "the Job completed")
+            self.status["progress"] = {
+                "completed": spec.input.requests,
+                "total": spec.input.requests,
+            }
+            await self.finish(True, "Completed", f"ran in-cluster on {attempt['gpuProduct']}")
+            return None
+        if state is incluster.JobState.FAILED:
+            self.accrue_in_cluster(spec, attempt, started or self.now, self.now)
+            return await self.failover(attempt, "JobFailed", f"batch/v1 Job {job_name} failed")
+        if started is not None:
+            self.accrue_in_cluster(spec, attempt, started, self.now)
+            await self.save()
+            return POLL_RUNNING
+        since = _time(attempt.get("startTime")) or self.now
+        max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
+        if (self.now - since).total_seconds() > max_queue:
+            await self.deps.kube.delete_batch_job(self.namespace, job_name)
+            self.deps.registry.release(self.uid)
+            return await self.failover(
+                attempt,
+                "QueueTimeout",
+                f"not running after maxQueueTime ({int(max_queue)}s) on {attempt['gpuProduct']}",
+                outcome="Requeued",
+            )
+        await self.save()
+        return POLL_PENDING
+
+    def accrue_in_cluster(
+        self, spec: InferenceJobSpec, attempt: dict[str, Any], start: datetime, end: datetime
+    ) -> None:
+        price = parse_money(attempt.get("pricePerGPUHour") or "0")
+        hours = Decimal(max((end - start).total_seconds(), 0.0)) / Decimal(3600)
+        attempt["cost"] = _money(price * spec.gpu.count * hours)
+
+    # -- external -------------------------------------------------------------------------
+
+    def remote_ref(self, attempt: dict[str, Any]) -> RemoteRef | None:
+        ref = self.status.get("externalRef") or {}
+        if not ref.get("id"):
+            return None
+        return RemoteRef(ref["provider"], ref["id"], ref["idempotencyKey"])
+
+    async def submit_external(
+        self, spec: InferenceJobSpec, attempt: dict[str, Any]
+    ) -> float | None:
+        provider = attempt["provider"]
+        entry = self.deps.registry.providers.get(provider)
+        if entry is None or entry.draining:
+            return await self.provider_missing(attempt)
+        ref_status = self.status["externalRef"]
+        checkpoint_text = ref_status.get("checkpoint") or ""
+        try:
+            ref = await entry.adapter.submit(
+                spec,
+                idempotency_key=ref_status["idempotencyKey"],
+                gpu_product=attempt["gpuProduct"],
+                max_price_per_gpu_hour=_cap(
+                    spec, self.deps.policy(self.namespace, spec.policy_ref)
+                ),
+                checkpoint=Checkpoint.from_str(checkpoint_text) if checkpoint_text else None,
+                requests=await self.deps.load_requests(self.namespace, spec),
+            )
+        except neterr.NetworkError as exc:
+            return await self.network_trouble(attempt, exc, ref=None)
+        ref_status["id"] = ref.id
+        attempt["externalId"] = ref.id
+        attempt["outcome"] = "Pending"
+        await self.save()
+        return POLL_PENDING
+
+    async def track_external(
+        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
+    ) -> float | None:
+        entry = self.deps.registry.providers.get(attempt["provider"])
+        if entry is None or entry.draining:
+            return await self.provider_missing(attempt)
+        entry.active_jobs.add(self.uid)
+        ref = self.remote_ref(attempt)
+        if ref is None or attempt.get("outcome") == "Dispatching":
+            # Crashed between writing the intent and recording the id: the same key finds
+            # the same remote job, or creates it once.
+            return await self.submit_external(spec, attempt)
+        try:
+            remote = await entry.adapter.status(ref)
+        except neterr.NetworkError as exc:
+            return await self.network_trouble(attempt, exc, ref=ref)
+        if remote.checkpoint is not None:
+            self.status["externalRef"]["checkpoint"] = remote.checkpoint.to_str()
+        attempt["cost"] = _money(remote.accrued_usd)
+        total = remote.total or spec.input.requests
+        self.status["progress"] = {"completed": remote.completed, "total": total}
+        cap = _cap(spec, policy)
+        if (
+            remote.price_per_gpu_hour is not None
+            and cap is not None
+            and remote.price_per_gpu_hour > cap
+        ):
+            await self.cancel_attempt(attempt)
+            return await self.failover(
+                attempt,
+                "PriceAboveCap",
+                f"{attempt['provider']} now asks {remote.price_per_gpu_hour} USD/GPU-hour, "
+                f"above the cap of {cap}",
+            )
+        if remote.state == "Succeeded":
+            entry.active_jobs.discard(self.uid)
+            self.end_attempt(attempt, "Succeeded", "Completed", remote.message or "completed")
+            self.status["progress"] = {"completed": total, "total": total}
+            await self.finish(
+                True, "Completed", f"ran on {attempt['provider']} ({attempt['gpuProduct']})"
+            )
+            return None
+        if remote.state in ("Failed", "Lost"):
+            reason = "JobLost" if remote.state == "Lost" else "RemoteFailed"
+            await self.cancel_attempt(attempt)
+            return await self.failover(attempt, reason, remote.message or reason)
+        if remote.state == "Running" and attempt.get("outcome") != "Running":
+            attempt["outcome"] = "Running"
+            self.mark_running(self.now)
+        await self.save()
+        return POLL_RUNNING if remote.state == "Running" else POLL_PENDING
+
+    async def network_trouble(
+        self, attempt: dict[str, Any], exc: neterr.NetworkError, ref: RemoteRef | None
+    ) -> float | None:
+        entry = self.deps.registry.providers.get(attempt["provider"])
+        circuit_open = entry is not None and entry.adapter.circuit_state == "Open"
+        if isinstance(exc, neterr.JobLost | neterr.NotFound):
+            return await self.failover(attempt, "JobLost", exc.message)
+        if isinstance(exc, neterr.PriceAboveCap):
+            return await self.failover(attempt, "PriceAboveCap", exc.message)
+        if exc.retryable and not circuit_open and not isinstance(exc, neterr.CircuitOpen):
+            self.set(
+                cond.RUNNING,
+                cond.is_true(self.conditions, cond.RUNNING),
+                "NetworkError",
+                exc.message,
+            )
+            await self.save()
+            return RETRY_SOON
+        await self.cancel_attempt(attempt)
+        reason = (
+            "CircuitOpen" if circuit_open or isinstance(exc, neterr.CircuitOpen) else "NetworkError"
+        )
+        return await self.failover(attempt, reason, exc.message)
+
+    async def provider_missing(self, attempt: dict[str, Any]) -> float | None:
+        name = attempt["provider"]
+        entry = self.deps.registry.providers.get(name)
+        if entry is None and self.deps.provider_exists(name):
+            return RETRY_SOON  # the provider's adapter is still being set up after a restart
+        if entry is not None:
+            await self.cancel_attempt(attempt)
+        return await self.failover(
+            attempt, "ProviderGone", f"ComputeProvider {name} is being deleted or is gone"
+        )
+
+    # -- shared endings -------------------------------------------------------------------
+
+    async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
+        """Stop the attempt's work wherever it runs; failures here are logged, not fatal."""
+        if attempt.get("backend") == "InCluster":
+            name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+            await self.deps.kube.delete_batch_job(self.namespace, name)
+            self.deps.registry.release(self.uid)
+            return
+        entry = self.deps.registry.providers.get(attempt.get("provider", ""))
+        ref = self.remote_ref(attempt)
+        if entry is None or ref is None:
+            return
+        entry.active_jobs.discard(self.uid)
+        try:
+            await entry.adapter.cancel(ref)
+        except neterr.NetworkError as exc:
+            log.warning("cancelling %s on %s failed: %s", ref.id, entry.name, exc.message)
+
+    def end_attempt(self, attempt: dict[str, Any], outcome: str, reason: str, message: str) -> None:
+        attempt.update(
+            outcome=outcome, reason=reason, message=message, endTime=cond.timestamp(self.now)
+        )
+        if attempt.get("backend") == "External":
+            entry = self.deps.registry.providers.get(attempt.get("provider", ""))
+            if entry is not None:
+                entry.active_jobs.discard(self.uid)
+            if attempt.get("cost"):
+                metrics.EXTERNAL_SPEND.labels(provider=attempt.get("provider", "")).inc(
+                    float(parse_money(attempt["cost"]))
+                )
+
+    async def failover(
+        self, attempt: dict[str, Any], reason: str, message: str, *, outcome: str = "Failed"
+    ) -> float:
+        self.end_attempt(attempt, outcome, reason, message)
+        self.status.pop("externalRef", None)
+        self.status.pop("placement", None)
+        self.set(cond.RUNNING, False, reason, message)
+        self.set(cond.ROUTED, False, "FailingOver", f"attempt {attempt['attempt']}: {message}")
+        self.emit(
+            "Warning",
+            "FailingOver",
+            f"attempt {attempt['attempt']} on {candidate_name(attempt)}: {message}",
+        )
+        metrics.FAILOVERS.labels(reason=reason).inc()
+        await self.save()
+        return 0.5
+
+    def mark_running(self, started: datetime) -> None:
+        first = self.status.get("startTime") is None
+        if first:
+            self.status["startTime"] = cond.timestamp(started)
+            created = _time(self.meta.get("creationTimestamp"))
+            if created:
+                metrics.TIME_TO_RUNNING.observe(max((started - created).total_seconds(), 0.0))
+        placement = self.status.get("placement") or {}
+        message = (
+            f"running on {placement.get('provider', '?')} ({placement.get('gpuProduct', '?')})"
+        )
+        self.set(cond.RUNNING, True, "Running", message)
+        self.emit("Normal", "Running", message)
+
+    async def finish(self, ok: bool, reason: str, message: str) -> None:
+        type_ = cond.SUCCEEDED if ok else cond.FAILED
+        self.set(type_, True, reason, message)
+        self.set(cond.RUNNING, False, reason, message)
+        self.status["completionTime"] = cond.timestamp(self.now)
+        self.deps.registry.release(self.uid)
+        self.emit("Normal" if ok else "Warning", reason, message)
+        await self.save()
+
+
+def _cap(spec: InferenceJobSpec, policy: RoutingPolicySpec | None) -> Decimal | None:
+    caps = [spec.max_price_per_gpu_hour]
+    if policy is not None:
+        caps.append(policy.external.max_price_per_gpu_hour)
+    present = [c for c in caps if c is not None]
+    return min(present) if present else None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

@@ -1,0 +1,100 @@
+"""In-memory state the operator process keeps: adapters, offers and GPU reservations.
+
+Nothing here is the truth of a job (that is the InferenceJob status); it is a cache that a
+restarted operator rebuilds from ComputeProviders and job statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.networks.base import NetworkAdapter
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
+
+
+@dataclass
+class ProviderEntry:
+    """One ComputeProvider as the operator knows it now."""
+
+    name: str
+    spec: ComputeProviderSpec
+    adapter: NetworkAdapter
+    labels: dict[str, str] = field(default_factory=dict)
+    offers: tuple[ExternalOffer, ...] = ()
+    refreshed: datetime | None = None
+    ready: bool = False
+    draining: bool = False
+    """Set when the ComputeProvider is being deleted: its jobs fail over, no new ones go."""
+    active_jobs: set[str] = field(default_factory=set)
+    """UIDs of InferenceJobs with work on this network now."""
+
+
+class Registry:
+    """Adapters by provider name, and in-cluster GPUs promised but not yet bound."""
+
+    def __init__(self) -> None:
+        self.providers: dict[str, ProviderEntry] = {}
+        # uid -> (product, gpus): routed in-cluster, Pod not bound yet. Decisions made in the
+        # same instant must not all see the same free GPU.
+        self.reservations: dict[str, tuple[str, int]] = {}
+
+    def offers(self) -> tuple[ExternalOffer, ...]:
+        """Every usable provider's offers, with live circuit, pause and load figures."""
+        out: list[ExternalOffer] = []
+        for entry in self.providers.values():
+            if entry.draining or not entry.ready:
+                continue
+            circuit_open = entry.adapter.circuit_state == "Open"
+            for offer in entry.offers:
+                out.append(
+                    replace(
+                        offer,
+                        circuit_open=circuit_open,
+                        paused=entry.spec.paused,
+                        active_jobs=len(entry.active_jobs),
+                        max_concurrent_jobs=entry.spec.max_concurrent_jobs,
+                        labels=entry.labels,
+                        trust_tier=entry.spec.trust_tier,
+                        region=offer.region or entry.spec.region,
+                        carbon_intensity=(
+                            offer.carbon_intensity
+                            if offer.carbon_intensity is not None
+                            else entry.spec.carbon_intensity
+                        ),
+                    )
+                )
+        return tuple(out)
+
+    def reserve(self, uid: str, product: str, gpus: int) -> None:
+        self.reservations[uid] = (product, gpus)
+
+    def release(self, uid: str) -> None:
+        self.reservations.pop(uid, None)
+
+    def apply_reservations(self, pools: tuple[InClusterPool, ...]) -> tuple[InClusterPool, ...]:
+        """Pools with GPUs of reserved-but-unbound jobs counted as in use.
+
+        A job's loop releases its reservation once its Pod is seen running; until then the GPUs
+        may be counted twice for a poll interval, which errs on the side of not overbooking.
+        """
+        if not self.reservations:
+            return pools
+        held: dict[str, int] = {}
+        for product, gpus in self.reservations.values():
+            held[product] = held.get(product, 0) + gpus
+        return tuple(
+            replace(
+                p,
+                in_use=p.in_use + held.get(p.gpu_product, 0),
+                max_free_per_node=(
+                    None
+                    if p.max_free_per_node is None
+                    else max(p.max_free_per_node - held.get(p.gpu_product, 0), 0)
+                ),
+            )
+            if p.gpu_product in held
+            else p
+            for p in pools
+        )

@@ -1,0 +1,78 @@
+"""RoutingPolicy handlers: spend and routing counts of the current budget period in status."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.spend import SpendItem, period_start, spent_since
+from hybridgpu.jobs import conditions as cond
+from hybridgpu.units import format_money
+
+
+@kopf.timer(GROUP, VERSION, "routingpolicies", interval=10.0, initial_delay=1.0)
+async def account_policy(
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    job_spend: kopf.Index[tuple[str, str], tuple[SpendItem, ...]],
+    job_targets: kopf.Index[tuple[str, str], str],
+    **_: Any,
+) -> None:
+    now = datetime.now(UTC)
+    generation = int(meta.get("generation") or 0)
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    try:
+        policy = RoutingPolicySpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        cond.set_condition(
+            conditions,
+            "Valid",
+            False,
+            "InvalidSpec",
+            f"{where}: {first['msg']}",
+            generation=generation,
+            now=now,
+        )
+        await memo.kube.patch_policy_status(namespace, name, {"conditions": conditions})
+        return
+    created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+    start = period_start(now, created, policy.budget.period) if policy.budget else created
+    items = [i for group in job_spend.get((namespace, name), []) for i in group]
+    spent = spent_since(items, start)
+    routed = Counter(job_targets.get((namespace, name), []))
+    cond.set_condition(
+        conditions, "Valid", True, "Valid", "the policy is valid", generation=generation, now=now
+    )
+    if policy.budget is not None:
+        exceeded = spent >= policy.budget.limit
+        cond.set_condition(
+            conditions,
+            "BudgetExceeded",
+            exceeded,
+            "LimitReached" if exceeded else "WithinBudget",
+            f"spent {format_money(spent)} of {format_money(policy.budget.limit)} USD this period"
+            + (f"; {policy.budget.when_exceeded.value} applies" if exceeded else ""),
+            generation=generation,
+            now=now,
+        )
+    patch = {
+        "spent": format_money(spent, 6),
+        "periodStart": cond.timestamp(start),
+        "routedJobs": dict(sorted(routed.items())),
+        "conditions": conditions,
+        "observedGeneration": generation,
+    }
+    if any(status.get(k) != v for k, v in patch.items()):
+        await memo.kube.patch_policy_status(namespace, name, patch)

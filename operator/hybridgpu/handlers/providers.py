@@ -1,0 +1,70 @@
+"""ComputeProvider handlers: a daemon per provider keeps its adapter and offers fresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller.providers import (
+    CredentialMissing,
+    ensure_adapter,
+    provider_status,
+    refresh,
+)
+from hybridgpu.controller.registry import Registry
+
+
+@kopf.daemon(GROUP, VERSION, "computeproviders", cancellation_timeout=5.0)
+async def keep_provider(
+    stopped: kopf.DaemonStopped,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    registry: Registry = memo.registry
+    while not stopped:
+        now = datetime.now(UTC)
+        meta = body.get("metadata", {})
+        generation = int(meta.get("generation") or 0)
+        conditions = list((body.get("status") or {}).get("conditions") or [])
+        entry = None
+        try:
+            spec = ComputeProviderSpec.model_validate(dict(body.get("spec") or {}))
+            entry = await ensure_adapter(
+                registry, memo.kube, name, spec, dict(meta.get("labels") or {})
+            )
+            ready, message = await refresh(entry, now)
+            interval = spec.price_refresh_interval.total_seconds()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            ready, interval = False, 60.0
+            message = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
+        except CredentialMissing as exc:
+            ready, message, interval = False, str(exc), 15.0
+        status = provider_status(entry, ready, message, generation, conditions, now)
+        await memo.kube.patch_provider_status(name, status)
+        await stopped.wait(min(interval, 5.0) if not ready else interval)
+
+
+@kopf.on.delete(GROUP, VERSION, "computeproviders")
+async def drain_provider(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Fail active jobs over to other backends first, then forget the provider."""
+    registry: Registry = memo.registry
+    entry = registry.providers.get(name)
+    if entry is None:
+        return
+    entry.draining = True
+    if entry.active_jobs:
+        raise kopf.TemporaryError(
+            f"waiting for {len(entry.active_jobs)} jobs to fail over", delay=2.0
+        )
+    del registry.providers[name]
+    await entry.adapter.aclose()
+    logger.info("provider %s drained and removed", name)

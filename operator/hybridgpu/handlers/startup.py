@@ -1,0 +1,71 @@
+"""Operator start-up: Kopf settings, shared state in the memo, metrics and telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from hybridgpu.controller.registry import Registry
+from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
+from hybridgpu.kube import Kube, load_client_config
+from hybridgpu.settings import SETTINGS
+
+FINALIZER = "hybridgpu.dev/cleanup"
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Keep Kopf's bookkeeping in annotations under our group, out of the users' status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hybridgpu.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="hybridgpu.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 2000
+    memo.kube = Kube(load_client_config(SETTINGS.kubeconfig))
+    memo.registry = Registry()
+    memo.utilization = None
+    memo.telemetry_error = "" if SETTINGS.prometheus_url else "no Prometheus URL is configured"
+    if SETTINGS.metrics_port:
+        start_http_server(SETTINGS.metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
+    memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("telemetry_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    registry: Registry | None = memo.get("registry")
+    if registry is not None:
+        for entry in list(registry.providers.values()):
+            await entry.adapter.aclose()
+
+
+async def _telemetry_loop(memo: kopf.Memo) -> None:
+    """Keep per-product DCGM utilisation from Prometheus in the memo."""
+    if not SETTINGS.prometheus_url:
+        return
+    while True:
+        try:
+            telemetry = await asyncio.to_thread(fetch_gpu_telemetry, SETTINGS.prometheus_url)
+            memo.utilization = telemetry
+            memo.telemetry_error = ""
+        except TelemetryUnavailable as exc:
+            if memo.telemetry_error != str(exc):
+                log.warning("GPU telemetry unavailable, routing on requests alone: %s", exc)
+            memo.utilization = None
+            memo.telemetry_error = str(exc)
+        await asyncio.sleep(SETTINGS.telemetry_interval)

@@ -1,0 +1,1 @@
+"""The InferenceJob lifecycle as pure functions over status dicts: conditions, phase, attempts."""

@@ -1,0 +1,159 @@
+"""A small async face on the Kubernetes API for the operator's own reads and writes.
+
+The official client is synchronous; calls run in worker threads so the event loop that Kopf
+and the network adapters share is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from hybridgpu.api.common import GROUP, VERSION
+
+T = TypeVar("T")
+JOBS = "inferencejobs"
+POLICIES = "routingpolicies"
+PROVIDERS = "computeproviders"
+
+
+def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster credentials when running in a Pod, else the kubeconfig."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # Many job loops share the pool; the default of 4 connections serialises them.
+    configuration.connection_pool_maxsize = 64
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """The reads and writes the operator does outside Kopf's own patching."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+
+    @staticmethod
+    async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An InferenceJob, or None when it is gone."""
+        try:
+            found: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, JOBS, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def patch_job_status(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource of an InferenceJob; returns the patched object."""
+        patched: dict[str, Any] = await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            JOBS,
+            name,
+            {"status": patch},
+        )
+        return patched
+
+    async def patch_policy_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            POLICIES,
+            name,
+            {"status": patch},
+        )
+
+    async def patch_provider_status(self, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self._custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            PROVIDERS,
+            name,
+            {"status": patch},
+        )
+
+    async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a batch/v1 Job; if one of that name exists already, return it (idempotent)."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            created = await self._call(self._batch.create_namespaced_job, namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = await self.get_batch_job(namespace, manifest["metadata"]["name"])
+            if existing is None:  # deleted between the two calls: try once more next loop
+                raise
+            return existing
+        result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(created)
+        return result
+
+    async def get_batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = await self._call(self._batch.read_namespaced_job, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(found)
+        return result
+
+    async def delete_batch_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its Pods; a Job already gone is fine."""
+        try:
+            await self._call(
+                self._batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pods = await self._call(self._core.list_namespaced_pod, namespace, label_selector=selector)
+        result: list[dict[str, Any]] = client.ApiClient().sanitize_for_serialization(pods)["items"]
+        return result
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """The decoded value of one Secret key, or None when the Secret or key is missing."""
+        try:
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        encoded = (secret.data or {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded is not None else None
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            cm = await self._call(self._core.read_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value: str | None = (cm.data or {}).get(key)
+        return value

@@ -1,0 +1,41 @@
+"""Adapters for external GPU networks behind one protocol; see :mod:`hybridgpu.networks.base`."""
+
+from hybridgpu.networks.base import (
+    NetworkAdapter,
+    RemoteRef,
+    RemoteState,
+    RemoteStatus,
+    make_adapter,
+)
+from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.errors import (
+    BadRequest,
+    CircuitOpen,
+    JobLost,
+    NetworkError,
+    NotFound,
+    PriceAboveCap,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from hybridgpu.networks.http import HttpPolicy
+
+__all__ = [
+    "BadRequest",
+    "Checkpoint",
+    "CircuitOpen",
+    "HttpPolicy",
+    "JobLost",
+    "NetworkAdapter",
+    "NetworkError",
+    "NotFound",
+    "PriceAboveCap",
+    "RateLimited",
+    "RemoteRef",
+    "RemoteState",
+    "RemoteStatus",
+    "Unauthorized",
+    "Unavailable",
+    "make_adapter",
+]

@@ -1,0 +1,88 @@
+"""What every adapter shares: the HTTP client, health figures and price-cap checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.networks.base import RemoteRef, RemoteStatus
+from hybridgpu.networks.errors import PriceAboveCap
+from hybridgpu.networks.http import HttpPolicy, ProviderClient, Redactor
+
+GIB = 2**30
+
+
+class AdapterBase:
+    """State and helpers common to the five adapters."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ComputeProviderSpec,
+        credential: str | None,
+        policy: HttpPolicy,
+        auth_headers: Mapping[str, str],
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.redact = Redactor(credential)
+        self.client = ProviderClient(name, spec.endpoint, auth_headers, policy, self.redact)
+        self._submitted_at: dict[str, float] = {}
+        self._seen_running: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, endpoint={self.spec.endpoint!r})"
+
+    @property
+    def circuit_state(self) -> str:
+        """Closed, Open or HalfOpen."""
+        return self.client.breaker.state
+
+    @property
+    def error_rate(self) -> float:
+        """Share of recent calls that failed."""
+        return self.client.health.error_rate
+
+    @property
+    def start_latency(self) -> tuple[float | None, float | None]:
+        """Observed (p50, p95) seconds from submission to running."""
+        return self.client.health.start_latency()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
+
+    def static_price(self, gpu_product: str) -> Decimal | None:
+        """The ComputeProvider's static price for a product (or its 'default' entry)."""
+        fallback = None
+        for entry in self.spec.static_prices:
+            if entry.gpu_product == gpu_product:
+                return entry.price_per_gpu_hour
+            if entry.gpu_product == "default":
+                fallback = entry.price_per_gpu_hour
+        return fallback
+
+    def check_cap(self, price: Decimal | None, cap: Decimal | None, when: str) -> None:
+        """Raise PriceAboveCap when ``price`` exceeds ``cap`` (both per GPU-hour)."""
+        if price is not None and cap is not None and price > cap:
+            raise PriceAboveCap(
+                self.name,
+                price,
+                cap,
+                f"{when}: network asks {price} USD/GPU-hour, above the cap of {cap}",
+            )
+
+    def note_submitted(self, ref: RemoteRef) -> None:
+        """Start the clock for the start-latency figure."""
+        self._submitted_at.setdefault(ref.id, time.monotonic())
+
+    def observe(self, ref: RemoteRef, status: RemoteStatus) -> RemoteStatus:
+        """Record the start latency the first time a job is seen running."""
+        if status.state in ("Running", "Succeeded") and ref.id not in self._seen_running:
+            self._seen_running.add(ref.id)
+            started = self._submitted_at.get(ref.id)
+            if started is not None:
+                self.client.health.record_start_latency(time.monotonic() - started)
+        return status

@@ -1,0 +1,171 @@
+"""The protocol every external GPU network adapter implements, and the factory.
+
+The operator talks to every network through :class:`NetworkAdapter`::
+
+    adapter = make_adapter(name, spec, credential, http_policy=None, batch_concurrency=8)
+    offers = await adapter.list_offers()            # list[ExternalOffer], price in the
+                                                    # network's unit (PerGPUHour/PerToken)
+    ref = await adapter.submit(job, idempotency_key=key, gpu_product=product,
+                               max_price_per_gpu_hour=cap, checkpoint=None, requests=None)
+    st = await adapter.status(ref)                  # RemoteStatus
+    await adapter.cancel(ref)                       # idempotent
+    url = await adapter.result(ref)                 # str | None
+    adapter.circuit_state, adapter.error_rate, adapter.start_latency  # for provider status
+    await adapter.aclose()
+
+Idempotency per key. A second ``submit`` with the same key returns the same remote job:
+
+* livepeer, openai (client-driven: the operator sends each request itself): the batch runs
+  in a background task of this process, keyed by the idempotency key; every request carries
+  the header ``Idempotency-Key: <key>/<index>``. After a restart call ``submit`` again with the
+  last persisted :class:`Checkpoint`: completed requests are not sent again.
+* akash: the key is written into the SDL (``env: HYBRIDGPU_IDEMPOTENCY_KEY=<key>``); before
+  creating, the adapter lists the account's deployments and reuses one whose SDL holds it.
+* nosana: the key is written into the job definition (``meta.hybridgpuKey``); the definition's
+  content hash is therefore stable, and the adapter reuses a job with the same ``ipfsHash``.
+* vastai: the instance ``label`` is ``hybridgpu-<key>``; the adapter lists instances first.
+
+Requests of a client-driven batch come from ``requests=`` if given (the operator loads a
+configMapRef), else ``spec.input.inline``, else synthetic requests built from the task, model
+and input/output token counts (see :mod:`hybridgpu.networks.requests`).
+
+Prices are checked before and after submission: ``PriceAboveCap`` is raised (and anything
+created is cancelled) when the network asks more than ``max_price_per_gpu_hour``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.http import HttpPolicy
+from hybridgpu.routing.snapshot import ExternalOffer
+
+RemoteState = Literal["Pending", "Running", "Succeeded", "Failed", "Lost"]
+TERMINAL_STATES: frozenset[str] = frozenset({"Succeeded", "Failed", "Lost"})
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRef:
+    """The operator's handle on one remote job; stored in status as :meth:`to_str`."""
+
+    provider: str
+    id: str
+    idempotency_key: str
+
+    def to_str(self) -> str:
+        """``provider|id|key`` (none of the parts may hold ``|``)."""
+        for part in (self.provider, self.id, self.idempotency_key):
+            if "|" in part:
+                raise ValueError(f"remote reference part {part!r} must not contain '|'")
+        return f"{self.provider}|{self.id}|{self.idempotency_key}"
+
+    @classmethod
+    def from_str(cls, text: str) -> RemoteRef:
+        """Parse :meth:`to_str` output; raises ValueError naming the problem."""
+        parts = text.split("|")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"remote reference {text!r} is not 'provider|id|idempotencyKey'")
+        return cls(parts[0], parts[1], parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatus:
+    """What the network says about a job now."""
+
+    state: RemoteState
+    completed: int = 0
+    total: int = 0
+    accrued_usd: Decimal = Decimal(0)
+    price_per_gpu_hour: Decimal | None = None
+    message: str = ""
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job will not change state any more."""
+        return self.state in TERMINAL_STATES
+
+
+class NetworkAdapter(Protocol):
+    """One external GPU network, as the operator sees it."""
+
+    name: str
+
+    @property
+    def circuit_state(self) -> str:
+        """Closed, Open or HalfOpen."""
+        ...
+
+    @property
+    def error_rate(self) -> float:
+        """Share of recent calls that failed."""
+        ...
+
+    @property
+    def start_latency(self) -> tuple[float | None, float | None]:
+        """Observed (p50, p95) seconds from submission to running."""
+        ...
+
+    async def list_offers(self) -> list[ExternalOffer]:
+        """The network's current offers."""
+        ...
+
+    async def submit(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+        checkpoint: Checkpoint | None = None,
+        requests: list[dict[str, Any]] | None = None,
+    ) -> RemoteRef:
+        """Start the job (or find the one already started with this key)."""
+        ...
+
+    async def status(self, ref: RemoteRef) -> RemoteStatus:
+        """The job's state, progress and cost so far."""
+        ...
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        """Stop the job; cancelling a finished or vanished job is fine."""
+        ...
+
+    async def result(self, ref: RemoteRef) -> str | None:
+        """Where the job's output is (URL or id), if the network says."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and stop background work."""
+        ...
+
+
+def make_adapter(
+    name: str,
+    spec: ComputeProviderSpec,
+    credential: str | None,
+    *,
+    http_policy: HttpPolicy | None = None,
+    batch_concurrency: int = 8,
+) -> NetworkAdapter:
+    """Build the adapter for ``spec.type``; ``credential`` is the Secret's value, if any."""
+    # Imported here because every adapter module imports this one.
+    from hybridgpu.networks import akash, livepeer, nosana, openai_compat, vastai  # noqa: PLC0415
+
+    policy = http_policy or HttpPolicy()
+    if spec.type is ProviderType.LIVEPEER:
+        return livepeer.LivepeerAdapter(name, spec, credential, policy, batch_concurrency)
+    if spec.type is ProviderType.OPENAI:
+        return openai_compat.OpenAIAdapter(name, spec, credential, policy, batch_concurrency)
+    if spec.type is ProviderType.AKASH:
+        return akash.AkashAdapter(name, spec, credential, policy)
+    if spec.type is ProviderType.NOSANA:
+        return nosana.NosanaAdapter(name, spec, credential, policy)
+    if spec.type is ProviderType.VASTAI:
+        return vastai.VastAdapter(name, spec, credential, policy)
+    raise ValueError(f"spec.type: unknown provider type {spec.type!r}")  # pragma: no cover

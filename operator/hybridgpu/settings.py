@@ -1,0 +1,35 @@
+"""Operator settings, from the environment (the Helm chart sets these) or `hybridgpu run` flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Settings:
+    prometheus_url: str = ""
+    """Prometheus with DCGM exporter series; empty means routing on GPU requests alone."""
+    metrics_port: int = 8080
+    """Port of the operator's own /metrics (0 turns it off)."""
+    telemetry_interval: float = 15.0
+    kubeconfig: str | None = None
+    namespaces: list[str] = field(default_factory=list)
+    """Namespaces to watch for InferenceJobs and RoutingPolicies; empty means all."""
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            prometheus_url=env.get("HYBRIDGPU_PROMETHEUS_URL", ""),
+            metrics_port=int(env.get("HYBRIDGPU_METRICS_PORT", "8080")),
+            telemetry_interval=float(env.get("HYBRIDGPU_TELEMETRY_INTERVAL", "15")),
+            kubeconfig=env.get("KUBECONFIG") or None,
+            namespaces=[n for n in env.get("HYBRIDGPU_NAMESPACES", "").split(",") if n],
+            log_format=env.get("HYBRIDGPU_LOG_FORMAT", "json"),
+        )
+
+
+SETTINGS = Settings.from_env()
+"""The process's settings; `hybridgpu run` updates them from its flags before Kopf starts."""

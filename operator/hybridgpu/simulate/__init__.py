@@ -1,0 +1,1 @@
+"""Replays workloads through the routing engine with a virtual clock."""

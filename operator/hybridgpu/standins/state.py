@@ -1,0 +1,257 @@
+"""What every stand-in network shares: API-key check, fault injection, statistics, the clock.
+
+Control endpoints on every port (no credential needed, loopback only):
+
+* ``POST /_faults`` sets the faults (a JSON object, keys below; unspecified keys reset),
+  ``GET /_faults`` reads them.
+* ``GET /_stats``: requests seen, submissions per idempotency key, creations per job id.
+* ``POST /_reset``: forget jobs, faults and statistics.
+
+Faults: ``errorRate`` (share of calls answered ``errorStatus``, default 503), ``failNext``
+(the next N calls fail), ``rateLimitNext`` (the next N calls get 429, with ``Retry-After:
+retryAfterSeconds`` unless that is null), ``latencyMs`` (added to every call),
+``vanishRunning`` (a job seen running disappears: 404 from then on), ``priceFactor``
+(multiplies every price, listed and charged) and ``silentPriceFactor`` (multiplies only what
+is charged: created instances, leases, Livepeer's reported price - the network quoting one
+price and charging another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from hybridgpu.api.common import Money
+from hybridgpu.standins.config import Network, StandinConfig
+from hybridgpu.units import format_money
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorBody = Callable[[int, str], dict[str, Any]]
+
+
+class Faults(BaseModel):
+    """Faults injected into one stand-in network."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: int = Field(default=503, ge=400, le=599)
+    fail_next: int = Field(default=0, ge=0)
+    rate_limit_next: int = Field(default=0, ge=0)
+    retry_after_seconds: float | None = Field(default=1.0, ge=0)
+    latency_ms: int = Field(default=0, ge=0, le=600_000)
+    vanish_running: bool = False
+    price_factor: Money = Decimal(1)
+    silent_price_factor: Money = Decimal(1)
+
+
+@dataclass
+class SimJob:
+    """A job (instance, deployment, Nosana job) that takes simulated time."""
+
+    id: str
+    key: str
+    created: float
+    start_delay: float
+    run_seconds: float
+    price_per_hour: Decimal
+    data: dict[str, Any] = field(default_factory=dict)
+    stopped_at: float | None = None
+    started_wall: float | None = None
+
+    def phase(self, now: float) -> str:
+        """pending, running, done or stopped, from the clock."""
+        if self.stopped_at is not None:
+            return "stopped"
+        if now < self.created + self.start_delay:
+            return "pending"
+        if now < self.created + self.start_delay + self.run_seconds:
+            return "running"
+        return "done"
+
+    def start_epoch(self) -> float:
+        """Wall-clock time the job started running."""
+        return time.time() - (time.monotonic() - (self.created + self.start_delay))
+
+    def end_epoch(self, now: float) -> float | None:
+        """Wall-clock time the job ended, if it has."""
+        phase = self.phase(now)
+        if phase == "stopped" and self.stopped_at is not None:
+            end = max(self.stopped_at, self.created + self.start_delay)
+        elif phase == "done":
+            end = self.created + self.start_delay + self.run_seconds
+        else:
+            return None
+        return time.time() - (time.monotonic() - end)
+
+
+class NetworkState:
+    """One stand-in network's jobs, faults and counters."""
+
+    def __init__(self, network: Network, config: StandinConfig, error_body: ErrorBody) -> None:
+        self.network = network
+        self.config = config
+        self.error_body = error_body
+        self.rng = random.Random(config.seed)
+        self.faults = Faults()
+        self.jobs: dict[str, SimJob] = {}
+        self.requests = 0
+        self.unauthorized = 0
+        self.submissions: Counter[str] = Counter()
+        self.created: Counter[str] = Counter()
+        self._next_id = 1
+
+    def new_id(self) -> int:
+        """A fresh numeric id."""
+        value = self._next_id
+        self._next_id += 1
+        return value
+
+    def reset(self) -> None:
+        """Forget jobs, faults and counters."""
+        self.faults = Faults()
+        self.jobs.clear()
+        self.requests = self.unauthorized = 0
+        self.submissions.clear()
+        self.created.clear()
+
+    def price(self, base: Decimal, *, charged: bool = False) -> Decimal:
+        """A configured price with the price faults applied."""
+        factor = self.faults.price_factor
+        if charged:
+            factor *= self.faults.silent_price_factor
+        return base * factor
+
+    @staticmethod
+    def money(value: Decimal) -> str:
+        """Money as a decimal string."""
+        return format_money(value, 6)
+
+    def live_job(self, job_id: str) -> SimJob | None:
+        """The job, unless it vanished (``vanishRunning`` removes it once seen running)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        if self.faults.vanish_running and job.phase(time.monotonic()) == "running":
+            del self.jobs[job_id]
+            return None
+        return job
+
+    def stats(self) -> dict[str, Any]:
+        """The ``/_stats`` document."""
+        return {
+            "network": self.network,
+            "requests": self.requests,
+            "unauthorized": self.unauthorized,
+            "submissions": dict(self.submissions),
+            "created": dict(self.created),
+            "jobs": {jid: job.phase(time.monotonic()) for jid, job in self.jobs.items()},
+        }
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether the request carries the network's credential in the network's header."""
+        expected = self.config.api_keys.get(self.network)
+        if self.network == "akash":
+            given = request.headers.get("x-api-key", "")
+        else:
+            auth = request.headers.get("Authorization", "")
+            given = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+            if self.network == "vastai" and not given:
+                given = request.query.get("api_key", "")
+        return bool(given) and (expected is None or given == expected)
+
+    def middleware(self, public: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """aiohttp middleware: latency, credential, 429 bursts and injected errors."""
+
+        @web.middleware
+        async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path.startswith("/_"):
+                return await handler(request)
+            self.requests += 1
+            faults = self.faults
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            if request.path not in public and not self.authorized(request):
+                self.unauthorized += 1
+                return web.json_response(self.error_body(401, "Unauthorized"), status=401)
+            if faults.rate_limit_next > 0:
+                faults.rate_limit_next -= 1
+                headers = {}
+                if faults.retry_after_seconds is not None:
+                    headers["Retry-After"] = str(int(faults.retry_after_seconds))
+                return web.json_response(
+                    self.error_body(429, "API requests too frequent"), status=429, headers=headers
+                )
+            if faults.fail_next > 0 or (
+                faults.error_rate and self.rng.random() < faults.error_rate
+            ):
+                faults.fail_next = max(faults.fail_next - 1, 0)
+                status = faults.error_status
+                return web.json_response(self.error_body(status, "injected fault"), status=status)
+            return await handler(request)
+
+        return handle
+
+    def control_routes(self) -> list[web.RouteDef]:
+        """``/_faults``, ``/_stats`` and ``/_reset``."""
+
+        async def set_faults(request: web.Request) -> web.Response:
+            try:
+                body = await request.json()
+                self.faults = Faults.model_validate(body)
+            except (ValueError, ValidationError) as exc:
+                return web.json_response({"error": f"bad faults: {exc}"}, status=400)
+            return web.json_response(self.faults.model_dump(mode="json", by_alias=True))
+
+        async def get_faults(_: web.Request) -> web.Response:
+            return web.json_response(self.faults.model_dump(mode="json", by_alias=True))
+
+        async def get_stats(_: web.Request) -> web.Response:
+            return web.json_response(self.stats())
+
+        async def reset(_: web.Request) -> web.Response:
+            self.reset()
+            return web.json_response({"reset": True})
+
+        return [
+            web.post("/_faults", set_faults),
+            web.get("/_faults", get_faults),
+            web.get("/_stats", get_stats),
+            web.post("/_reset", reset),
+        ]
+
+
+async def read_json(request: web.Request, state: NetworkState) -> dict[str, Any]:
+    """The request's JSON object, or a 400 in the network's error shape naming the problem."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=_dumps(state.error_body(400, "body is not JSON")), content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=_dumps(state.error_body(400, "body must be a JSON object")),
+            content_type="application/json",
+        )
+    return body
+
+
+def fail(state: NetworkState, status: int, message: str) -> web.Response:
+    """An error response in the network's shape."""
+    return web.json_response(state.error_body(status, message), status=status)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value)

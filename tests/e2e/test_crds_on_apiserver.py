@@ -1,0 +1,144 @@
+"""The CRDs on the real API server: examples accepted, wrong manifests rejected by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster import REPO_ROOT, kubectl
+
+pytestmark = pytest.mark.e2e
+
+
+def _job(name: str, **spec: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "task": "llm",
+        "model": "m",
+        "input": {"requests": 1},
+        "estimatedDuration": "10m",
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "InferenceJob",
+        "metadata": {"name": name},
+        "spec": base,
+    }
+
+
+def _apply(ns: str, doc: dict[str, object], check: bool = False) -> tuple[int, str]:
+    result = kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc), check=check)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_every_example_is_accepted(namespace: str) -> None:
+    kinds = set()
+    for path in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+        docs = [
+            d
+            for d in yaml.safe_load_all(path.read_text())
+            if d and d["apiVersion"].startswith("hybridgpu.dev/")
+        ]
+        if not docs:
+            continue
+        for doc in docs:
+            if doc["kind"] in ("InferenceJob", "RoutingPolicy"):
+                doc["metadata"]["namespace"] = namespace
+            kinds.add(doc["kind"])
+        text = "\n---\n".join(json.dumps(d) for d in docs)
+        out = kubectl("apply", "--dry-run=server", "-f", "-", input=text, check=False)
+        assert out.returncode == 0, f"{path.name}: {out.stderr}"
+    assert {"InferenceJob", "RoutingPolicy", "ComputeProvider"} <= kinds
+
+
+def test_defaults_are_filled_in_by_the_server(namespace: str) -> None:
+    code, out = _apply(namespace, _job("defaults"))
+    assert code == 0, out
+    got = json.loads(kubectl("get", "ij", "defaults", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"]["gpu"] == {"count": 1}
+    assert got["spec"]["placement"] == "Any"
+    assert got["spec"]["policyRef"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "field", "words"),
+    [
+        (
+            "no-image",
+            {"task": "container", "model": None},
+            "spec.image",
+            "required when spec.task is container",
+        ),
+        ("no-model", {"model": None}, "spec.model", "required unless spec.task is container"),
+        ("bad-task", {"task": "painting"}, "spec.task", "Unsupported value"),
+        ("too-many-gpus", {"gpu": {"count": 9}}, "spec.gpu.count", "less than or equal to 8"),
+        ("float-price", {"maxPricePerGPUHour": 2.5}, "spec.maxPricePerGPUHour", "string"),
+        ("bad-money", {"maxCost": "ten"}, "spec.maxCost", "should match"),
+        ("bad-duration", {"estimatedDuration": "soon"}, "spec.estimatedDuration", "should match"),
+        ("empty-products", {"gpu": {"products": []}}, "spec.gpu.products", "at least 1"),
+        (
+            "both-inputs",
+            {
+                "input": {
+                    "requests": 1,
+                    "inline": [{"a": 1}],
+                    "configMapRef": {"name": "c", "key": "k"},
+                }
+            },
+            "spec.input.configMapRef",
+            "at most one of inline and configMapRef",
+        ),
+    ],
+)
+def test_wrong_manifests_are_rejected_naming_the_field(
+    namespace: str, name: str, spec: dict[str, object], field: str, words: str
+) -> None:
+    doc = _job(name, **spec)
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}  # type: ignore[union-attr]
+    code, out = _apply(namespace, doc)
+    assert code != 0, f"{name} was accepted"
+    assert field in out, out
+    assert words in out, out
+
+
+def test_task_and_gpu_are_immutable(namespace: str) -> None:
+    code, out = _apply(namespace, _job("fixed", gpu={"count": 1}))
+    assert code == 0, out
+    code, out = _apply(namespace, _job("fixed", task="upscale"))
+    assert code != 0 and "spec.task is immutable" in out, out
+    code, out = _apply(namespace, _job("fixed", gpu={"count": 2}))
+    assert code != 0 and "spec.gpu is immutable" in out, out
+    code, out = _apply(namespace, _job("fixed", maxCost="3.00"))
+    assert code == 0, out  # other fields may change
+
+
+def test_provider_endpoint_must_be_https_off_loopback(cluster: Path) -> None:
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "ComputeProvider",
+        "metadata": {"name": "plain-http"},
+        "spec": {"type": "akash", "endpoint": "http://console.example.com"},
+    }
+    out = kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(doc), check=False)
+    assert out.returncode != 0
+    assert "spec.endpoint" in out.stderr
+
+
+def test_kubectl_explain_teaches_the_api(cluster: Path) -> None:
+    text = kubectl("explain", "inferencejob.spec.gpu").stdout
+    assert "count" in text and "minMemory" in text and "products" in text
+    assert "GPU Feature Discovery" in text
+    text = kubectl("explain", "routingpolicy.spec.budget.whenExceeded").stdout
+    assert "InClusterOnly" in text
+
+
+def test_short_names_and_category(namespace: str) -> None:
+    code, out = _apply(namespace, _job("listed"))
+    assert code == 0, out
+    listed = kubectl("get", "hybridgpu", "-n", namespace).stdout
+    assert "inferencejob.hybridgpu.dev/listed" in listed
+    columns = kubectl("get", "ij", "-n", namespace).stdout.splitlines()[0].split()
+    assert columns[:5] == ["NAME", "PHASE", "TARGET", "GPU", "COST"]

@@ -1,0 +1,230 @@
+"""pools_from and its Kopf index extractors, on Node/Pod objects shaped as the API returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hybridgpu.inventory.pools import (
+    InvalidObject,
+    NodeRecord,
+    PodRecord,
+    gpu_nodes_index,
+    gpu_pods_index,
+    index_values,
+    pod_gpu_request,
+    pod_products,
+    pools_from,
+    unconstrained_queued,
+)
+from hybridgpu.routing.snapshot import InClusterPool
+from tests.unit.inventory_objects import A100, T4, container, node, pod, wants
+
+
+def records(
+    nodes: list[dict[str, Any]], pods: list[dict[str, Any]]
+) -> tuple[list[NodeRecord], list[PodRecord]]:
+    node_records = [r for n in nodes for r in gpu_nodes_index(n).values()]
+    pod_records = [r for p in pods for r in gpu_pods_index(p).values()]
+    return node_records, pod_records
+
+
+def pools(
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    utilization: dict[str, float] | None = None,
+) -> dict[str, InClusterPool]:
+    n, p = records(nodes, pods)
+    return {pool.gpu_product: pool for pool in pools_from(n, p, utilization)}
+
+
+def test_one_product_counts_allocatable_in_use_and_largest_free_node() -> None:
+    result = pools(
+        [node("n1", 8), node("n2", 8)],
+        [pod("a", 3, "n1"), pod("b", 2, "n1"), pod("c", 1, "n2")],
+    )
+    assert set(result) == {A100}
+    pool = result[A100]
+    assert (pool.allocatable, pool.in_use, pool.free) == (16, 6, 10)
+    assert pool.max_free_per_node == 7
+    assert pool.memory_bytes == 81920 * 2**20
+    assert pool.queued == 0
+    assert pool.utilization_percent is None
+
+
+def test_multiple_products_get_separate_pools_sorted_by_name() -> None:
+    n, p = records(
+        [node("t4-1", 4, T4, 15360), node("a-1", 8), node("t4-2", 2, T4, 15360)],
+        [pod("x", 1, "t4-2"), pod("y", 4, "a-1")],
+    )
+    result = pools_from(n, p)
+    assert [pool.gpu_product for pool in result] == [A100, T4]
+    a100, t4 = result
+    assert (a100.allocatable, a100.in_use, a100.max_free_per_node) == (8, 4, 4)
+    assert (t4.allocatable, t4.in_use, t4.max_free_per_node) == (6, 1, 4)
+    assert t4.memory_bytes == 15360 * 2**20
+
+
+def test_cordoned_and_not_ready_nodes_and_their_pods_are_left_out() -> None:
+    result = pools(
+        [node("ok", 8), node("cordoned", 8, cordoned=True), node("down", 8, ready=False)],
+        [pod("a", 2, "ok"), pod("b", 4, "cordoned"), pod("c", 8, "down")],
+    )
+    pool = result[A100]
+    assert (pool.allocatable, pool.in_use, pool.max_free_per_node) == (8, 2, 6)
+
+
+def test_node_without_ready_condition_is_not_schedulable() -> None:
+    body = node("new", 8)
+    body["status"]["conditions"] = []
+    (record,) = gpu_nodes_index(body).values()
+    assert record.schedulable is False
+
+
+def test_product_whose_nodes_are_all_cordoned_keeps_an_empty_pool() -> None:
+    pool = pools([node("c", 8, T4, cordoned=True)], [])[T4]
+    assert (pool.allocatable, pool.in_use, pool.free, pool.max_free_per_node) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        node("cpu-only", gpus=None, product=None, memory_mib=None),
+        node("zero", gpus=0),
+    ],
+)
+def test_nodes_without_gpus_are_not_indexed(body: dict[str, Any]) -> None:
+    assert gpu_nodes_index(body) == {}
+
+
+def test_gpu_node_without_gfd_labels_lands_in_unknown_pool() -> None:
+    result = pools([node("bare", 2, product=None, memory_mib=None)], [])
+    assert result["unknown"].allocatable == 2
+    assert result["unknown"].memory_bytes == 0
+
+
+def test_memory_falls_back_to_known_product_table_when_label_missing() -> None:
+    (record,) = gpu_nodes_index(node("t", 4, T4, memory_mib=None)).values()
+    assert record.memory_mib == 15360
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_terminated_pods_hold_no_gpus_and_are_not_indexed(phase: str) -> None:
+    assert gpu_pods_index(pod("done", 4, "n1", phase)) == {}
+    result = pools([node("n1", 8)], [pod("done", 4, "n1", phase), pod("live", 1, "n1")])
+    assert result[A100].in_use == 1
+
+
+def test_bound_pending_pod_holds_its_gpus() -> None:
+    # Bound but still pulling its image: the scheduler has already counted it on the node.
+    result = pools([node("n1", 8)], [pod("starting", 3, "n1", "Pending")])
+    assert result[A100].in_use == 3
+    assert result[A100].queued == 0
+
+
+def test_pods_without_gpus_are_not_indexed() -> None:
+    assert gpu_pods_index(pod("cpu", None)) == {}
+
+
+def test_limit_is_used_when_no_request() -> None:
+    body = pod("l", containers=[container("main", 2, limit_only=True)])
+    assert gpu_pods_index(body)["default/l"].gpus == 2
+
+
+def test_init_container_peak_beats_smaller_sum_of_containers() -> None:
+    spec = pod(
+        "i",
+        containers=[container("a", 1), container("b", 1)],
+        init_containers=[container("warmup", 4), container("fetch", None)],
+    )["spec"]
+    assert pod_gpu_request(spec) == 4
+
+
+def test_sum_of_containers_beats_smaller_init_container() -> None:
+    spec = pod(
+        "i",
+        containers=[container("a", 2), container("b", 3)],
+        init_containers=[container("warmup", 4)],
+    )["spec"]
+    assert pod_gpu_request(spec) == 5
+
+
+def test_sidecar_init_containers_add_to_containers_and_later_inits() -> None:
+    sidecar = container("proxy", 1) | {"restartPolicy": "Always"}
+    spec = pod(
+        "s",
+        containers=[container("main", 2)],
+        init_containers=[container("before", 2), sidecar, container("after", 3)],
+    )["spec"]
+    # containers + sidecar = 3; "after" runs beside the sidecar = 4; "before" alone = 2.
+    assert pod_gpu_request(spec) == 4
+
+
+def test_pod_overhead_counts() -> None:
+    spec = pod("o", 1)["spec"] | {"overhead": {"nvidia.com/gpu": "1"}}
+    assert pod_gpu_request(spec) == 2
+
+
+def test_pending_unbound_pods_queue_on_the_product_they_ask_for() -> None:
+    pods_ = [
+        pod("sel", 2, None, "Pending", node_selector={"nvidia.com/gpu.product": T4}),
+        pod("aff", 3, None, "Pending", affinity_terms=wants(A100)),
+        pod("either", 1, None, "Pending", affinity_terms=wants(A100, T4)),
+        pod("anything", 4, None, "Pending"),
+    ]
+    result = pools([node("a", 8), node("t", 4, T4, 15360)], pods_)
+    assert result[A100].queued == 3 + 1
+    assert result[T4].queued == 2 + 1
+    assert result[A100].in_use == 0
+    _, p = records([], pods_)
+    assert unconstrained_queued(p) == 4
+
+
+def test_product_constraints_follow_node_affinity_semantics() -> None:
+    label = "nvidia.com/gpu.product"
+    # Terms are ORed; an unconstrained term makes the whole affinity unconstrained.
+    assert pod_products(pod("p", affinity_terms=[*wants(A100), []])["spec"]) is None
+    # Expressions within a term are ANDed.
+    both = [[*wants(A100, T4)[0], {"key": label, "operator": "In", "values": [T4]}]]
+    assert pod_products(pod("p", affinity_terms=both)["spec"]) == {T4}
+    # nodeSelector and affinity must both hold.
+    spec = pod("p", node_selector={label: A100}, affinity_terms=wants(A100, T4))["spec"]
+    assert pod_products(spec) == {A100}
+    # NotIn is not a positive choice.
+    not_in = [[{"key": label, "operator": "NotIn", "values": [T4]}]]
+    assert pod_products(pod("p", affinity_terms=not_in)["spec"]) is None
+
+
+def test_utilization_is_attached_per_product() -> None:
+    result = pools([node("a", 8), node("t", 4, T4)], [], {A100: 81.5})
+    assert result[A100].utilization_percent == 81.5
+    assert result[T4].utilization_percent is None
+
+
+def test_index_values_flattens_a_kopf_like_index() -> None:
+    n1 = gpu_nodes_index(node("n1", 8))
+    n2 = gpu_nodes_index(node("n2", 4))
+    index = {"n1": list(n1.values()), "n2": list(n2.values())}
+    assert sorted(r.name for r in index_values(index)) == ["n1", "n2"]
+
+
+HALF_GPU = {"nvidia.com/gpu": "0.5"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (node("bad", gpus="lots"), "Node bad: status.allocatable['nvidia.com/gpu']"),
+        (node("bad", memory_mib="80Gi"), "Node bad: label nvidia.com/gpu.memory"),
+        (
+            pod("bad", containers=[{"name": "main", "resources": {"requests": HALF_GPU}}]),
+            "Pod default/bad: spec.containers[0].resources.requests['nvidia.com/gpu']",
+        ),
+    ],
+)
+def test_bad_values_name_the_object_and_field(body: dict[str, Any], field: str) -> None:
+    extract = gpu_nodes_index if body["kind"] == "Node" else gpu_pods_index
+    with pytest.raises(InvalidObject) as info:
+        extract(body)
+    assert field in str(info.value)
