@@ -2,8 +2,9 @@
 # Build the local control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, etcd, kwok) from pinned Go modules into a cache
 # outside the clone. The cache directory is named after a hash of the pin
-# files (go.mod/go.sum of hack/controlplane, hack/etcd, hack/kwok) plus the Go
-# version, so changing a pin builds into a fresh directory.
+# files (go.mod/go.sum of hack/controlplane, hack/etcd, hack/kwok), the Go
+# version and RECIPE below, so changing a pin builds into a fresh directory.
+# Builds are reproducible (-trimpath): the same pins give identical binaries.
 #
 # Usage: hack/build-controlplane.sh          # prints the bin dir on stdout
 #        hack/build-controlplane.sh --print  # only print the bin dir, build nothing
@@ -17,6 +18,10 @@ CACHE_ROOT="${HYBRIDGPU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hybridgpu}"
 k8s_ldflags() {
   local ver time minor
   read -r ver time < <(cd "$HACK_DIR/controlplane" && go list -m -f '{{.Version}} {{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
+  if [[ "$ver" != v1.* ]]; then
+    echo "[build-controlplane] cannot read the k8s.io/kubernetes version from hack/controlplane/go.mod" >&2
+    return 1
+  fi
   minor="${ver#v1.}"
   minor="${minor%%.*}"
   local pkg flags=""
@@ -50,7 +55,7 @@ mkdir -p "$BIN_DIR"
 # Modules and the build cache persist across runs (defaults under ~/go and
 # ~/.cache/go-build unless the caller set them).
 export CGO_ENABLED="${CGO_ENABLED:-0}"
-K8S_LDFLAGS="$(k8s_ldflags)"
+K8S_LDFLAGS=""
 
 log() { echo "[build-controlplane] $*" >&2; }
 
@@ -77,7 +82,10 @@ for t in "${TARGETS[@]}"; do
   # Build to a temp name and rename, so an interrupted build never leaves a
   # truncated binary that later counts as "built".
   ldflags="-s -w"
-  [[ "$mod" == controlplane ]] && ldflags+="$K8S_LDFLAGS"
+  if [[ "$mod" == controlplane ]]; then
+    [[ -n "$K8S_LDFLAGS" ]] || K8S_LDFLAGS="$(k8s_ldflags)"
+    ldflags+="$K8S_LDFLAGS"
+  fi
   (cd "$HACK_DIR/$mod" && go build -trimpath -ldflags="$ldflags" -o "$out.tmp.$$" "$pkg")
   mv -f "$out.tmp.$$" "$out"
   log "built $name in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the local control plane started by hack/cluster-up.sh.
 #   hack/cluster-down.sh           stop processes, keep .local/ (etcd data, pki)
-#   hack/cluster-down.sh --purge   also delete .local/
+#   hack/cluster-down.sh --purge   also delete the cluster's data in .local/
 # Stops by pid file first (reverse start order), then sweeps any process that
 # was started from our bin dir with this checkout's .local/ in its command
 # line (never anything else), so no process is left behind.
@@ -60,7 +60,13 @@ if [[ -n "$left" ]]; then
 fi
 
 if ((PURGE)); then
-  log "removing $LOCAL_DIR"
-  rm -rf "$LOCAL_DIR"
+  # Only what cluster-up made: other tools (e.g. hack/prometheus.sh) keep
+  # their own state in .local/ too.
+  log "removing cluster data from $LOCAL_DIR"
+  rm -rf "$LOCAL_DIR/etcd" "$PKI_DIR" "$LOCAL_DIR/kwok" "$KUBECONFIG_PATH"
+  for c in "${COMPONENTS[@]}"; do
+    rm -f "$LOG_DIR/$c.log" "$PID_DIR/$c.pid"
+  done
+  rmdir "$LOG_DIR" "$PID_DIR" "$LOCAL_DIR" 2>/dev/null || true
 fi
 log "cluster down"

@@ -178,8 +178,7 @@ start kube-apiserver \
   --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
-  --profiling=false \
-  --cert-dir="$LOCAL_DIR/apiserver-certs"
+  --profiling=false
 wait_for kube-apiserver 90 K get --raw /readyz
 
 start kube-controller-manager \

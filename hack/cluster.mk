@@ -22,5 +22,5 @@ cluster-nodes: ## (re)load $(NODES) fake GPU nodes into the running cluster
 cluster-down: ## stop the local cluster (keeps .local/ data)
 	$(CLUSTER_HACK)cluster-down.sh
 
-cluster-purge: ## stop the local cluster and delete .local/
+cluster-purge: ## stop the local cluster and delete its data in .local/
 	$(CLUSTER_HACK)cluster-down.sh --purge

@@ -11,13 +11,13 @@ from tests.cluster import REPO_ROOT, ensure_cluster, kubectl
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Path]:
+def cluster() -> Path:
     """The local control plane's kubeconfig, with the hybridgpu CRDs installed and served."""
     kubeconfig = ensure_cluster(REPO_ROOT)
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     for crd in ("inferencejobs", "routingpolicies", "computeproviders"):
         kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}.hybridgpu.dev")
-    yield kubeconfig
+    return kubeconfig
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from hybridgpu import __version__
 
 # One module per subcommand; each has register(subparsers) and sets args.func.
-COMMANDS: tuple[str, ...] = ("crds", "run", "explain", "dcgm")
+COMMANDS: tuple[str, ...] = ("crds", "run", "explain", "dcgm", "networks", "quote", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from hybridgpu.api.common import GROUP, VERSION
 
-T = TypeVar("T")
 JOBS = "inferencejobs"
 POLICIES = "routingpolicies"
 PROVIDERS = "computeproviders"
@@ -26,12 +25,19 @@ def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster credentials when running in a Pod, else the kubeconfig."""
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     # Many job loops share the pool; the default of 4 connections serialises them.
     configuration.connection_pool_maxsize = 64
     return client.ApiClient(configuration)
+
+
+def _plain(obj: Any) -> Any:
+    """A client model object as the plain JSON-shaped dicts the API speaks."""
+    return client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
 class Kube:
@@ -43,7 +49,7 @@ class Kube:
         self._core = client.CoreV1Api(api_client)
 
     @staticmethod
-    async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -106,7 +112,7 @@ class Kube:
             if existing is None:  # deleted between the two calls: try once more next loop
                 raise
             return existing
-        result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(created)
+        result: dict[str, Any] = _plain(created)
         return result
 
     async def get_batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -116,7 +122,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(found)
+        result: dict[str, Any] = _plain(found)
         return result
 
     async def delete_batch_job(self, namespace: str, name: str) -> None:
@@ -134,7 +140,7 @@ class Kube:
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods = await self._call(self._core.list_namespaced_pod, namespace, label_selector=selector)
-        result: list[dict[str, Any]] = client.ApiClient().sanitize_for_serialization(pods)["items"]
+        result: list[dict[str, Any]] = _plain(pods)["items"]
         return result
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:

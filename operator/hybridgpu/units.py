@@ -75,7 +75,7 @@ def parse_money(value: object) -> Decimal:
         if value.is_nan() or value < 0:
             raise ValueError("an amount of money must be a non-negative number")
         return value
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValueError('amounts of money are decimal strings such as "2.50", never floats')
     if isinstance(value, int):
         value = str(value)

@@ -11,7 +11,6 @@ from pydantic import Field, StringConstraints
 from hybridgpu.api.common import (
     ApiModel,
     Condition,
-    conditions_field,
     Duration,
     GPUPrice,
     GPUProduct,
@@ -19,6 +18,7 @@ from hybridgpu.api.common import (
     Name,
     ObjectMeta,
     StatusModel,
+    conditions_field,
 )
 
 # https anywhere; plain http only on loopback, where the stand-in networks listen.
@@ -154,4 +154,4 @@ class ComputeProvider(ApiModel):
     """Offers and health, written by the operator."""
 
 
-__all__ = ["ComputeProvider", "ComputeProviderSpec", "Offer", "ProviderType", "TrustTier", "Money"]
+__all__ = ["ComputeProvider", "ComputeProviderSpec", "Money", "Offer", "ProviderType", "TrustTier"]

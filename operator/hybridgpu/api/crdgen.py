@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from datetime import timedelta
-
 from pydantic import BaseModel, TypeAdapter
 
 from hybridgpu.api.common import GROUP, VERSION

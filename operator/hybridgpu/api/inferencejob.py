@@ -12,7 +12,6 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from hybridgpu.api.common import (
     ApiModel,
     Condition,
-    conditions_field,
     Duration,
     GPUProduct,
     Money,
@@ -20,6 +19,7 @@ from hybridgpu.api.common import (
     ObjectMeta,
     Quantity,
     StatusModel,
+    conditions_field,
 )
 from hybridgpu.units import parse_quantity
 

@@ -11,7 +11,6 @@ from pydantic import ConfigDict, Field, model_validator
 from hybridgpu.api.common import (
     ApiModel,
     Condition,
-    conditions_field,
     Duration,
     GPUPrice,
     LabelSelector,
@@ -19,6 +18,7 @@ from hybridgpu.api.common import (
     Name,
     ObjectMeta,
     StatusModel,
+    conditions_field,
 )
 from hybridgpu.api.computeprovider import TrustTier
 

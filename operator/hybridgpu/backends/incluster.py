@@ -151,7 +151,7 @@ def job_state(job: dict[str, Any]) -> JobState:
         return JobState.SUCCEEDED
     if status.get("failed"):
         return JobState.FAILED
-    if status.get("ready") or status.get("active") and _any_running(status):
+    if status.get("ready") or (status.get("active") and _any_running(status)):
         return JobState.RUNNING
     return JobState.PENDING
 

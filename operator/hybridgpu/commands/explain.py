@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
-    config.load_kube_config(config_file=args.kubeconfig)
+    config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
     api = client.CustomObjectsApi()
     try:
         body = api.get_namespaced_custom_object(
@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"InferenceJob {args.namespace}/{args.name} not found", file=sys.stderr)
             return 1
         raise
-    render(args.name, args.namespace, body, sys.stdout)
+    render(args.name, args.namespace, dict(body), sys.stdout)  # type: ignore[call-overload]
     return 0

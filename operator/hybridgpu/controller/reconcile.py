@@ -55,6 +55,8 @@ class Deps:
     policy: Callable[[str, str], RoutingPolicySpec | None]
     """(namespace, name) -> the RoutingPolicy spec, or None when it does not exist."""
     provider_exists: Callable[[str], bool]
+    providers_warming: Callable[[], bool]
+    """Whether some ComputeProvider has not had its offers loaded yet (just after start)."""
     load_requests: Callable[[str, InferenceJobSpec], Awaitable[list[dict[str, Any]] | None]]
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -190,7 +192,8 @@ class JobStep:
             await self.finish(
                 False,
                 "MaxAttemptsReached",
-                f"{len(counted)} attempts failed; last: {last.get('message') or last.get('reason')}",
+                f"{len(counted)} attempts failed; last: "
+                f"{last.get('message') or last.get('reason')}",
             )
             return None
         if self.attempts:
@@ -214,6 +217,18 @@ class JobStep:
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
         self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
+        if decision.outcome == "Rejected" and self.deps.providers_warming():
+            # Offers of some provider are not loaded yet (the operator just started): what
+            # looks impossible now may not be once they are.
+            decision = RoutingDecision(
+                "Wait",
+                None,
+                decision.candidates,
+                "ProvidersLoading",
+                "waiting for every ComputeProvider's offers before deciding",
+                5.0,
+            )
+            self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
         if decision.outcome == "Rejected":
             await self.finish(False, decision.reason, decision.message)
             return None
@@ -231,7 +246,7 @@ class JobStep:
 
     async def dispatch(
         self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
-    ) -> float:
+    ) -> float | None:
         number = len(self.attempts) + 1
         attempt: dict[str, Any] = {
             "attempt": number,
@@ -425,7 +440,9 @@ class JobStep:
                 f"above the cap of {cap}",
             )
         if remote.state == "Succeeded":
-            entry.active_jobs.discard(self.uid)
+            # Marketplaces bill instances and leases until they are destroyed, not until the
+            # workload exits: release them as soon as the work is done.
+            await self.cancel_attempt(attempt)
             self.end_attempt(attempt, "Succeeded", "Completed", remote.message or "completed")
             self.status["progress"] = {"completed": total, "total": total}
             await self.finish(

@@ -24,9 +24,9 @@ def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodRecord]:
 
 @kopf.index(GROUP, VERSION, "routingpolicies")
 def routing_policies(
-    namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 ) -> dict[tuple[str, str], tuple[dict[str, Any], str]]:
-    return {(namespace, name): (dict(spec), str(meta.get("creationTimestamp", "")))}
+    return {(namespace or "", name): (dict(spec), str(meta.get("creationTimestamp", "")))}
 
 
 @kopf.index(GROUP, VERSION, "computeproviders")
@@ -36,12 +36,12 @@ def compute_providers(name: str, **_: Any) -> dict[str, bool]:
 
 @kopf.index(GROUP, VERSION, "inferencejobs")
 def job_spend(
-    namespace: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], tuple[SpendItem, ...]] | None:
     items = spend_items(dict(status))
     if not items:
         return None
-    return {(namespace, str(spec.get("policyRef", "default"))): items}
+    return {(namespace or "", str(spec.get("policyRef", "default"))): items}
 
 
 @kopf.index(GROUP, VERSION, "inferencejobs")
@@ -51,9 +51,10 @@ def job_phases(status: kopf.Status, **_: Any) -> dict[str, int]:
 
 @kopf.index(GROUP, VERSION, "inferencejobs")
 def job_targets(
-    namespace: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], str] | None:
     attempts = status.get("attempts") or []
     if not attempts:
         return None
-    return {(namespace, str(spec.get("policyRef", "default"))): str(attempts[-1].get("provider"))}
+    policy = str(spec.get("policyRef", "default"))
+    return {(namespace or "", policy): str(attempts[-1].get("provider"))}

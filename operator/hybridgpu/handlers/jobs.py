@@ -79,6 +79,10 @@ def make_deps(memo: kopf.Memo, indexes: dict[str, Any]) -> Deps:
         snapshot=snapshot,
         policy=policy,
         provider_exists=lambda name: name in indexes["compute_providers"],
+        providers_warming=lambda: any(
+            (entry := memo.registry.providers.get(name)) is None or entry.refreshed is None
+            for name in indexes["compute_providers"]
+        ),
         load_requests=load_requests,
     )
 
@@ -109,7 +113,7 @@ async def drive_job(
         except kopf.TemporaryError as exc:
             logger.warning("%s", exc)
             delay = exc.delay or ERROR_DELAY
-        except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+        except Exception:
             logger.exception("reconciling the job failed; retrying in %ss", ERROR_DELAY)
             delay = ERROR_DELAY
         if step.written is not None:
@@ -123,10 +127,15 @@ async def drive_job(
 
 @kopf.on.delete(GROUP, VERSION, "inferencejobs")
 async def cleanup_job(
-    name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
     """Cancel remote work or delete the in-cluster Job, then let the object go."""
-    fresh = await memo.kube.get_job(namespace, name) or dict(body)
+    fresh = await memo.kube.get_job(namespace or "", name) or dict(body)
     status = fresh.get("status") or {}
     if is_terminal(status):
         return

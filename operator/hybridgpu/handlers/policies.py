@@ -19,15 +19,16 @@ from hybridgpu.units import format_money
 @kopf.timer(GROUP, VERSION, "routingpolicies", interval=10.0, initial_delay=1.0)
 async def account_policy(
     name: str,
-    namespace: str,
+    namespace: str | None,
     spec: kopf.Spec,
     meta: kopf.Meta,
     status: kopf.Status,
     memo: kopf.Memo,
-    job_spend: kopf.Index[tuple[str, str], tuple[SpendItem, ...]],
-    job_targets: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
+    job_spend: kopf.Index[tuple[str, str], tuple[SpendItem, ...]] = kwargs["job_spend"]
+    job_targets: kopf.Index[tuple[str, str], str] = kwargs["job_targets"]
+    namespace = namespace or ""
     now = datetime.now(UTC)
     generation = int(meta.get("generation") or 0)
     conditions = [dict(c) for c in status.get("conditions") or []]

@@ -41,6 +41,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The Pod's ServiceAccount in a cluster, else the kubeconfig (--kubeconfig/$KUBECONFIG).
+
+    Kopf's own kubeconfig reader honours $KUBECONFIG as it is at login time, unlike the
+    client library, which reads it once at import.
+    """
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return info or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("telemetry_task")

@@ -21,6 +21,7 @@ from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import NetworkError
 
 log = logging.getLogger(__name__)
+CENT_MILLIONTH = Decimal("0.00000001")
 
 
 @dataclass(slots=True)
@@ -59,7 +60,7 @@ class Batch:
         common = {
             "completed": done,
             "total": self.total,
-            "accrued_usd": self.accrued_usd,
+            "accrued_usd": self.accrued_usd.quantize(CENT_MILLIONTH),
             "price_per_gpu_hour": self.price_per_gpu_hour,
             "checkpoint": self.checkpoint,
         }

@@ -74,5 +74,7 @@ class Checkpoint:
             first, last = int(low), int(high or low)
             if last < first:
                 raise ValueError(f"checkpoint range {part!r} runs backwards")
+            if first <= watermark:
+                raise ValueError(f"checkpoint range {part!r} is not above the watermark")
             done.extend(range(first, last + 1))
         return cls.from_done(done, watermark)

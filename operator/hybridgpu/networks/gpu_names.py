@@ -25,7 +25,7 @@ class GpuNames:
 
 
 _TABLE = (
-    GpuNames("NVIDIA-H100-80GB-HBM3", 80, "H100 SXM", "h100", "sxm", "NVIDIA H100"),
+    GpuNames("NVIDIA-H100-80GB-HBM3", 80, "H100 SXM", "h100", "sxm", "NVIDIA H100 SXM"),
     GpuNames("NVIDIA-H100-PCIe", 80, "H100 PCIE", "h100", "pcie", "NVIDIA H100 PCIe"),
     GpuNames("NVIDIA-H100", 80, "H100", "h100", "", "NVIDIA H100"),
     GpuNames("NVIDIA-A100-SXM4-80GB", 80, "A100 SXM4", "a100", "sxm", "NVIDIA A100 80GB"),

@@ -166,7 +166,10 @@ class NosanaAdapter(AdapterBase):
             ref = RemoteRef(self.name, address, idempotency_key)
         self._totals[ref.id] = job.input.requests
         self.note_submitted(ref)
-        now_price = await self._market_price(str(market["address"]))
+        created_job = await self._job(ref)
+        now_price = decimal_of((created_job or {}).get("usd_reward_per_hour"))
+        if now_price is None:
+            now_price = await self._market_price(str(market["address"]))
         self._prices[ref.id] = now_price or price
         try:
             self.check_cap(now_price, max_price_per_gpu_hour, "after submission")

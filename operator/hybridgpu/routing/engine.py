@@ -288,7 +288,9 @@ def _in_cluster_candidate(
         reason = "ProductNotAllowed"
     elif pool.memory_bytes < job.min_mem:
         reason = "InsufficientMemory"
-    elif pool.allocatable < job.count:
+    elif pool.allocatable < job.count or (
+        pool.max_gpus_per_node is not None and pool.max_gpus_per_node < job.count
+    ):
         reason = "TooFewGPUs"
     else:
         static_ok = True

@@ -59,6 +59,8 @@ class InClusterPool:
     """Mean DCGM_FI_DEV_GPU_UTIL over the pool, when Prometheus is configured."""
     max_free_per_node: int | None = None
     """Largest number of free GPUs on one node (a job's GPUs must share a node)."""
+    max_gpus_per_node: int | None = None
+    """GPUs of the pool's biggest node: a job asking for more can never run here."""
     release_seconds: tuple[float, ...] = ()
     """Seconds from now until each GPU in use is expected back, ascending (one entry per GPU).
     Empty when unknown; the engine then assumes the policy's maxQueueTime."""

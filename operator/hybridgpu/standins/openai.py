@@ -45,10 +45,10 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     "owned_by": "hybridgpu-standin",
                     "metadata": {
                         "input_token_price": state.money(
-                            state.price(price.input_per_million) / MILLION
+                            state.price(price.input_per_million) / MILLION, 12
                         ),
                         "output_token_price": state.money(
-                            state.price(price.output_per_million) / MILLION
+                            state.price(price.output_per_million) / MILLION, 12
                         ),
                     },
                 }

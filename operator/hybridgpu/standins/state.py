@@ -54,6 +54,9 @@ class Faults(BaseModel):
     vanish_running: bool = False
     price_factor: Money = Decimal(1)
     silent_price_factor: Money = Decimal(1)
+    echo_credential: bool = False
+    """Injected errors quote the request's credential back (a careless server), to test
+    that adapters redact what they are told."""
 
 
 @dataclass
@@ -108,6 +111,7 @@ class NetworkState:
         self.jobs: dict[str, SimJob] = {}
         self.requests = 0
         self.unauthorized = 0
+        self.in_flight = self.max_in_flight = 0
         self.submissions: Counter[str] = Counter()
         self.created: Counter[str] = Counter()
         self._next_id = 1
@@ -122,7 +126,7 @@ class NetworkState:
         """Forget jobs, faults and counters."""
         self.faults = Faults()
         self.jobs.clear()
-        self.requests = self.unauthorized = 0
+        self.requests = self.unauthorized = self.in_flight = self.max_in_flight = 0
         self.submissions.clear()
         self.created.clear()
 
@@ -134,9 +138,9 @@ class NetworkState:
         return base * factor
 
     @staticmethod
-    def money(value: Decimal) -> str:
+    def money(value: Decimal, places: int = 6) -> str:
         """Money as a decimal string."""
-        return format_money(value, 6)
+        return format_money(value, places)
 
     def live_job(self, job_id: str) -> SimJob | None:
         """The job, unless it vanished (``vanishRunning`` removes it once seen running)."""
@@ -154,6 +158,7 @@ class NetworkState:
             "network": self.network,
             "requests": self.requests,
             "unauthorized": self.unauthorized,
+            "maxInFlight": self.max_in_flight,
             "submissions": dict(self.submissions),
             "created": dict(self.created),
             "jobs": {jid: job.phase(time.monotonic()) for jid, job in self.jobs.items()},
@@ -179,29 +184,42 @@ class NetworkState:
             if request.path.startswith("/_"):
                 return await handler(request)
             self.requests += 1
-            faults = self.faults
-            if faults.latency_ms:
-                await asyncio.sleep(faults.latency_ms / 1000)
-            if request.path not in public and not self.authorized(request):
-                self.unauthorized += 1
-                return web.json_response(self.error_body(401, "Unauthorized"), status=401)
-            if faults.rate_limit_next > 0:
-                faults.rate_limit_next -= 1
-                headers = {}
-                if faults.retry_after_seconds is not None:
-                    headers["Retry-After"] = str(int(faults.retry_after_seconds))
-                return web.json_response(
-                    self.error_body(429, "API requests too frequent"), status=429, headers=headers
-                )
-            if faults.fail_next > 0 or (
-                faults.error_rate and self.rng.random() < faults.error_rate
-            ):
-                faults.fail_next = max(faults.fail_next - 1, 0)
-                status = faults.error_status
-                return web.json_response(self.error_body(status, "injected fault"), status=status)
-            return await handler(request)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._handle(request, handler, public)
+            finally:
+                self.in_flight -= 1
 
         return handle
+
+    async def _handle(
+        self, request: web.Request, handler: Handler, public: tuple[str, ...]
+    ) -> web.StreamResponse:
+        """Latency, credential, 429 bursts and injected errors, then the handler."""
+        faults = self.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if request.path not in public and not self.authorized(request):
+            self.unauthorized += 1
+            return web.json_response(self.error_body(401, "Unauthorized"), status=401)
+        if faults.rate_limit_next > 0:
+            faults.rate_limit_next -= 1
+            headers = {}
+            if faults.retry_after_seconds is not None:
+                headers["Retry-After"] = str(int(faults.retry_after_seconds))
+            return web.json_response(
+                self.error_body(429, "API requests too frequent"), status=429, headers=headers
+            )
+        if faults.fail_next > 0 or (faults.error_rate and self.rng.random() < faults.error_rate):
+            faults.fail_next = max(faults.fail_next - 1, 0)
+            status = faults.error_status
+            message = "injected fault"
+            if faults.echo_credential:
+                sent = request.headers.get("Authorization") or request.headers.get("x-api-key")
+                message += f" (you sent {sent})"
+            return web.json_response(self.error_body(status, message), status=status)
+        return await handler(request)
 
     def control_routes(self) -> list[web.RouteDef]:
         """``/_faults``, ``/_stats`` and ``/_reset``."""

@@ -1,0 +1,263 @@
+"""An offline lower bound on the cost of a workload: a linear programme solved by HiGHS.
+
+The relaxation knows every job in advance and may split a job across places. Constraints:
+
+* each job is placed once: on allowed in-cluster pools (product allowed, a node big enough) or
+  externally (on offers of an allowed product);
+* work cannot run before it arrives: for each arrival bucket k, the GPU-hours of jobs arriving
+  at or after its start fit on each pool (and each external offer) between that start and the
+  latest time any of those jobs could end in the replay (the external part is a small flow
+  problem over jobs grouped by allowed products and bucket, not one variable per job and offer);
+* latency-sensitive jobs must meet startWithin, so they are certainly running between
+  ``arrival + startWithin`` and ``arrival + duration``: at the instants where that load peaks,
+  each pool and each external offer carries at most its GPUs. Best-effort jobs may move in
+  time (forward only).
+
+Every schedule the replay can produce (with every startWithin met) satisfies these, so the
+optimum is a lower bound on its cost. The solver works in floating point; the bound is turned
+into a Decimal rounded to the cent at the edge.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
+
+from hybridgpu.simulate.inputs import Node
+from hybridgpu.simulate.market import MarketOffer
+from hybridgpu.simulate.replay import GIVE_UP_AFTER_SECONDS
+from hybridgpu.simulate.workload import SimJob
+
+PEAK_INSTANTS = 96
+"""Instants of peak latency-sensitive load at which capacity is enforced."""
+BUCKETS = 64
+"""Arrival-time buckets for the "work arriving later runs later" constraints."""
+
+
+@dataclass(frozen=True, slots=True)
+class LowerBound:
+    """The bound and how it was obtained."""
+
+    cost_usd: Decimal
+    jobs_bounded: int
+    jobs_without_any_option: int
+    status: str
+    gpu_hours_by_place: dict[str, float]
+    """GPU-hours the optimum puts on each pool or external offer."""
+
+
+def lower_bound(
+    jobs: tuple[SimJob, ...],
+    nodes: tuple[Node, ...],
+    market: tuple[MarketOffer, ...],
+    owned_prices: dict[str, Decimal],
+    start_within: list[float | None],
+) -> LowerBound:
+    """Solve the relaxation for ``jobs`` (``start_within[i]`` belongs to ``jobs[i]``)."""
+    capacity: dict[str, int] = defaultdict(int)
+    largest: dict[str, int] = defaultdict(int)
+    for node in nodes:
+        capacity[node.gpu_product] += node.gpus
+        largest[node.gpu_product] = max(largest[node.gpu_product], node.gpus)
+    pools = sorted(capacity)
+    bounds, horizons = _arrival_buckets(jobs)
+    _, covers = _peak_instants(jobs, start_within)
+    lp = _LP()
+    # Rows filled as jobs are added; the suffix and instant rows are written at the end.
+    z_row: dict[tuple[str, int], int] = {}  # GPU-hours on a resource from one arrival bucket
+    group_rows: dict[tuple[tuple[str, ...] | None, int], int] = {}
+    instant_rows: dict[tuple[str, int], int] = {}
+    limits = dict(capacity) | {o.name: o.capacity for o in market}
+    bounded = unplaceable = 0
+
+    def bucket_row(resource: str, bucket: int) -> int:
+        key = (resource, bucket)
+        if key not in z_row:
+            z_row[key] = lp.eq_row(0.0)
+        return z_row[key]
+
+    def instant_row(resource: str, k: int) -> int:
+        key = (resource, k)
+        if key not in instant_rows:
+            instant_rows[key] = lp.ub_row(float(limits[resource]))
+        return instant_rows[key]
+
+    for i, job in enumerate(jobs):
+        gh = job.gpus * job.duration / 3600
+        allowed = [
+            p
+            for p in pools
+            if (job.products is None or p in job.products) and largest[p] >= job.gpus
+        ]
+        offers = [o for o in market if job.products is None or o.gpu_product in job.products]
+        if not allowed and not offers:
+            unplaceable += 1
+            continue
+        bounded += 1
+        bucket = bisect.bisect_right(bounds, job.arrival) - 1
+        row = lp.eq_row(1.0)
+        peaks = covers.get(i, ())
+        # Places a latency-sensitive job running at a peak instant get their own column, so
+        # the instant's capacity can be charged; other jobs' external share is a pooled flow.
+        places: list[tuple[str, float]] = [
+            (f"in-cluster/{p}", float(owned_prices[p])) for p in allowed
+        ]
+        resources = list(allowed)
+        if peaks:
+            places += [(o.name, float(o.usd_per_gpu_hour)) for o in offers]
+            resources += [o.name for o in offers]
+        for (label, price), resource in zip(places, resources, strict=True):
+            c = lp.column(price * gh, label, gh)
+            lp.eq(row, c, 1.0)
+            lp.eq(bucket_row(resource, bucket), c, gh)
+            for k in peaks:
+                lp.ub(instant_row(resource, k), c, float(job.gpus))
+        if offers and not peaks:
+            e = lp.column(0.0)
+            lp.eq(row, e, 1.0)
+            gkey = (job.products, bucket)
+            if gkey not in group_rows:
+                group_rows[gkey] = lp.eq_row(0.0)
+            lp.eq(group_rows[gkey], e, gh)
+
+    if not lp.cost:
+        return LowerBound(Decimal(0), 0, unplaceable, "empty", {})
+
+    for (products, b), grow in sorted(group_rows.items(), key=lambda g: (str(g[0][0]), g[0][1])):
+        for o in market:
+            if products is not None and o.gpu_product not in products:
+                continue
+            y = lp.column(float(o.usd_per_gpu_hour), o.name, 1.0)
+            lp.eq(grow, y, -1.0)
+            lp.eq(bucket_row(o.name, b), y, 1.0)
+
+    # Work arriving at or after bound k runs after it, and is done by horizons[k].
+    for resource in [*pools, *(o.name for o in market)]:
+        zs = {b: lp.column(0.0) for b in range(len(bounds)) if (resource, b) in z_row}
+        for b, col in zs.items():
+            lp.eq(z_row[(resource, b)], col, -1.0)
+        for k in range(len(bounds)):
+            cols = [col for b, col in zs.items() if b >= k]
+            if cols:
+                row = lp.ub_row(limits[resource] * (horizons[k] - bounds[k]) / 3600)
+                for col in cols:
+                    lp.ub(row, col, 1.0)
+
+    res = lp.solve()
+    if res.status != 0:
+        return LowerBound(Decimal(0), bounded, unplaceable, f"solver: {res.message}", {})
+    # Round down: a bound rounded up could exceed the true optimum by part of a cent.
+    value = Decimal(repr(float(res.fun))).quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
+    usage: dict[str, float] = defaultdict(float)
+    for (label, gh), x in zip(lp.labels, res.x, strict=True):
+        if label and x > 1e-9:
+            usage[label] += gh * float(x)
+    return LowerBound(max(value, Decimal(0)), bounded, unplaceable, "optimal", dict(usage))
+
+
+def _arrival_buckets(jobs: tuple[SimJob, ...]) -> tuple[list[float], list[float]]:
+    """Bucket starts at arrival quantiles, and by when each suffix of jobs must be done.
+
+    A job arriving at or after bound k starts no earlier than it and, if the replay runs it at
+    all, no later than the last arrival plus the give-up time, so it ends by that plus its
+    duration: the latest such end over the suffix is the suffix's horizon.
+    """
+    arrivals = sorted(j.arrival for j in jobs)
+    if not arrivals:
+        return [0.0], [0.0]
+    bounds = sorted({0.0} | {arrivals[len(arrivals) * q // BUCKETS] for q in range(BUCKETS)})
+    latest_start = arrivals[-1] + GIVE_UP_AFTER_SECONDS
+    horizons = []
+    for bound in bounds:
+        longest = max((j.duration for j in jobs if j.arrival >= bound), default=0.0)
+        horizons.append(max(latest_start + longest, bound))
+    return bounds, horizons
+
+
+class _LP:
+    """Sparse rows and columns of the programme, built incrementally."""
+
+    def __init__(self) -> None:
+        self.cost: list[float] = []
+        self.labels: list[tuple[str, float]] = []
+        self.eq_rhs: list[float] = []
+        self.ub_rhs: list[float] = []
+        self._eq: tuple[list[int], list[int], list[float]] = ([], [], [])
+        self._ub: tuple[list[int], list[int], list[float]] = ([], [], [])
+
+    def column(self, price: float, label: str = "", gh: float = 0.0) -> int:
+        self.cost.append(price)
+        self.labels.append((label, gh))
+        return len(self.cost) - 1
+
+    def eq_row(self, rhs: float) -> int:
+        self.eq_rhs.append(rhs)
+        return len(self.eq_rhs) - 1
+
+    def ub_row(self, rhs: float) -> int:
+        self.ub_rhs.append(rhs)
+        return len(self.ub_rhs) - 1
+
+    def eq(self, row: int, col: int, value: float) -> None:
+        self._eq[0].append(row)
+        self._eq[1].append(col)
+        self._eq[2].append(value)
+
+    def ub(self, row: int, col: int, value: float) -> None:
+        self._ub[0].append(row)
+        self._ub[1].append(col)
+        self._ub[2].append(value)
+
+    def solve(self) -> Any:
+        n = len(self.cost)
+        a_eq = coo_matrix((self._eq[2], (self._eq[0], self._eq[1])), shape=(len(self.eq_rhs), n))
+        a_ub = coo_matrix((self._ub[2], (self._ub[0], self._ub[1])), shape=(len(self.ub_rhs), n))
+        return linprog(
+            c=np.asarray(self.cost),
+            A_ub=a_ub.tocsr() if self.ub_rhs else None,
+            b_ub=np.asarray(self.ub_rhs) if self.ub_rhs else None,
+            A_eq=a_eq.tocsr(),
+            b_eq=np.asarray(self.eq_rhs),
+            bounds=(0, None),
+            method="highs",
+        )
+
+
+def _peak_instants(
+    jobs: tuple[SimJob, ...], start_within: list[float | None]
+) -> tuple[list[float], dict[int, tuple[int, ...]]]:
+    """The instants of highest latency-sensitive load, and which jobs surely run at each.
+
+    A job that must start within w of arrival a and runs d seconds is certainly running during
+    [a + w, a + d). Capacity at any set of instants is a valid constraint; the instants where
+    that load peaks are the ones that bind, so only those are kept.
+    """
+    spans = [
+        (i, j.arrival + w, j.arrival + j.duration)
+        for i, (j, w) in enumerate(zip(jobs, start_within, strict=True))
+        if w is not None and j.duration > w
+    ]
+    events = sorted(
+        [(b, jobs[i].gpus) for i, b, _ in spans] + [(e, -jobs[i].gpus) for i, _, e in spans]
+    )
+    load: list[tuple[float, float]] = []
+    level = 0
+    for when, delta in events:
+        level += delta
+        if delta > 0:
+            load.append((level, when))
+    chosen = sorted({when for _, when in sorted(load, reverse=True)[:PEAK_INSTANTS]})
+    covers: dict[int, tuple[int, ...]] = {}
+    for i, begin, end in spans:
+        lo = bisect.bisect_left(chosen, begin)
+        hi = bisect.bisect_left(chosen, end)
+        if hi > lo:
+            covers[i] = tuple(range(lo, hi))
+    return chosen, covers

@@ -1,0 +1,218 @@
+"""Routers for the replay: RoutingPolicies through the real engine, and three baselines.
+
+Baselines model what teams use without hybridgpu:
+
+* ``in-cluster-fifo`` - a Kueue-like queue on the cluster alone; overflow waits.
+* ``cloud-burst`` - the cluster when a GPU is free now, else on-demand cloud GPUs (kind cloud).
+* ``cheapest-first`` - SkyPilot-like: the cluster and every provider SkyPilot can launch on
+  (its installation page lists Kubernetes, AWS, GCP, Azure, CoreWeave, Lambda, RunPod and more,
+  and Vast.ai; not Akash or Nosana) sorted by price per GPU-hour; the first with capacity now
+  wins, failing over in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.routing.engine import decide
+from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
+from hybridgpu.simulate.market import CLOUD_KINDS
+from hybridgpu.simulate.replay import Action, PoolState, Replay
+from hybridgpu.simulate.workload import SimJob
+from hybridgpu.units import format_duration
+
+EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
+"""Origin of the virtual clock (the traces give seconds since their own start)."""
+BASELINE_RETRY_SECONDS = 60.0
+SKYPILOT_PROVIDERS = frozenset({"aws", "azure", "gcp", "coreweave", "lambda", "runpod", "vastai"})
+NO_CONCURRENCY_LIMIT = 1_000_000
+
+
+def job_spec(job: SimJob, start_within: float | None) -> InferenceJobSpec:
+    """The InferenceJob spec a trace job stands for (see docs/simulate.md for the mapping)."""
+    spec: dict[str, Any] = {
+        "task": job.task,
+        "input": {"requests": 1},
+        "gpu": {"count": job.gpus},
+        "estimatedDuration": format_duration(timedelta(seconds=job.duration)),
+        "policyRef": "simulated",
+    }
+    if job.task == "container":
+        spec["image"] = f"trace/{job.name}"
+    else:
+        spec["model"] = "trace-llm"
+        spec["input"]["inputTokens"] = job.input_tokens
+        spec["input"]["outputTokens"] = job.output_tokens
+    if job.products:
+        spec["gpu"]["products"] = list(job.products)
+    if start_within is not None:
+        spec["startWithin"] = format_duration(timedelta(seconds=start_within))
+    return InferenceJobSpec.model_validate(spec)
+
+
+def job_deadline(spec: InferenceJobSpec) -> bool:
+    """Whether the job has a startWithin."""
+    return spec.start_within is not None
+
+
+class PolicyRouter:
+    """A RoutingPolicy, decided by ``hybridgpu.routing.engine.decide`` as in the operator."""
+
+    def __init__(self, name: str, policy: RoutingPolicySpec, specs: list[InferenceJobSpec]):
+        self.name = name
+        self.policy = policy
+        self.specs = specs
+        self.spent = Decimal(0)
+        self.period_start = 0.0
+        self._pricing: dict[str, PerGPUHour] = {}
+
+    def route(self, index: int, replay: Replay, now: float) -> Action:
+        """Build the snapshot the operator would see at ``now`` and ask the engine."""
+        job = replay.jobs[index]
+        budget = self.policy.budget
+        if budget is not None and now - self.period_start >= budget.period.total_seconds():
+            periods = (now - self.period_start) // budget.period.total_seconds()
+            self.period_start += periods * budget.period.total_seconds()
+            self.spent = Decimal(0)
+        snapshot = Snapshot(
+            now=EPOCH + timedelta(seconds=now),
+            pools=tuple(p.view(now) for p in replay.pools.values()),
+            offers=self._offers(replay),
+            budget_spent=self.spent,
+        )
+        d = decide(
+            self.specs[index],
+            self.policy,
+            snapshot,
+            created_at=EPOCH + timedelta(seconds=job.arrival),
+        )
+        if d.outcome == "Routed" and d.target is not None:
+            if d.target.backend == "InCluster":
+                # The operator re-routes a job left unscheduled: after maxQueueTime, and for a
+                # latency-sensitive job as soon as it is later than the engine expected.
+                recheck = (
+                    d.target.expected_start_seconds + 1.0
+                    if job_deadline(self.specs[index])
+                    else self.policy.in_cluster.max_queue_time.total_seconds()
+                )
+                return Action("queue", d.target.gpu_product, recheck_seconds=recheck)
+            self.spent += d.target.estimated_cost
+            return Action("external", d.target.name)
+        if d.outcome == "Wait":
+            return Action("wait", retry_seconds=d.retry_after_seconds or BASELINE_RETRY_SECONDS)
+        return Action("reject", d.reason)
+
+    def _offers(self, replay: Replay) -> tuple[ExternalOffer, ...]:
+        out: list[ExternalOffer] = []
+        for state in replay.offers.values():
+            o = state.offer
+            if o.provider_type is None:
+                continue  # no hybridgpu adapter for this provider: policies cannot use it
+            pricing = self._pricing.get(o.name)
+            if pricing is None:
+                pricing = self._pricing[o.name] = PerGPUHour(o.usd_per_gpu_hour)
+            out.append(
+                ExternalOffer(
+                    provider=o.provider,
+                    provider_type=o.provider_type,
+                    gpu_product=o.gpu_product,
+                    memory_bytes=o.memory_bytes,
+                    pricing=pricing,
+                    available=o.capacity - state.in_use,
+                    region="global",
+                    trust_tier=o.trust_tier,
+                    start_latency_seconds=o.start_latency_seconds,
+                    error_rate=o.error_rate,
+                    active_jobs=state.active_jobs,
+                    max_concurrent_jobs=NO_CONCURRENCY_LIMIT,
+                )
+            )
+        return tuple(out)
+
+
+def _cheapest_start_now(job: SimJob, pools: list[PoolState]) -> PoolState | None:
+    ready = [p for p in pools if not p.queue and p.fits_now(job.gpus)]
+    return min(ready, key=lambda p: (p.price, p.product)) if ready else None
+
+
+def _queue_target(job: SimJob, replay: Replay, now: float) -> Action:
+    pools = replay.allowed_pools(job)
+    if not pools:
+        return Action("reject", "NoSuchProductInCluster")
+    best = min(pools, key=lambda p: (replay.estimated_wait(p, job.gpus, now), p.price, p.product))
+    return Action("queue", best.product)
+
+
+class InClusterFifo:
+    """Kueue-like: the cluster alone; a job starts on a free pool or waits in the shortest queue."""
+
+    name = "in-cluster-fifo"
+
+    def route(self, index: int, replay: Replay, now: float) -> Action:
+        """Start now if a pool is free, else join the queue expected to free up first."""
+        job = replay.jobs[index]
+        ready = _cheapest_start_now(job, replay.allowed_pools(job))
+        if ready is not None:
+            return Action("start", ready.product)
+        return _queue_target(job, replay, now)
+
+
+class CloudBurst:
+    """The cluster when it has room now, else the cheapest on-demand cloud offer with capacity."""
+
+    name = "cloud-burst"
+
+    def route(self, index: int, replay: Replay, now: float) -> Action:
+        """Cluster first; overflow to clouds; queue in-cluster when clouds are full too."""
+        job = replay.jobs[index]
+        ready = _cheapest_start_now(job, replay.allowed_pools(job))
+        if ready is not None:
+            return Action("start", ready.product)
+        clouds = [
+            s
+            for s in replay.offers.values()
+            if s.offer.kind in CLOUD_KINDS
+            and (job.products is None or s.offer.gpu_product in job.products)
+            and s.offer.capacity - s.in_use >= job.gpus
+        ]
+        if clouds:
+            best = min(clouds, key=lambda s: (s.offer.usd_per_gpu_hour, s.offer.name))
+            return Action("external", best.offer.name)
+        return _queue_target(job, replay, now)
+
+
+class CheapestFirst:
+    """SkyPilot-like: the cheapest offer anywhere with capacity now, failing over by price."""
+
+    name = "cheapest-first"
+
+    def route(self, index: int, replay: Replay, now: float) -> Action:
+        """Walk every option by price; wait and retry when none has capacity."""
+        job = replay.jobs[index]
+        options: list[tuple[Decimal, str, Action]] = [
+            (p.price, p.product, Action("start", p.product))
+            for p in replay.allowed_pools(job)
+            if not p.queue and p.fits_now(job.gpus)
+        ]
+        options.extend(
+            (s.offer.usd_per_gpu_hour, s.offer.name, Action("external", s.offer.name))
+            for s in replay.offers.values()
+            if s.offer.provider in SKYPILOT_PROVIDERS
+            and (job.products is None or s.offer.gpu_product in job.products)
+            and s.offer.capacity - s.in_use >= job.gpus
+        )
+        if not options:
+            return Action("wait", retry_seconds=BASELINE_RETRY_SECONDS)
+        return min(options, key=lambda o: (o[0], o[1]))[2]
+
+
+BASELINES: dict[str, Callable[[], Any]] = {
+    InClusterFifo.name: InClusterFifo,
+    CloudBurst.name: CloudBurst,
+    CheapestFirst.name: CheapestFirst,
+}

@@ -1,0 +1,249 @@
+"""Processes for end-to-end tests: the stand-in networks and the operator, as users run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cluster import REPO_ROOT, kubeconfig_path, kubectl
+
+NETWORKS = ("livepeer", "akash", "openai", "nosana", "vastai")
+BASE_PORT = int(os.environ.get("HYBRIDGPU_E2E_BASE_PORT", "28081"))
+LOGS = REPO_ROOT / ".local" / "logs"
+CREDENTIAL = "e2e-standin-key"
+
+
+def endpoint(network: str, base_port: int = BASE_PORT) -> str:
+    port = base_port + NETWORKS.index(network)
+    return f"http://127.0.0.1:{port}" + ("/v1" if network == "openai" else "")
+
+
+def control(network: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a stand-in's control API (/_faults, /_stats, /_reset)."""
+    url = f"http://127.0.0.1:{BASE_PORT + NETWORKS.index(network)}{path}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if data is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    return json.loads(text) if text else None
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Process:
+    """A background process with its output in .local/logs/<name>.log."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / f"{name}.log"
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=REPO_ROOT,
+        )
+
+    def kill(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def standin_config(path: Path) -> Path:
+    """Offers the tests reason about, independent of the engine: cheapest 4090 is nosana."""
+    config = {
+        "timeScale": 240,
+        "seed": 7,
+        "requestLatencySeconds": 0.002,
+        "startLatencySeconds": {"akash": 20, "nosana": 20, "vastai": 20},
+        "apiKeys": dict.fromkeys(NETWORKS, CREDENTIAL),
+        "offers": [
+            {
+                "network": "nosana",
+                "gpuProduct": "NVIDIA-GeForce-RTX-4090",
+                "memoryGiB": 24,
+                "usdPerGpuHour": "0.29",
+                "available": 8,
+                "region": "eu-central",
+            },
+            {
+                "network": "vastai",
+                "gpuProduct": "NVIDIA-GeForce-RTX-4090",
+                "memoryGiB": 24,
+                "usdPerGpuHour": "0.34",
+                "available": 8,
+                "region": "us-east",
+            },
+            {
+                "network": "akash",
+                "gpuProduct": "NVIDIA-GeForce-RTX-4090",
+                "memoryGiB": 24,
+                "usdPerGpuHour": "0.39",
+                "available": 8,
+                "region": "us-west",
+            },
+            {
+                "network": "akash",
+                "gpuProduct": "NVIDIA-H100-80GB-HBM3",
+                "memoryGiB": 80,
+                "usdPerGpuHour": "2.71",
+                "available": 8,
+                "region": "us-west",
+            },
+            {
+                "network": "vastai",
+                "gpuProduct": "NVIDIA-H100-80GB-HBM3",
+                "memoryGiB": 80,
+                "usdPerGpuHour": "2.67",
+                "available": 8,
+                "region": "us-east",
+            },
+            {
+                "network": "livepeer",
+                "gpuProduct": "NVIDIA-GeForce-RTX-4090",
+                "memoryGiB": 24,
+                "usdPerGpuHour": "0.45",
+                "available": 8,
+                "region": "us-east",
+            },
+        ],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def standins_process(config: Path) -> Process:
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from hybridgpu.standins.config import load_config\n"
+        "from hybridgpu.standins.server import serve_forever\n"
+        "config = load_config(Path(sys.argv[1]))\n"
+        "asyncio.run(serve_forever(config, '127.0.0.1', int(sys.argv[2])))\n"
+    )
+    return Process("e2e-standins", [sys.executable, "-c", code, str(config), str(BASE_PORT)])
+
+
+def operator_process() -> Process:
+    return Process(
+        "e2e-operator",
+        [
+            sys.executable,
+            "-m",
+            "hybridgpu.cli",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig_path()),
+            "--metrics-port",
+            "0",
+            "--liveness",
+            "",
+            "--log-format",
+            "plain",
+        ],
+    )
+
+
+def provider_manifests(prefix: str) -> list[dict[str, Any]]:
+    regions = {
+        "livepeer": "us-east",
+        "akash": "us-west",
+        "openai": "global",
+        "nosana": "eu-central",
+        "vastai": "us-east",
+    }
+    docs: list[dict[str, Any]] = []
+    for network in NETWORKS:
+        spec: dict[str, Any] = {
+            "type": network,
+            "endpoint": endpoint(network),
+            "region": regions[network],
+            "trustTier": "verified",
+            "priceRefreshInterval": "2s",
+            "credentialsSecretRef": {
+                "namespace": "hybridgpu-e2e",
+                "name": "standin-key",
+                "key": "apiKey",
+            },
+        }
+        docs.append(
+            {
+                "apiVersion": "hybridgpu.dev/v1alpha1",
+                "kind": "ComputeProvider",
+                "metadata": {"name": f"{prefix}{network}"},
+                "spec": spec,
+            }
+        )
+    return docs
+
+
+def install_providers(prefix: str) -> None:
+    kubectl("create", "namespace", "hybridgpu-e2e", check=False)
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        "standin-key",
+        "-n",
+        "hybridgpu-e2e",
+        f"--from-literal=apiKey={CREDENTIAL}",
+        check=False,
+    )
+    text = "\n---\n".join(json.dumps(d) for d in provider_manifests(prefix))
+    kubectl("apply", "-f", "-", input=text)
+
+
+def get(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    args = ["get", kind, name, "-o", "json"]
+    if namespace:
+        args += ["-n", namespace]
+    result = kubectl(*args, check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None

@@ -1,0 +1,313 @@
+"""The operator end to end on the real local control plane and the stand-in networks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import kubectl
+from tests.e2e import harness
+from tests.e2e.harness import condition, control, get, wait_for
+
+pytestmark = pytest.mark.e2e
+PREFIX = "e2e-"
+CONTAINER_MARKETS = [f"{PREFIX}nosana", f"{PREFIX}vastai", f"{PREFIX}akash"]
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Process]:
+    config = harness.standin_config(tmp_path_factory.mktemp("standins") / "standins.yaml")
+    standins = harness.standins_process(config)
+    standins.start()
+    wait_for("stand-ins", lambda: _answers("vastai"), timeout=30)
+    harness.install_providers(PREFIX)
+    operator = harness.operator_process()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    operator.start()
+    wait_for(
+        "providers refreshed by this operator",
+        lambda: all(
+            (get("cp", f"{PREFIX}{n}").get("status") or {}).get("lastRefreshTime", "") >= started
+            for n in ("nosana", "vastai", "akash")
+        ),
+        timeout=60,
+    )
+    yield operator
+    operator.kill()
+    standins.kill()
+
+
+def _answers(network: str) -> bool:
+    try:
+        control(network, "/_stats")
+    except OSError:
+        return False
+    return True
+
+
+def _policy(namespace: str, **spec: Any) -> None:
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": spec,
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def _job(namespace: str, name: str, **spec: Any) -> None:
+    base: dict[str, Any] = {
+        "task": "container",
+        "image": "ghcr.io/example/batch:1",
+        "input": {"requests": 10},
+        "gpu": {"count": 1},
+        "estimatedDuration": "10m",
+    }
+    base.update(spec)
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "InferenceJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": base,
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def _phase(namespace: str, name: str) -> str:
+    return str((get("ij", name, namespace).get("status") or {}).get("phase") or "")
+
+
+def _final(namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    wait_for(
+        f"{name} to finish",
+        lambda: _phase(namespace, name) in ("Succeeded", "Failed"),
+        timeout=timeout,
+    )
+    return get("ij", name, namespace)
+
+
+EXTERNAL_ONLY = {
+    "weights": {"price": 100, "latency": 0, "reliability": 0, "carbon": 0},
+    "inCluster": {"enabled": False},
+    "external": {"enabled": True, "providers": CONTAINER_MARKETS},
+    "failover": {"maxAttempts": 3, "backoff": "1s"},
+}
+
+
+def test_in_cluster_job_runs_to_succeeded_on_a_fake_gpu_node(stack: Any, namespace: str) -> None:
+    _policy(
+        namespace,
+        inCluster={
+            "enabled": True,
+            "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}],
+        },
+        external={"enabled": False},
+    )
+    _job(namespace, "t4-batch", gpu={"count": 1, "products": ["Tesla-T4"]})
+    job = _final(namespace, "t4-batch")
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"][0]["backend"] == "InCluster"
+    assert status["placement"]["gpuProduct"] == "Tesla-T4"
+    batch = json.loads(
+        kubectl(
+            "get",
+            "jobs",
+            "-n",
+            namespace,
+            "-l",
+            "hybridgpu.dev/inferencejob=t4-batch",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert len(batch) == 1
+    template = batch[0]["spec"]["template"]["spec"]
+    assert template["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    terms = template["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["Tesla-T4"]
+    pods = json.loads(
+        kubectl(
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            "hybridgpu.dev/inferencejob=t4-batch",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    node = get("node", pods[0]["spec"]["nodeName"])
+    assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "Tesla-T4"
+    assert batch[0]["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+
+
+def test_overflow_goes_to_the_cheapest_feasible_network(stack: Any, namespace: str) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(namespace, "overflow", gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]})
+    job = _final(namespace, "overflow")
+    # The stand-ins' 4090 offers: nosana 0.29, vastai 0.34, akash 0.39 USD/GPU-hour.
+    assert job["status"]["attempts"][0]["provider"] == f"{PREFIX}nosana"
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    events = kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=overflow,reason=Routed",
+        "-o",
+        "json",
+    ).stdout
+    assert json.loads(events)["items"], "no Routed event"
+
+
+def test_regions_are_never_broken(stack: Any, namespace: str) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(
+        namespace,
+        "east-only",
+        regions=["us-east"],
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+    )
+    job = _final(namespace, "east-only")
+    assert job["status"]["attempts"][0]["provider"] == f"{PREFIX}vastai"
+    for candidate in job["status"]["decision"]["candidates"]:
+        if candidate["provider"] in (f"{PREFIX}nosana", f"{PREFIX}akash"):
+            assert not candidate["feasible"], candidate
+
+
+def test_in_cluster_only_never_leaves_the_cluster(stack: Any, namespace: str) -> None:
+    _policy(namespace, **{**EXTERNAL_ONLY, "inCluster": {"enabled": True}})
+    before = {n: control(n, "/_stats")["created"] for n in ("nosana", "vastai", "akash")}
+    _job(
+        namespace,
+        "stay-home",
+        placement="InCluster",
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+    )
+    wait_for(
+        "a decision",
+        lambda: (get("ij", "stay-home", namespace).get("status") or {}).get("decision"),
+        timeout=60,
+    )
+    time.sleep(3)
+    status = get("ij", "stay-home", namespace)["status"]
+    assert all(a["backend"] == "InCluster" for a in status.get("attempts", []))
+    assert all(
+        not c["feasible"] for c in status["decision"]["candidates"] if c["backend"] == "External"
+    )
+    after = {n: control(n, "/_stats")["created"] for n in ("nosana", "vastai", "akash")}
+    assert after == before
+
+
+def test_a_network_failing_mid_job_fails_over_and_the_job_succeeds(
+    stack: Any, namespace: str
+) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    control("nosana", "/_faults", {"vanishRunning": True})
+    try:
+        _job(namespace, "survivor", gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]})
+        job = _final(namespace, "survivor", timeout=180)
+        print(json.dumps(job["status"], indent=1))
+    finally:
+        control("nosana", "/_faults", {})
+    attempts = job["status"]["attempts"]
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    assert len(attempts) == 2, attempts
+    assert attempts[0]["provider"] == f"{PREFIX}nosana"
+    assert attempts[0]["outcome"] == "Failed" and attempts[0]["reason"] == "JobLost"
+    assert attempts[1]["provider"] != f"{PREFIX}nosana"
+    assert attempts[1]["outcome"] == "Succeeded"
+
+
+def test_sigkill_during_dispatch_neither_duplicates_nor_loses_the_job(
+    stack: harness.Process, namespace: str
+) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    created_before = set(control("nosana", "/_stats")["created"])
+    _job(
+        namespace,
+        "crashy",
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+        estimatedDuration="30m",
+    )
+    wait_for(
+        "the intent",
+        lambda: (get("ij", "crashy", namespace).get("status") or {}).get("externalRef"),
+        timeout=60,
+        every=0.05,
+    )
+    stack.kill(signal.SIGKILL)
+    stack.start()
+    job = _final(namespace, "crashy", timeout=180)
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    key = f"{job['metadata']['uid']}-1"
+    stats = control("nosana", "/_stats")
+    assert stats["submissions"].get(key, 0) >= 1, stats  # it was sent, maybe resent by key
+    created = {k: n for k, n in stats["created"].items() if k not in created_before}
+    assert created == {job["status"]["attempts"][0]["externalId"]: 1}, created
+    assert len(job["status"]["attempts"]) == 1
+
+
+def test_deleting_a_running_job_cancels_its_remote_work(stack: Any, namespace: str) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(
+        namespace,
+        "doomed",
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+        estimatedDuration="5h",
+    )
+    wait_for("running", lambda: _phase(namespace, "doomed") == "Running", timeout=90)
+    remote = get("ij", "doomed", namespace)["status"]["externalRef"]["id"]
+    kubectl("delete", "ij", "doomed", "-n", namespace, "--timeout=60s")
+    phase = control("nosana", "/_stats")["jobs"].get(remote)
+    assert phase not in (None, "running", "RUNNING", "Running"), phase
+
+
+def test_a_budget_limit_stops_external_spend(stack: Any, namespace: str) -> None:
+    _policy(
+        namespace,
+        **{
+            **EXTERNAL_ONLY,
+            "budget": {"limit": "0.40", "period": "720h", "whenExceeded": "InClusterOnly"},
+        },
+    )
+    _job(
+        namespace,
+        "first",
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+        estimatedDuration="1h",
+    )
+    first = _final(namespace, "first", timeout=120)
+    assert first["status"]["phase"] == "Succeeded"
+    wait_for(
+        "spend in the policy status",
+        lambda: (
+            (get("rp", "default", namespace).get("status") or {}).get("spent") not in (None, "0")
+        ),
+        timeout=30,
+    )
+    _job(
+        namespace,
+        "second",
+        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
+        estimatedDuration="1h",
+    )
+    wait_for(
+        "a decision",
+        lambda: (get("ij", "second", namespace).get("status") or {}).get("decision"),
+        timeout=60,
+    )
+    time.sleep(2)
+    status = get("ij", "second", namespace)["status"]
+    assert not status.get("attempts"), status
+    routed = condition(get("ij", "second", namespace), "Routed") or {}
+    assert "Budget" in routed.get("reason", "") + routed.get("message", ""), routed

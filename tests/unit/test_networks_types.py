@@ -1,0 +1,143 @@
+"""RemoteRef, Checkpoint, GPU name mapping, request building, container helpers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.networks import Checkpoint, RemoteRef, RemoteStatus
+from hybridgpu.networks.akash import _bid, build_sdl
+from hybridgpu.networks.container import accrued, decimal_of, epoch_of, unwrap
+from hybridgpu.networks.gpu_names import from_akash, from_nosana, from_vast, names_for
+from hybridgpu.networks.livepeer import livepeer_body
+from hybridgpu.networks.nosana import job_definition
+from hybridgpu.networks.requests import batch_requests
+
+
+def job(**extra: object) -> InferenceJobSpec:
+    data: dict[str, object] = {
+        "task": "llm",
+        "model": "m",
+        "input": {"requests": 3},
+        "estimatedDuration": "30m",
+    }
+    data.update(extra)
+    return InferenceJobSpec.model_validate(data)
+
+
+def test_remote_ref_round_trips_and_rejects_garbage() -> None:
+    ref = RemoteRef("vast-eu", "12345", "uid-1-attempt-2")
+    assert RemoteRef.from_str(ref.to_str()) == ref
+    with pytest.raises(ValueError, match="provider\\|id\\|idempotencyKey"):
+        RemoteRef.from_str("only|two")
+    with pytest.raises(ValueError, match="must not contain"):
+        RemoteRef("a|b", "1", "k").to_str()
+
+
+@given(st.sets(st.integers(min_value=0, max_value=400), max_size=120))
+def test_checkpoint_round_trips_any_set_of_completed_requests(done: set[int]) -> None:
+    checkpoint = Checkpoint.from_done(done)
+    assert {i for i in range(401) if checkpoint.is_done(i)} == done
+    assert Checkpoint.from_str(checkpoint.to_str()) == checkpoint
+    assert checkpoint.count() == len(done)
+
+
+def test_checkpoint_text_is_compact() -> None:
+    checkpoint = Checkpoint.from_done([*range(120), 122, 123, 124, 125, 130])
+    assert checkpoint.to_str() == "120+122-125,130"
+    assert Checkpoint.from_str("120+122-125,130") == checkpoint
+    assert Checkpoint(5).with_done(5) == Checkpoint(6)
+
+
+@pytest.mark.parametrize("text", ["", "-1", "5+3", "5+9-7", "x", "5+a"])
+def test_checkpoint_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError, match="checkpoint"):
+        Checkpoint.from_str(text)
+
+
+def test_remote_status_terminal() -> None:
+    assert RemoteStatus("Lost").terminal and not RemoteStatus("Running").terminal
+
+
+def test_gpu_names_map_both_ways() -> None:
+    assert from_vast("A100 SXM4", 81920) == "NVIDIA-A100-SXM4-80GB"
+    assert from_vast("A100 SXM4", 40960) == "NVIDIA-A100-SXM4-40GB"
+    assert from_vast("RTX 4090", 24564) == "NVIDIA-GeForce-RTX-4090"
+    assert from_akash("h100", "80Gi", "sxm") == "NVIDIA-H100-80GB-HBM3"
+    assert from_akash("rtx4090", "24Gi", "pcie") == "NVIDIA-GeForce-RTX-4090"
+    assert from_nosana("NVIDIA 4090") == "NVIDIA-GeForce-RTX-4090"
+    assert names_for("Unknown-GPU").vast == "Unknown-GPU"
+
+
+def test_requests_come_from_argument_then_inline_then_synthetic() -> None:
+    inline = job(
+        input={"requests": 2, "inline": [{"messages": [{"role": "user", "content": "a"}]}]}
+    )
+    assert batch_requests(inline, [{"x": 1}]) == [{"x": 1}]
+    assert batch_requests(inline) == inline.input.inline
+    synthetic = batch_requests(job(input={"requests": 4, "inputTokens": 5, "outputTokens": 7}))
+    assert len(synthetic) == 4
+    assert synthetic[0]["max_tokens"] == 7
+    assert len(synthetic[0]["messages"][0]["content"].split()) == 5
+
+
+def test_livepeer_body_fills_the_model_field_the_schema_requires() -> None:
+    from hybridgpu.api.inferencejob import Task
+
+    assert livepeer_body(Task.TEXT_TO_IMAGE, "sd", {"prompt": "p"})["model_id"] == "sd"
+    assert livepeer_body(Task.LLM, "llama", {"messages": []})["model"] == "llama"
+    assert livepeer_body(Task.TEXT_TO_IMAGE, "sd", {"model_id": "other"})["model_id"] == "other"
+
+
+def test_sdl_asks_for_the_gpu_model_memory_count_and_carries_the_key() -> None:
+    spec = job(task="container", image="img:1", model=None, gpu={"count": 2, "minMemory": "40Gi"})
+    sdl = yaml.safe_load(build_sdl(spec, "key-9", "NVIDIA-A100-SXM4-80GB"))
+    gpu = sdl["profiles"]["compute"]["job"]["resources"]["gpu"]
+    assert gpu["units"] == 2
+    assert gpu["attributes"]["vendor"]["nvidia"] == [
+        {"model": "a100", "ram": "80Gi", "interface": "sxm"}
+    ]
+    assert "HYBRIDGPU_IDEMPOTENCY_KEY=key-9" in sdl["services"]["job"]["env"]
+
+
+def test_akash_bids_are_read_in_both_documented_shapes() -> None:
+    flat = _bid(
+        {"id": "bid_1", "provider": "akash1x", "price": "0.50", "denom": "usd", "status": "open"}
+    )
+    chain = _bid(
+        {
+            "bid": {
+                "id": {"dseq": "1", "gseq": 2, "oseq": 3, "provider": "akash1y"},
+                "state": "open",
+                "price": {"denom": "uakt", "amount": "1.3788"},
+            }
+        }
+    )
+    assert flat is not None and flat["price"] == Decimal("0.50") and flat["provider"] == "akash1x"
+    assert chain is not None and (chain["gseq"], chain["oseq"], chain["denom"]) == (2, 3, "uakt")
+    assert _bid({"bid": {"state": "open"}}) is None
+
+
+def test_nosana_definition_is_stable_for_a_key() -> None:
+    spec = job(task="container", image="img:1", model=None)
+    assert job_definition(spec, "k") == job_definition(spec, "k")
+    assert job_definition(spec, "k") != job_definition(spec, "other")
+    assert job_definition(spec, "k")["ops"][0]["args"]["image"] == "img:1"
+
+
+def test_container_helpers() -> None:
+    assert unwrap({"data": {"data": {"dseq": "1"}}}) == {"dseq": "1"}
+    assert unwrap({"data": {"deployments": [], "pagination": {}}}) == {
+        "deployments": [],
+        "pagination": {},
+    }
+    assert decimal_of(0.1) == Decimal("0.1")  # via str: no binary-float noise
+    assert decimal_of("x") is None and decimal_of(True) is None
+    assert epoch_of("1970-01-01T00:01:00Z") == 60.0
+    assert accrued(Decimal("3.6"), 0.0, 100.0) == Decimal("0.1")
+    assert accrued(None, 0.0, 1.0) == Decimal(0)

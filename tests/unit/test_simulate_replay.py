@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridgpu.api.computeprovider import ProviderType, TrustTier
+from hybridgpu.cli import main
+from hybridgpu.simulate.inputs import Node
+from hybridgpu.simulate.lowerbound import lower_bound
+from hybridgpu.simulate.market import MarketOffer
+from hybridgpu.simulate.replay import Replay
+from hybridgpu.simulate.routers import (
+    CheapestFirst,
+    CloudBurst,
+    InClusterFifo,
+    PolicyRouter,
+    job_spec,
+)
+from hybridgpu.simulate.run import load_policy
+from hybridgpu.simulate.workload import SimJob, TraceError, Workload
+
+GIB = 2**30
+T4 = "Tesla-T4"
+OWNED = {T4: Decimal("0.20")}
+
+
+def sim_job(name: str, arrival: float, duration: float, gpus: int = 1, ls: bool = False) -> SimJob:
+    return SimJob(name, arrival, duration, gpus, 1000, None, "LS" if ls else "BE", ls)
+
+
+def workload(*jobs: SimJob) -> Workload:
+    return Workload("test", "alibaba-pod-list", tuple(sorted(jobs, key=lambda j: j.arrival)),
+                    len(jobs))
+
+
+def offer(provider: str, kind: str, usd: str, capacity: int = 8, latency: float = 60.0,
+          ptype: ProviderType | None = None) -> MarketOffer:
+    return MarketOffer(provider, kind, "NVIDIA-GeForce-RTX-4090", 24 * GIB, Decimal(usd), latency,
+                       capacity, 0.0, TrustTier.VERIFIED, ptype)
+
+
+ONE_GPU = (Node("n0", T4, 16 * GIB, 1),)
+NETWORK = offer("nosana", "depin", "0.50", ptype=ProviderType.NOSANA)
+CLOUD = offer("aws", "cloud", "3.00")
+
+
+def within(job: SimJob) -> float | None:
+    return 300.0 if job.latency_sensitive else None
+
+
+def test_fifo_queues_the_second_job_until_the_first_ends() -> None:
+    w = workload(sim_job("a", 0, 3600), sim_job("b", 10, 3600, ls=True))
+    replay = Replay(w, ONE_GPU, (NETWORK,), OWNED, within)
+    result = replay.run(InClusterFifo())
+    starts = {r.job.name: r.start for r in replay.records}
+    assert starts == {"a": 0.0, "b": 3600.0}
+    assert result.total_cost == Decimal("0.40")
+    assert result.external_cost == 0
+    assert result.slo_attainment == 0.0  # b waited an hour against a 5m startWithin
+    assert result.p95_start_seconds == 3590.0
+
+
+def test_cloud_burst_sends_overflow_to_the_cloud() -> None:
+    w = workload(sim_job("a", 0, 3600), sim_job("b", 10, 3600))
+    replay = Replay(w, ONE_GPU, (NETWORK, CLOUD), OWNED, within)
+    result = replay.run(CloudBurst())
+    assert result.jobs_external == 1
+    assert result.external_cost == Decimal("3.00")
+    assert {r.target for r in replay.records} == {T4, "aws/NVIDIA-GeForce-RTX-4090"}
+
+
+def test_cheapest_first_ignores_networks_skypilot_cannot_reach() -> None:
+    runpod = offer("runpod", "marketplace", "0.34")
+    w = workload(sim_job("a", 0, 3600), sim_job("b", 10, 3600))
+    replay = Replay(w, ONE_GPU, (NETWORK, runpod), OWNED, within)
+    replay.run(CheapestFirst())
+    assert [r.target for r in replay.records] == [T4, "runpod/NVIDIA-GeForce-RTX-4090"]
+
+
+def test_policy_spills_latency_sensitive_jobs_and_queues_best_effort() -> None:
+    name, policy = load_policy(_policy_file("spill-when-cheaper"))
+    w = workload(
+        sim_job("a", 0, 3600), sim_job("ls", 10, 600, ls=True), sim_job("be", 20, 600)
+    )
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    policy = policy.model_validate(
+        {**policy.to_api(), "inCluster": {**policy.to_api()["inCluster"],
+                                          "gpuPrices": [{"gpuProduct": T4,
+                                                         "pricePerGPUHour": "0.20"}]}}
+    )
+    replay = Replay(w, ONE_GPU, (offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA),),
+                    OWNED, within)
+    result = replay.run(PolicyRouter(name, policy, specs))
+    by_name = {r.job.name: r for r in replay.records}
+    assert by_name["ls"].backend == "External"
+    assert by_name["ls"].start == 70.0
+    # Best effort: waiting for the cheaper in-cluster GPU beats paying 0.90 now.
+    assert by_name["be"].backend == "InCluster"
+    assert by_name["be"].start == 3600.0
+    assert result.slo_attainment == 1.0
+
+
+def _policy_file(name: str) -> Path:
+    from hybridgpu.simulate.inputs import DATA
+
+    return DATA / "policies" / f"{name}.yaml"
+
+
+def test_policy_yaml_errors_name_the_file_and_place(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("spec:\n  weights: {price: [\n")
+    with pytest.raises(TraceError, match=r"p\.yaml:3:1: invalid YAML"):
+        load_policy(bad)
+    bad.write_text("kind: RoutingPolicy\nspec:\n  weights: {price: 500}\n")
+    with pytest.raises(TraceError, match=r"spec\.weights\.price"):
+        load_policy(bad)
+
+
+jobs_strategy = st.lists(
+    st.builds(
+        lambda i, a, d, g, ls: sim_job(f"j{i}", float(a), float(d), g, ls),
+        st.integers(0, 10_000),
+        st.integers(0, 20_000),
+        st.integers(1, 20_000),
+        st.integers(1, 2),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=25,
+    unique_by=lambda j: j.name,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(jobs_strategy)
+def test_lower_bound_never_exceeds_a_replay_that_meets_every_slo(jobs: list[SimJob]) -> None:
+    w = workload(*jobs)
+    nodes = (Node("n0", T4, 16 * GIB, 2),)
+    market = (NETWORK, CLOUD)
+    bound = lower_bound(w.jobs, nodes, market, OWNED, [within(j) for j in w.jobs])
+    assert bound.status == "optimal"
+    for router in (InClusterFifo(), CloudBurst(), CheapestFirst()):
+        result = Replay(w, nodes, market, OWNED, within).run(router)
+        if result.slo_attainment == 1.0 and result.unfinished == 0:
+            assert bound.cost_usd <= result.total_cost
+
+
+def test_command_runs_on_the_bundled_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--format", "json", "--hours", "2000"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"workload", "lower_bound_cost_usd", "results"}
+    names = [r["policy"] for r in doc["results"]]
+    assert {"in-cluster-fifo", "cloud-burst", "cheapest-first", "spill-when-cheaper"} <= set(names)
+    for r in doc["results"]:
+        assert set(r) >= {"policy", "total_cost_usd", "external_cost_usd", "jobs",
+                          "jobs_external", "slo_attainment", "p95_start_seconds", "unfinished"}
+        assert isinstance(r["total_cost_usd"], str)
+        assert Decimal(r["total_cost_usd"]) >= Decimal(doc["lower_bound_cost_usd"])
+        assert r["jobs"] == doc["workload"]["jobs"]
+
+
+def test_command_reports_bad_files_with_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "t.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,ten,1\n")
+    assert main(["simulate", "--jobs", str(bad), "--format", "json"]) == 2
+    assert "t.csv:2:21: ContextTokens must be an integer" in capsys.readouterr().err
+
+
+def test_command_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "azure.csv"
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        + "".join(f"2023-11-16 18:15:{s:02d}.0,1000,200\n" for s in range(30))
+    )
+    assert main(["simulate", "--jobs", str(trace), "--plot", str(tmp_path / "png")]) == 0
+    out = capsys.readouterr().out
+    assert "spill-when-cheaper" in out
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert pngs == ["cost-vs-slo.png", "spend-over-time.png", "utilisation-over-time.png"]
+    assert all((tmp_path / "png" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
