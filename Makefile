@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv crds lint typecheck unit test demo demo-down
+.PHONY: help venv crds lint typecheck unit test demo prometheus-install
 
 help:
 	@echo "make demo          local cluster + stand-in networks + operator, with example jobs"
@@ -39,8 +39,19 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
+demo: venv cluster-up prometheus-install
+	hack/demo.sh
+
+demo-down:
+	-for p in .local/pids/{operator,standins,dcgm-exporter}.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done
+	-hack/prometheus.sh stop
+
+# Debian's Prometheus: the telemetry tests and the demo scrape real endpoints with it.
+prometheus-install:
+	@command -v prometheus >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
 # The whole suite. End-to-end tests start the control plane (and Prometheus) themselves.
-test: venv controlplane
-	hack/prometheus.sh install
+test: venv controlplane prometheus-install
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)

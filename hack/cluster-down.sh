@@ -19,15 +19,16 @@ for arg in "$@"; do
 done
 
 log() { echo "[cluster-down] $*" >&2; }
+take_cluster_lock
 
 stop_pid() { # pid name
   local pid=$1 name=$2 i
-  kill -0 "$pid" 2>/dev/null || return 0
+  proc_alive "$pid" || return 0
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
+  for i in $(seq 1 100); do
+    proc_alive "$pid" || return 0
+    sleep 0.1
   done
   log "$name (pid $pid) ignored SIGTERM for 10s: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced; variables are used by the callers
 # Shared settings for hack/cluster-up.sh and hack/cluster-down.sh (sourced).
 # Every port and path can be overridden from the environment.
 
@@ -44,7 +45,16 @@ our_pids() {
   done
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Running and not a zombie (an init that reaps slowly leaves dead children as
+# zombies for a while, and kill -0 succeeds on those).
+proc_alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != Z && "${stat:0:1}" != X ]]
+}
+
+pid_alive() { [[ -f "$1" ]] && proc_alive "$(cat "$1")"; }
 
 cluster_healthy() {
   local c
@@ -53,4 +63,17 @@ cluster_healthy() {
     pid_alive "$PID_DIR/$c.pid" || return 1
   done
   "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}
+
+# Serialize cluster-up/cluster-down: several test runs in one checkout may call
+# them at once. cluster-up holds the lock while it calls cluster-down itself.
+take_cluster_lock() {
+  [[ -n "${HYBRIDGPU_CLUSTER_LOCKED:-}" ]] && return 0
+  mkdir -p "$LOCAL_DIR"
+  exec 9>"$LOCAL_DIR/.cluster.lock"
+  if ! flock -w 900 9; then
+    echo "timed out waiting for $LOCAL_DIR/.cluster.lock" >&2
+    exit 1
+  fi
+  export HYBRIDGPU_CLUSTER_LOCKED=1
 }

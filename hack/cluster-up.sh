@@ -19,6 +19,12 @@ if cluster_healthy; then
   log "cluster already up and healthy ($(elapsed)s); KUBECONFIG=$KUBECONFIG_PATH"
   exit 0
 fi
+take_cluster_lock
+# Another caller may have brought it up while we waited for the lock.
+if cluster_healthy; then
+  log "cluster already up and healthy ($(elapsed)s); KUBECONFIG=$KUBECONFIG_PATH"
+  exit 0
+fi
 
 # Half up (some component dead, or not ready)? Stop what is left, keep data.
 if [[ -n "$(our_pids)" ]]; then
@@ -123,7 +129,8 @@ start() { # name args...
   log "starting $name"
   # setsid: own session, so a Ctrl-C in the caller's terminal or the end of a
   # test runner's process group does not take the cluster down with it.
-  setsid "$BIN_DIR/$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  # 9>&-: the daemons must not inherit (and so hold) the cluster lock.
+  setsid "$BIN_DIR/$name" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PID_DIR/$name.pid"
 }
 

@@ -19,7 +19,8 @@ cluster-up: controlplane ## start the local cluster and load $(NODES) fake GPU n
 cluster-nodes: ## (re)load $(NODES) fake GPU nodes into the running cluster
 	python3 $(CLUSTER_HACK)load-gpu-nodes.py --limit $(NODES)
 
-cluster-down: ## stop the local cluster (keeps .local/ data)
+cluster-down: ## stop the demo's processes and the local cluster (keeps .local/ data)
+	-$(MAKE) --no-print-directory demo-down
 	$(CLUSTER_HACK)cluster-down.sh
 
 cluster-purge: ## stop the local cluster and delete its data in .local/

@@ -47,7 +47,7 @@ def _load_gpu_products() -> ModuleType:
     if operator_dir not in sys.path:
         sys.path.insert(0, operator_dir)
     try:
-        import hybridgpu.gpu_products as mod  # noqa: PLC0415
+        import hybridgpu.gpu_products as mod
 
         return mod
     except ImportError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,11 @@ from tests.cluster import REPO_ROOT, ensure_cluster, kubectl
 def cluster() -> Path:
     """The local control plane's kubeconfig, with the hybridgpu CRDs installed and served."""
     kubeconfig = ensure_cluster(REPO_ROOT)
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "hack" / "load-gpu-nodes.py"), "--limit", "16"],
+        check=True,
+        capture_output=True,
+    )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     for crd in ("inferencejobs", "routingpolicies", "computeproviders"):
         kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}.hybridgpu.dev")

@@ -167,3 +167,57 @@ async def test_stand_ins_refuse_a_missing_or_wrong_credential(
     stats = await control(standins, network, "/_stats")
     assert stats["unauthorized"] >= 1
     assert not stats["created"]
+
+
+@pytest.mark.parametrize("network", ("akash", "nosana"))
+async def test_resubmitting_a_finished_attempt_does_not_start_it_again(
+    standins: Standins, network: str
+) -> None:
+    adapter = adapter_for(standins, network)
+    job = job_spec(network)
+    try:
+        ref = await adapter.submit(
+            job,
+            idempotency_key="done-once",
+            gpu_product=product_for(network),
+            max_price_per_gpu_hour=None,
+        )
+        await wait_for(adapter, ref, {"Succeeded"}, timeout=15)
+        again = await adapter.submit(
+            job,
+            idempotency_key="done-once",
+            gpu_product=product_for(network),
+            max_price_per_gpu_hour=None,
+        )
+    finally:
+        await adapter.aclose()
+    assert again == ref
+    stats = await control(standins, network, "/_stats")
+    assert len(stats["created"]) == 1
+
+
+async def test_retrying_a_failed_batch_keeps_its_completed_requests(standins: Standins) -> None:
+    adapter = adapter_for(standins, "livepeer")
+    job = job_spec("livepeer", input={"requests": 20})
+    try:
+        await control(standins, "livepeer", "/_faults", {"errorStatus": 400, "failNext": 1})
+        ref = await adapter.submit(
+            job,
+            idempotency_key="retry",
+            gpu_product=product_for("livepeer"),
+            max_price_per_gpu_hour=None,
+        )
+        failed = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=5)
+        assert failed.state == "Failed"
+        await adapter.submit(
+            job,
+            idempotency_key="retry",
+            gpu_product=product_for("livepeer"),
+            max_price_per_gpu_hour=None,
+        )
+        final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=5)
+    finally:
+        await adapter.aclose()
+    assert final.state == "Succeeded"
+    sent = (await control(standins, "livepeer", "/_stats"))["submissions"]
+    assert set(sent.values()) == {1} and len(sent) == 20

@@ -234,7 +234,8 @@ async def test_livepeer_gateway_falling_back_to_a_dearer_orchestrator_fails_the_
 
 
 async def test_livepeer_batch_survives_transient_5xx(standins: Standins) -> None:
-    await control(standins, "livepeer", "/_faults", {"errorRate": 0.2})
+    # Two failures stay below the breaker's threshold of three.
+    await control(standins, "livepeer", "/_faults", {"failNext": 2})
     adapter = adapter_for(standins, "livepeer")
     try:
         ref = await adapter.submit(
@@ -250,3 +251,5 @@ async def test_livepeer_batch_survives_transient_5xx(standins: Standins) -> None
     stats = await control(standins, "livepeer", "/_stats")
     # Retried requests carry the same idempotency key; each was *answered* once.
     assert len(stats["submissions"]) == 20
+    assert set(stats["submissions"].values()) == {1}
+    assert stats["requests"] == 22

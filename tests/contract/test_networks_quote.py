@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridgpu.cli import main
-from hybridgpu.commands.quote import quote_all, to_json
 from hybridgpu.api.computeprovider import ComputeProvider
 from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.cli import main
+from hybridgpu.commands.quote import quote_all, to_json
 from hybridgpu.standins import Standins, start_standins
 from hybridgpu.standins.config import NETWORKS
 from tests.contract.networks_helpers import KEY, control, standin_config, standins

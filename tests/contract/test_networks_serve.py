@@ -71,6 +71,7 @@ def test_serve_refuses_bad_config_and_non_loopback_hosts(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "timeScale" in result.stderr
@@ -79,6 +80,7 @@ def test_serve_refuses_bad_config_and_non_loopback_hosts(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert result.returncode == 2 and "loopback" in result.stderr
 

@@ -273,41 +273,39 @@ def test_deleting_a_running_job_cancels_its_remote_work(stack: Any, namespace: s
 
 
 def test_a_budget_limit_stops_external_spend(stack: Any, namespace: str) -> None:
+    # 10 minutes on the cheapest 4090 (0.29/h) is estimated at about 0.05 USD, an hour at 0.29.
     _policy(
         namespace,
         **{
             **EXTERNAL_ONLY,
-            "budget": {"limit": "0.40", "period": "720h", "whenExceeded": "InClusterOnly"},
+            "budget": {"limit": "0.10", "period": "720h", "whenExceeded": "InClusterOnly"},
         },
     )
-    _job(
-        namespace,
-        "first",
-        gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
-        estimatedDuration="1h",
-    )
-    first = _final(namespace, "first", timeout=120)
-    assert first["status"]["phase"] == "Succeeded"
+    _job(namespace, "small", gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]})
+    small = _final(namespace, "small", timeout=120)
+    assert small["status"]["phase"] == "Succeeded", small["status"]
+    assert small["status"]["attempts"][0]["backend"] == "External"
     wait_for(
         "spend in the policy status",
         lambda: (
-            (get("rp", "default", namespace).get("status") or {}).get("spent") not in (None, "0")
+            (get("rp", "default", namespace).get("status") or {}).get("spent")
+            == small["status"]["cost"]["accrued"]
         ),
         timeout=30,
     )
     _job(
         namespace,
-        "second",
+        "large",
         gpu={"count": 1, "products": ["NVIDIA-GeForce-RTX-4090"]},
         estimatedDuration="1h",
     )
     wait_for(
         "a decision",
-        lambda: (get("ij", "second", namespace).get("status") or {}).get("decision"),
+        lambda: (get("ij", "large", namespace).get("status") or {}).get("decision"),
         timeout=60,
     )
     time.sleep(2)
-    status = get("ij", "second", namespace)["status"]
+    status = get("ij", "large", namespace)["status"]
     assert not status.get("attempts"), status
-    routed = condition(get("ij", "second", namespace), "Routed") or {}
+    routed = condition(get("ij", "large", namespace), "Routed") or {}
     assert "Budget" in routed.get("reason", "") + routed.get("message", ""), routed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -221,8 +222,6 @@ def test_server_serves_metrics_and_follows_file_changes(
     doc = cluster()
     doc["nodes"].append(node("a2", 8))
     path.write_text(json.dumps(doc))
-    import os  # noqa: PLC0415
-
     os.utime(path, (NOW + 5, NOW + 5))  # a new mtime even on coarse-grained filesystems
     server.refresh()
     samples = families(get(base + "/metrics")[2])["DCGM_FI_DEV_GPU_UTIL"].samples

@@ -75,6 +75,12 @@ def test_cordoned_and_not_ready_nodes_and_their_pods_are_left_out() -> None:
     assert (pool.allocatable, pool.in_use, pool.max_free_per_node) == (8, 2, 6)
 
 
+def test_max_gpus_per_node_is_the_biggest_node_even_if_cordoned() -> None:
+    result = pools([node("small", 4), node("big", 16, cordoned=True)], [pod("a", 4, "small")])
+    assert result[A100].max_gpus_per_node == 16
+    assert result[A100].max_free_per_node == 0
+
+
 def test_node_without_ready_condition_is_not_schedulable() -> None:
     body = node("new", 8)
     body["status"]["conditions"] = []

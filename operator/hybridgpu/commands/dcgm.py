@@ -52,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         counters = load_counters(args.collectors)
-        source: Source = (
-            KubernetesSource(args.kubeconfig) if args.kubeconfig else StaticSource(args.from_json)
-        )
+        source: Source
+        if args.kubeconfig:
+            # A cluster may be briefly unreachable; the server keeps retrying it.
+            source = KubernetesSource(args.kubeconfig)
+        else:
+            source = StaticSource(args.from_json)
+            source.read()  # a file that cannot be read now will not fix itself: fail fast
         server = DcgmExporterServer(
             source,
             host=args.host,

@@ -15,7 +15,6 @@ from hybridgpu.simulate.inputs import DEFAULT_JOBS, DEFAULT_NODES, DEFAULT_POLIC
 from hybridgpu.simulate.routers import BASELINES
 from hybridgpu.simulate.run import (
     DEFAULT_CAPACITY_SCALE,
-    DEFAULT_LS_START_WITHIN,
     SimulationConfig,
     simulate,
 )
@@ -96,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     try:
         ls_within = parse_duration(args.ls_start_within).total_seconds()
+        if ls_within <= 0:
+            raise ValueError(f"--ls-start-within must be above 0, got {args.ls_start_within!r}")
         if args.hours is not None and args.hours <= 0:
             raise ValueError(f"--hours must be above 0, got {args.hours}")
         config = SimulationConfig(
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             policies=tuple(args.policy) if args.policy else DEFAULT_POLICIES,
             hours=args.hours,
             capacity_scale=args.capacity_scale,
-            ls_start_within=ls_within if ls_within > 0 else DEFAULT_LS_START_WITHIN,
+            ls_start_within=ls_within,
             baselines=tuple(args.baseline) if args.baseline else tuple(BASELINES),
         )
         if args.format == "json":
@@ -135,11 +136,14 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        from hybridgpu.simulate.report import render_table  # noqa: PLC0415
+        from hybridgpu.simulate.report import render_table
 
-        render_table(report, Console())
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=160)  # piped: do not squeeze the table to 80 columns
+        render_table(report, out)
     if args.plot:
-        from hybridgpu.simulate.report import write_plots  # noqa: PLC0415
+        from hybridgpu.simulate.report import write_plots
 
         for path in write_plots(report, args.plot):
             err.print(f"wrote {path}")

@@ -33,8 +33,11 @@ How the figures are counted (and why):
   and over-stating a queue only makes routing more careful. Pending GPU pods that name no product
   are not spread over the pools; ``unconstrained_queued`` returns their total so the operator can
   report it (or spread it) as it sees fit.
-* ``max_free_per_node`` is the largest ``allocatable - in_use`` of one node: a job's GPUs must
-  share a node.
+* ``max_free_per_node`` is the largest ``allocatable - in_use`` of one Ready, uncordoned node:
+  a job's GPUs must share a node. ``max_gpus_per_node`` is the largest node of the product,
+  cordoned or not: a job asking for more can never run on it.
+* ``release_seconds`` is left empty: when GPUs come back depends on job durations the
+  operator knows, not on Node and Pod objects.
 """
 
 from __future__ import annotations
@@ -335,6 +338,8 @@ def pools_from(
                 queued=queued.get(product, 0),
                 utilization_percent=None if utilization is None else utilization.get(product),
                 max_free_per_node=max(free_per_node, default=0),
+                # Cordoning is temporary; a node's size is not, so count every node here.
+                max_gpus_per_node=max(n.allocatable for n in members),
             )
         )
     return tuple(pools)

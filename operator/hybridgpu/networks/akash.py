@@ -197,8 +197,8 @@ class AkashAdapter(AdapterBase):
             items = body.get("deployments", []) if isinstance(body, dict) else body
             for item in items or []:
                 deployment = item.get("deployment", item) if isinstance(item, dict) else {}
-                state = deployment.get("state", deployment.get("status"))
-                if marker in str(item.get("sdl", deployment.get("sdl", ""))) and state != "closed":
+                # Closed ones count too: the same key is the same attempt, never a new one.
+                if marker in str(item.get("sdl", deployment.get("sdl", ""))):
                     return str(deployment.get("dseq") or item.get("dseq"))
             if len(items or []) < 100:
                 return None
@@ -236,8 +236,11 @@ class AkashAdapter(AdapterBase):
         self._totals[dseq] = job.input.requests
         self.note_submitted(ref)
         deployment = await self._deployment(dseq)
-        if deployment is not None and _active_lease(deployment) is not None:
-            return ref
+        if deployment is not None:
+            info = deployment.get("deployment", deployment)
+            closed = info.get("state", info.get("status")) == "closed"
+            if closed or _active_lease(deployment) is not None:
+                return ref
         try:
             await self._lease(ref, sdl, job.gpu.count, max_price_per_gpu_hour)
         except (PriceAboveCap, BadRequest, JobLost):

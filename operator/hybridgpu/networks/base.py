@@ -24,6 +24,13 @@ Idempotency per key. A second ``submit`` with the same key returns the same remo
 * nosana: the key is written into the job definition (``meta.hybridgpuKey``); the definition's
   content hash is therefore stable, and the adapter reuses a job with the same ``ipfsHash``.
 * vastai: the instance ``label`` is ``hybridgpu-<key>``; the adapter lists instances first.
+  A destroyed instance is forgotten by Vast.ai, so only there does a submit after ``cancel``
+  rent again; use a new key per attempt (the operator does).
+
+``RemoteStatus.accrued_usd`` of a client-driven batch counts the requests sent by this process
+only: after a restart the operator adds it to what it had persisted. For container networks it
+is the network's price times the wall-clock time the job has run (the stand-ins' ``timeScale``
+shortens jobs, not billing, so their figures are small).
 
 Requests of a client-driven batch come from ``requests=`` if given (the operator loads a
 configMapRef), else ``spec.input.inline``, else synthetic requests built from the task, model
@@ -155,7 +162,7 @@ def make_adapter(
 ) -> NetworkAdapter:
     """Build the adapter for ``spec.type``; ``credential`` is the Secret's value, if any."""
     # Imported here because every adapter module imports this one.
-    from hybridgpu.networks import akash, livepeer, nosana, openai_compat, vastai  # noqa: PLC0415
+    from hybridgpu.networks import akash, livepeer, nosana, openai_compat, vastai
 
     policy = http_policy or HttpPolicy()
     if spec.type is ProviderType.LIVEPEER:

@@ -89,7 +89,12 @@ class BatchRunner:
         existing = self.batches.get(key)
         if existing is not None and not (existing.error or existing.cancelled):
             return existing
+        if existing is not None and checkpoint is None:
+            # Retrying a failed batch in this process: keep what it already completed.
+            checkpoint = existing.checkpoint
         batch = Batch(key, bodies, checkpoint or Checkpoint())
+        if existing is not None:
+            batch.accrued_usd = existing.accrued_usd
         self.batches[key] = batch
         batch.task = asyncio.get_running_loop().create_task(self._run(batch, send))
         return batch

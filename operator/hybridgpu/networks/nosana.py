@@ -9,7 +9,9 @@ the SDK's "max. 30 minutes" comment on 1800 says), ``POST /api/jobs/stop-with-cr
 Assumptions (no public reference found): the job definition is pinned with
 ``POST /api/ipfs/pin`` (answers ``{"ipfsHash"}``), jobs are read with ``GET /api/jobs`` and
 ``GET /api/jobs/{address}`` (``state`` QUEUED/RUNNING/COMPLETED/STOPPED as in @nosana/kit's
-JobState, numeric 0-3 accepted), and a market's ``available_nodes`` counts idle hosts.
+JobState, numeric 0-3 accepted), a job reports the USD rate it is charged as
+``usd_reward_per_hour`` (checked against the cap right after creation), and a market's
+``available_nodes`` counts idle hosts.
 A market runs one GPU per job, so ``usd_reward_per_hour`` is the price per GPU-hour.
 
 Idempotency: the key goes into the definition (``meta.hybridgpuKey``), so its IPFS hash is
@@ -188,10 +190,9 @@ class NosanaAdapter(AdapterBase):
         response = await self.client.request("GET", "/api/jobs", retry=True)
         body = response.json()
         for job in body if isinstance(body, list) else body.get("jobs", []):
+            # Stopped jobs count too: the same key is the same attempt, never a new one.
             if isinstance(job, dict) and job.get("ipfsHash") == ipfs_hash:
-                state = _STATES.get(str(job.get("state")), "")
-                if state != "Failed":
-                    return str(job.get("address"))
+                return str(job.get("address"))
         return None
 
     async def _job(self, ref: RemoteRef) -> dict[str, Any] | None:

@@ -1,5 +1,24 @@
 """``decide``: hard constraints first, then a weighted score; deterministic and explained.
 
+Candidates are the in-cluster pools (``in-cluster/<product>``) and the external offers
+(``<provider>/<product>``). Each gets the first hard constraint it fails, in this order:
+
+* in-cluster: placement, ``inCluster.enabled``, failed before (failover), products, memory,
+  GPUs per pool and per node, the job's price cap and maxCost (at the policy's amortised
+  price), then the queue: the expected wait (FIFO over the pool's release times, else the
+  policy's maxQueueTime) must not exceed maxQueueTime nor the job's startWithin;
+* external: placement, ``external.enabled``, failed before, providers and providerSelector,
+  task, products, memory, regions, trust tier, paused, circuit open, price caps (job and
+  policy, on the price normalised per GPU-hour), maxCost, capacity and concurrency, budget,
+  spillover (external only when in-cluster cannot take the job, cannot start it now, or the
+  matching pools are at least spilloverUtilization busy counting queued GPUs), startWithin.
+
+startWithin is kept whenever any candidate can meet it; if none can, the best late candidate
+is chosen and the decision says ``StartWithinUnattainable``. Feasible candidates are ranked by
+a weighted score of price, expected start, reliability (1 - error rate) and carbon, each term
+being best-value / this-value so that raising a candidate's price never helps it. Nothing
+feasible: ``Wait`` (with when to look again) if some rejection may lift, else ``Rejected``.
+
 Pure: no I/O, no clock (``snapshot.now`` is the time), no randomness. Per-job quantities are
 computed once per call so that each candidate costs a few attribute reads, one Decimal product
 and some float arithmetic (see tests/bench/bench_routing.py).
@@ -9,9 +28,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from hybridgpu.api.computeprovider import TrustTier
 from hybridgpu.api.inferencejob import InferenceJobSpec, Placement
@@ -25,7 +44,7 @@ from hybridgpu.routing.cost import (
     units_per_request,
 )
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
-from hybridgpu.routing.snapshot import InClusterPool, PerGPUHour, PerToken, Snapshot
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, PerToken, Snapshot
 from hybridgpu.units import format_money
 
 FEASIBLE = "Feasible"
@@ -71,8 +90,12 @@ NEUTRAL_CARBON_TERM = 0.5
 
 _TRUST_RANK = {tier: rank for rank, tier in enumerate(TrustTier)}
 _ZERO = Decimal(0)
-# Building the NamedTuple through tuple.__new__ skips its Python-level __new__ (hot path).
+# Candidates are plain tuples in ScoredCandidate's field order until the end, and become
+# ScoredCandidates through tuple.__new__, which skips the NamedTuple's Python-level __new__.
 _new = tuple.__new__
+_Raw = tuple[
+    str, str, str, str, Decimal, Decimal, float, float | None, bool, str, ExternalOffer | None
+]
 
 
 def decide(
@@ -118,7 +141,7 @@ def decide(
         max_queue,
         excluded,
     )
-    candidates: list[ScoredCandidate] = []
+    candidates: list[_Raw] = []
 
     # In-cluster pools. Eligibility ignoring capacity also feeds the spillover rule below.
     eligible_alloc = 0
@@ -183,7 +206,7 @@ def decide(
             reason = (
                 "PlacementInCluster" if placement is Placement.IN_CLUSTER else "ExternalDisabled"
             )
-        elif name in excluded:
+        elif excluded and name in excluded:
             reason = "PreviouslyFailed"
         elif (allowed_providers is not None and offer.provider not in allowed_providers) or (
             selector is not None and not selector.matches(offer.labels)
@@ -220,21 +243,18 @@ def decide(
         else:
             reason = FEASIBLE
         candidates.append(
-            _new(
-                ScoredCandidate,
-                (
-                    name,
-                    "External",
-                    offer.provider,
-                    product,
-                    price,
-                    cost,
-                    start,
-                    None,
-                    False,
-                    reason,
-                    offer,
-                ),
+            (
+                name,
+                "External",
+                offer.provider,
+                product,
+                price,
+                cost,
+                start,
+                None,
+                False,
+                reason,
+                offer,
             )
         )
 
@@ -251,13 +271,12 @@ def _seconds_to_deadline(
     return (created_at + job.start_within - now).total_seconds()
 
 
-@dataclass(frozen=True, slots=True)
-class _JobFacts:
+class _JobFacts(NamedTuple):
     """What the in-cluster filters need of the job, computed once per decision."""
 
     allowed: bool
     placement: Placement
-    count: int
+    gpu_count: int
     min_mem: int
     products: frozenset[str] | None
     gpu_millis: int
@@ -270,7 +289,7 @@ class _JobFacts:
 
 def _in_cluster_candidate(
     pool: InClusterPool, policy: RoutingPolicySpec, job: _JobFacts
-) -> tuple[ScoredCandidate, bool, bool]:
+) -> tuple[_Raw, bool, bool]:
     """The pool as a candidate, whether it could ever take the job, and whether right now."""
     product = pool.gpu_product
     name = f"{IN_CLUSTER}/{product}"
@@ -278,7 +297,7 @@ def _in_cluster_candidate(
     if price is None:
         price = _ZERO
     cost = price * job.gpu_millis / MILLIS_PER_HOUR
-    wait = _queue_wait_seconds(pool, job.count, job.max_queue)
+    wait = _queue_wait_seconds(pool, job.gpu_count, job.max_queue)
     static_ok = False
     if not job.allowed:
         reason = "PlacementExternal" if job.placement is Placement.EXTERNAL else "InClusterDisabled"
@@ -288,8 +307,8 @@ def _in_cluster_candidate(
         reason = "ProductNotAllowed"
     elif pool.memory_bytes < job.min_mem:
         reason = "InsufficientMemory"
-    elif pool.allocatable < job.count or (
-        pool.max_gpus_per_node is not None and pool.max_gpus_per_node < job.count
+    elif pool.allocatable < job.gpu_count or (
+        pool.max_gpus_per_node is not None and pool.max_gpus_per_node < job.gpu_count
     ):
         reason = "TooFewGPUs"
     else:
@@ -304,9 +323,18 @@ def _in_cluster_candidate(
             reason = LATE
         else:
             reason = FEASIBLE
-    cand = _new(
-        ScoredCandidate,
-        (name, "InCluster", IN_CLUSTER, product, price, cost, wait, None, False, reason, None),
+    cand: _Raw = (
+        name,
+        "InCluster",
+        IN_CLUSTER,
+        product,
+        price,
+        cost,
+        wait,
+        None,
+        False,
+        reason,
+        None,
     )
     return cand, static_ok, static_ok and wait == 0.0
 
@@ -327,29 +355,26 @@ def _queue_wait_seconds(pool: InClusterPool, count: int, max_queue: float) -> fl
 
 
 def _conclude(
-    candidates: list[ScoredCandidate], policy: RoutingPolicySpec, any_candidates: bool
+    candidates: list[_Raw], policy: RoutingPolicySpec, any_candidates: bool
 ) -> RoutingDecision:
-    on_time = [c for c in candidates if c[9] == FEASIBLE]
-    late = False
-    pool = on_time
-    if not on_time:
+    pool = [c for c in candidates if c[9] == FEASIBLE]
+    late = not pool
+    if late:
         pool = [c for c in candidates if c[9] == LATE]
-        late = bool(pool)
     if not pool:
         return _no_target(candidates, any_candidates, policy)
 
-    scored = _score(pool, policy)
-    scored.sort(key=_rank_key)
+    scored, cheapest, fastest = _score(pool, policy)
     chosen = {id(c) for c in pool}
     rest = [c for c in candidates if id(c) not in chosen]
     if rest:
-        rest.sort(key=lambda c: (is_permanent(c, policy), c[5], c[0]))
+        rest.sort(key=lambda c: (_permanent(c[9], c[1], policy), c[5], c[0]))
     target = scored[0]
     if late:
         reason = "StartWithinUnattainable"
-    elif target.estimated_cost == min(c.estimated_cost for c in scored):
+    elif float(target.estimated_cost) == cheapest:
         reason = "CheapestFeasible"
-    elif target.expected_start_seconds == min(c.expected_start_seconds for c in scored):
+    elif target.expected_start_seconds == fastest:
         reason = "FastestStart"
     else:
         reason = "BestScore"
@@ -358,14 +383,18 @@ def _conclude(
         f"start in ~{target.expected_start_seconds:.0f}s ({reason}; "
         f"{len(scored)} feasible of {len(candidates)})"
     )
-    return RoutingDecision("Routed", target, (*scored, *rest), reason, message, None)
+    ranked = (*scored, *[_new(ScoredCandidate, c) for c in rest])
+    return RoutingDecision("Routed", target, ranked, reason, message, None)
 
 
-def _score(pool: list[ScoredCandidate], policy: RoutingPolicySpec) -> list[ScoredCandidate]:
-    """Score feasible candidates in 0..1; each term is the best value over this candidate's.
+def _score(
+    pool: list[_Raw], policy: RoutingPolicySpec
+) -> tuple[list[ScoredCandidate], float, float]:
+    """Score feasible candidates in 0..1 and rank them; also the lowest cost and start.
 
-    Ratios to the best keep the terms monotone: raising one candidate's cost lowers its own
-    price term and can only raise the others'.
+    Each term is the best value among the candidates over this one's, which keeps the terms
+    monotone: raising one candidate's cost lowers its own price term and can only raise the
+    others'. Ties go to the lower cost, then the earlier start, then the name.
     """
     w = policy.weights
     total = w.price + w.latency + w.reliability + w.carbon
@@ -373,14 +402,15 @@ def _score(pool: list[ScoredCandidate], policy: RoutingPolicySpec) -> list[Score
     soft = LATENCY_SOFTENING_SECONDS
     costs = [float(c[5]) for c in pool]
     min_cost = min(costs)
-    min_start = min([c[6] for c in pool]) + soft
+    fastest = min([c[6] for c in pool])
+    min_start = fastest + soft
     min_carbon = 0.0
     if wc:
         carbons = [c[10].carbon_intensity for c in pool if c[10] and c[10].carbon_intensity]
         min_carbon = float(min(carbons)) if carbons else 0.0
-    out: list[ScoredCandidate] = []
-    append = out.append
-    for c, cost in zip(pool, costs, strict=True):
+    keyed: list[tuple[float, Decimal, float, str, int]] = []
+    append = keyed.append
+    for i, (c, cost) in enumerate(zip(pool, costs, strict=True)):
         offer = c[10]
         score = wp * (1.0 if cost <= min_cost else min_cost / cost) + wl * min_start / (c[6] + soft)
         score += wr * (1.0 - offer.error_rate if offer is not None else 1.0)
@@ -392,30 +422,35 @@ def _score(pool: list[ScoredCandidate], policy: RoutingPolicySpec) -> list[Score
                 score += wc
             else:
                 score += wc * min_carbon / intensity
-        append(_new(ScoredCandidate, (*c[:7], score, True, c[9], offer)))
-    return out
-
-
-def _rank_key(c: ScoredCandidate) -> tuple[float, Decimal, float, str]:
-    return (-c[7], c[5], c[6], c[0])  # type: ignore[operator]
+        # The index last makes full ties compare as ints, never as offers.
+        append((-score, c[5], c[6], c[0], i))
+    keyed.sort()
+    ranked = [
+        _new(ScoredCandidate, (*pool[i][:7], -neg, True, pool[i][9], pool[i][10]))
+        for neg, _, _, _, i in keyed
+    ]
+    return ranked, min_cost, fastest
 
 
 def is_permanent(c: ScoredCandidate, policy: RoutingPolicySpec) -> bool:
     """Whether the candidate's rejection holds whatever capacity, prices and time do."""
-    if c.reason in PERMANENT_REASONS:
+    return _permanent(c.reason, c.backend, policy)
+
+
+def _permanent(reason: str, backend: str, policy: RoutingPolicySpec) -> bool:
+    if reason in PERMANENT_REASONS:
         return True
-    if c.backend == "InCluster":
-        return c.reason in IN_CLUSTER_PERMANENT_REASONS
+    if backend == "InCluster":
+        return reason in IN_CLUSTER_PERMANENT_REASONS
     return (
-        c.reason == "BudgetExceeded"
+        reason == "BudgetExceeded"
         and policy.budget is not None
         and policy.budget.when_exceeded is WhenExceeded.REJECT
     )
 
 
-def _no_target(
-    candidates: list[ScoredCandidate], any_candidates: bool, policy: RoutingPolicySpec
-) -> RoutingDecision:
+def _no_target(raw: list[_Raw], any_candidates: bool, policy: RoutingPolicySpec) -> RoutingDecision:
+    candidates = [_new(ScoredCandidate, c) for c in raw]
     ranked = tuple(
         sorted(candidates, key=lambda c: (is_permanent(c, policy), c.estimated_cost, c.name))
     )

@@ -15,7 +15,7 @@ The relaxation knows every job in advance and may split a job across places. Con
 
 Every schedule the replay can produce (with every startWithin met) satisfies these, so the
 optimum is a lower bound on its cost. The solver works in floating point; the bound is turned
-into a Decimal rounded to the cent at the edge.
+into a Decimal rounded down to 1/100 of a cent at the edge.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from hybridgpu.simulate.market import MarketOffer
 from hybridgpu.simulate.replay import GIVE_UP_AFTER_SECONDS
 from hybridgpu.simulate.workload import SimJob
 
-PEAK_INSTANTS = 96
+PEAK_INSTANTS = 300
 """Instants of peak latency-sensitive load at which capacity is enforced."""
+SOLVER_TOLERANCE = 1e-7
 BUCKETS = 64
 """Arrival-time buckets for the "work arriving later runs later" constraints."""
 
@@ -153,8 +154,10 @@ def lower_bound(
     res = lp.solve()
     if res.status != 0:
         return LowerBound(Decimal(0), bounded, unplaceable, f"solver: {res.message}", {})
-    # Round down: a bound rounded up could exceed the true optimum by part of a cent.
-    value = Decimal(repr(float(res.fun))).quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
+    # Round down past the solver's relative optimality tolerance: a bound must not exceed
+    # the true optimum, and the float answer may overshoot it by that much.
+    fun = float(res.fun) * (1 - SOLVER_TOLERANCE)
+    value = Decimal(repr(fun)).quantize(Decimal("0.0001"), rounding=ROUND_FLOOR)
     usage: dict[str, float] = defaultdict(float)
     for (label, gh), x in zip(lp.labels, res.x, strict=True):
         if label and x > 1e-9:

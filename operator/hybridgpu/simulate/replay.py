@@ -29,6 +29,7 @@ RELEASE_HINTS = 16
 """Extra release times handed to the engine beyond the GPUs the queue already wants."""
 SAMPLES = 400
 """Points in the spend and utilisation time series."""
+MONEY_QUANTUM = Decimal("1e-10")
 
 ActionKind = Literal["start", "queue", "external", "wait", "reject"]
 
@@ -354,7 +355,9 @@ class Replay:
 
 
 def _cost(usd_per_gpu_hour: Decimal, job: SimJob) -> Decimal:
-    return gpu_hour_cost(usd_per_gpu_hour, round(job.duration * 1000) * job.gpus)
+    # A ten-billionth of a dollar: exact sums over thousands of jobs, no 28-digit dust.
+    cost = gpu_hour_cost(usd_per_gpu_hour, round(job.duration * 1000) * job.gpus)
+    return cost.quantize(MONEY_QUANTUM)
 
 
 def _cumulative(spend: list[tuple[float, Decimal]]) -> tuple[tuple[float, float], ...]:

@@ -54,10 +54,10 @@ def render_table(report: SimulationReport, console: Console) -> None:
 
 def write_plots(report: SimulationReport, directory: Path) -> list[Path]:
     """Write cost-vs-SLO, spend-over-time and utilisation-over-time charts as PNG files."""
-    import matplotlib  # noqa: PLC0415 - only when charts are asked for: it is slow to import
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -65,11 +65,11 @@ def write_plots(report: SimulationReport, directory: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in report.results:
         marker = "o" if r.policy in report.policy_names else "s"
-        ax.scatter(float(r.total_cost), r.slo_attainment * 100, marker=marker, s=60)
-        ax.annotate(r.policy, (float(r.total_cost), r.slo_attainment * 100), fontsize=8)
+        # A legend, not annotations: policies often land on the same SLO and overlap.
+        ax.scatter(float(r.total_cost), r.slo_attainment * 100, marker=marker, s=60, label=r.policy)
     if report.bound.cost_usd > 0:
         ax.axvline(float(report.bound.cost_usd), linestyle="--", color="grey", label="lower bound")
-        ax.legend()
+    ax.legend(fontsize=8)
     ax.set_xlabel("total cost (USD)")
     ax.set_ylabel("startWithin met (%)")
     ax.set_title("Cost vs SLO attainment (circles: policies, squares: baselines)")
@@ -108,7 +108,7 @@ def write_plots(report: SimulationReport, directory: Path) -> list[Path]:
 
 def _save(fig: object, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     plt.close(fig)  # type: ignore[arg-type]
     return path

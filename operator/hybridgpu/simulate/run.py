@@ -70,14 +70,14 @@ class SimulationReport:
                 "latency_sensitive_jobs": sum(1 for j in w.jobs if j.latency_sensitive),
                 "gpus_in_cluster": self.gpus_in_cluster,
             },
-            "lower_bound_cost_usd": format_money(self.bound.cost_usd, 2),
+            "lower_bound_cost_usd": format_money(self.bound.cost_usd, 4),
             "lower_bound_status": self.bound.status,
             "results": [
                 {
                     "policy": r.policy,
                     "kind": "policy" if r.policy in self.policy_names else "baseline",
-                    "total_cost_usd": format_money(r.total_cost, 2),
-                    "external_cost_usd": format_money(r.external_cost, 2),
+                    "total_cost_usd": format_money(r.total_cost, 4),
+                    "external_cost_usd": format_money(r.external_cost, 4),
                     "jobs": r.jobs,
                     "jobs_external": r.jobs_external,
                     "slo_attainment": round(r.slo_attainment, 6),

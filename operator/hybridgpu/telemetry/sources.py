@@ -91,7 +91,7 @@ class KubernetesSource:
     """
 
     def __init__(self, kubeconfig: Path, request_timeout_s: float = 10.0) -> None:
-        from kubernetes import client, config  # noqa: PLC0415 - only this source needs them
+        from kubernetes import client, config
 
         try:
             api_client = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make demo: the local cluster with fake GPU nodes, a real Prometheus scraping a DCGM exporter
+# stand-in, the stand-in GPU networks, and the operator; then the examples, watched to the end.
+# Everything keeps running for you to explore until `make cluster-down` (which also stops these).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=$ROOT/.venv/bin/python
+LOGS=$ROOT/.local/logs
+PIDS=$ROOT/.local/pids
+mkdir -p "$LOGS" "$PIDS"
+KUBECONFIG=$ROOT/.local/kubeconfig
+export KUBECONFIG
+KUBECTL="$("$ROOT/hack/build-controlplane.sh" --print)/kubectl"
+
+start() {  # name, command...: start in the background unless already running
+  local name=$1; shift
+  if [[ -f $PIDS/$name.pid ]] && kill -0 "$(cat "$PIDS/$name.pid")" 2>/dev/null; then return; fi
+  nohup "$@" >"$LOGS/$name.log" 2>&1 &
+  echo $! >"$PIDS/$name.pid"
+}
+
+"$KUBECTL" apply --server-side --force-conflicts -f crds/ >/dev/null
+"$KUBECTL" wait --for=condition=Established --timeout=60s crd --all >/dev/null
+
+start standins "$PY" -c 'import asyncio
+from hybridgpu.standins.config import default_config
+from hybridgpu.standins.server import serve_forever
+asyncio.run(serve_forever(default_config(), "127.0.0.1", 18081))'
+start dcgm-exporter "$PY" -m hybridgpu.cli dcgm-exporter serve --kubeconfig "$KUBECONFIG" --port 19400
+HYBRIDGPU_OPERATOR_METRICS_PORT=18080 hack/prometheus.sh start
+start operator "$PY" -m hybridgpu.cli run --kubeconfig "$KUBECONFIG" --metrics-port 18080 \
+  --liveness http://127.0.0.1:18089/healthz --prometheus-url http://127.0.0.1:19090 \
+  --log-format json
+
+for f in examples/*.yaml; do "$KUBECTL" apply -f "$f" >/dev/null; done
+echo "Applied examples/. Watching the InferenceJobs (Ctrl-C stops watching; all keeps running):"
+deadline=$((SECONDS + ${HYBRIDGPU_DEMO_TIMEOUT:-300}))
+while (( SECONDS < deadline )); do
+  table=$("$KUBECTL" get ij -n default 2>/dev/null || true)
+  clear 2>/dev/null || true
+  echo "$table"
+  pending=$(echo "$table" | tail -n +2 | awk '$2 != "Succeeded" && $2 != "Failed"' | wc -l)
+  (( pending <= 1 )) && break   # the capped job waits on purpose and never finishes
+  sleep 3
+done
+echo
+echo "Why did a job go where it went?   .venv/bin/hybridgpu explain bargain-hunter"
+echo "Providers:                        $KUBECTL get cp"
+echo "Operator metrics:                 curl -s 127.0.0.1:18080/metrics | grep hybridgpu_"
+echo "Prometheus:                       http://127.0.0.1:19090"
+echo "Stop everything:                  make cluster-down"
