@@ -169,7 +169,7 @@ async def test_stand_ins_refuse_a_missing_or_wrong_credential(
     assert not stats["created"]
 
 
-@pytest.mark.parametrize("network", ("akash", "nosana"))
+@pytest.mark.parametrize("network", ["akash", "nosana"])
 async def test_resubmitting_a_finished_attempt_does_not_start_it_again(
     standins: Standins, network: str
 ) -> None:

@@ -225,3 +225,10 @@ def test_to_status_caps_candidates_and_keeps_money_as_strings() -> None:
     wire = status.to_api()
     assert wire["candidates"][0]["estimatedCost"] == "1.5"
     assert wire["outcome"] == "Routed"
+
+
+def test_a_job_bigger_than_any_node_is_rejected_in_cluster() -> None:
+    small_nodes = pool(allocatable=16, in_use=0, max_gpus_per_node=4)
+    d = decide(job(placement="InCluster", gpu={"count": 8}), policy(), snapshot((small_nodes,)))
+    assert d.outcome == "Rejected"
+    assert d.reason == "TooFewGPUs"

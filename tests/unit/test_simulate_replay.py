@@ -212,3 +212,35 @@ def test_command_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
     assert pngs == ["cost-vs-slo.png", "spend-over-time.png", "utilisation-over-time.png"]
     assert all((tmp_path / "png" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_a_late_queued_job_is_routed_again() -> None:
+    # Two 2-GPU nodes; one GPU frees on each node, so a 2-GPU job never fits in time.
+    name, policy = load_policy(_policy_file("spill-when-cheaper"))
+    w = workload(
+        sim_job("a", 0, 100),
+        sim_job("b", 0, 1000),
+        sim_job("d", 0, 200),
+        sim_job("e", 0, 1000),
+        sim_job("z", 10, 600, gpus=2, ls=True),
+    )
+    nodes = (Node("n0", T4, 16 * GIB, 2), Node("n1", T4, 16 * GIB, 2))
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    policy = policy.model_copy(
+        update={
+            "in_cluster": policy.in_cluster.model_validate(
+                {
+                    **policy.in_cluster.to_api(),
+                    "gpuPrices": [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}],
+                }
+            )
+        }
+    )
+    network = offer("nosana", "depin", "0.90", latency=60.0, ptype=ProviderType.NOSANA)
+    replay = Replay(w, nodes, (network,), OWNED, within)
+    result = replay.run(PolicyRouter(name, policy, specs))
+    z = next(r for r in replay.records if r.job.name == "z")
+    # Queued at 10 expecting GPUs at 200; not started by 201, so re-routed to the network.
+    assert z.backend == "External"
+    assert z.start == 261.0
+    assert result.slo_attainment == 1.0

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
@@ -223,11 +222,11 @@ class _LP:
         a_eq = coo_matrix((self._eq[2], (self._eq[0], self._eq[1])), shape=(len(self.eq_rhs), n))
         a_ub = coo_matrix((self._ub[2], (self._ub[0], self._ub[1])), shape=(len(self.ub_rhs), n))
         return linprog(
-            c=np.asarray(self.cost),
+            c=self.cost,
             A_ub=a_ub.tocsr() if self.ub_rhs else None,
-            b_ub=np.asarray(self.ub_rhs) if self.ub_rhs else None,
+            b_ub=self.ub_rhs or None,
             A_eq=a_eq.tocsr(),
-            b_eq=np.asarray(self.eq_rhs),
+            b_eq=self.eq_rhs,
             bounds=(0, None),
             method="highs",
         )

@@ -74,6 +74,8 @@ class PoolState:
         for i, free in enumerate(self.node_free):
             if free >= gpus and (best < 0 or free < self.node_free[best]):
                 best = i
+        if best < 0:
+            raise RuntimeError(f"no node of {self.product} has {gpus} free GPUs")
         self.node_free[best] -= gpus
         self.in_use += gpus
         for _ in range(gpus):
@@ -248,9 +250,8 @@ class Replay:
     def _apply(self, index: int, action: Action, now: float) -> None:
         rec = self.records[index]
         job = rec.job
-        if action.kind == "start":
-            self._start_in_cluster(index, self.pools[action.target], now)
-        elif action.kind == "queue":
+        if action.kind in ("start", "queue"):
+            # "start" asks for a free pool; if it is not free after all, the job queues.
             pool = self.pools[action.target]
             if not pool.queue and pool.fits_now(job.gpus):
                 self._start_in_cluster(index, pool, now)

@@ -14,10 +14,9 @@ YAML or JSON, camelCase keys::
       - {model: meta-llama/Llama-3.3-70B-Instruct,
          inputPerMillion: "0.13", outputPerMillion: "0.38"}
 
-Without a file, offers come from the bundled price book (``hybridgpu/data/prices.csv`` when
-present, else ``hybridgpu/standins/prices.csv``, a copy of the project's reference price book):
-every akash, nosana and vastai row, plus illustrative Livepeer rows (no public USD price exists)
-and the IO Intelligence per-token prices listed in the reference notes.
+Without a file, offers come from the bundled price book ``hybridgpu/data/prices.csv``: every
+single-GPU akash, nosana and vastai row, plus illustrative Livepeer rows (no public USD price
+exists) and the IO Intelligence per-token prices listed in the reference notes.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ DEFAULT_BASE_PORT = 18081
 """livepeer 18081, akash 18082, openai 18083, nosana 18084, vastai 18085."""
 
 _HERE = Path(__file__).resolve().parent
-_PRICE_BOOKS = (_HERE.parent / "data" / "prices.csv", _HERE / "prices.csv")
+PRICE_BOOK = _HERE.parent / "data" / "prices.csv"
 
 
 class _Model(BaseModel):
@@ -100,18 +99,10 @@ _DEFAULT_TOKEN_PRICES = (
 _LIVEPEER_ILLUSTRATIVE = (("NVIDIA-GeForce-RTX-4090", 24, "0.30"), ("NVIDIA-L40S", 48, "0.70"))
 
 
-def price_book_path() -> Path:
-    """The price book the default configuration is built from."""
-    for path in _PRICE_BOOKS:
-        if path.exists():
-            return path
-    raise FileNotFoundError("no bundled price book (hybridgpu/data/prices.csv)")
-
-
 def default_config() -> StandinConfig:
     """Offers from the price book's akash, nosana and vastai rows, plus Livepeer and OpenAI."""
     offers: list[OfferConfig] = []
-    with price_book_path().open(newline="") as handle:
+    with PRICE_BOOK.open(newline="") as handle:
         for row in csv.DictReader(handle):
             network = row["provider"]
             if network not in ("akash", "nosana", "vastai"):
