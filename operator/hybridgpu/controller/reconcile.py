@@ -399,11 +399,9 @@ class JobStep:
             )
         except neterr.NetworkError as exc:
             return await self.network_trouble(attempt, exc, ref=None)
-        self.deps.registry.submitted.add(ref_status["idempotencyKey"])
         ref_status["id"] = ref.id
         attempt["externalId"] = ref.id
-        if attempt.get("outcome") == "Dispatching":
-            attempt["outcome"] = "Pending"
+        attempt["outcome"] = "Pending"
         await self.save()
         return POLL_PENDING
 
@@ -415,12 +413,7 @@ class JobStep:
             return await self.provider_missing(attempt)
         entry.active_jobs.add(self.uid)
         ref = self.remote_ref(attempt)
-        key = self.status["externalRef"].get("idempotencyKey", "")
-        if (
-            ref is None
-            or attempt.get("outcome") == "Dispatching"
-            or (key not in self.deps.registry.submitted)
-        ):
+        if ref is None or attempt.get("outcome") == "Dispatching":
             # Crashed between writing the intent and recording the id: the same key finds
             # the same remote job, or creates it once.
             return await self.submit_external(spec, attempt)
