@@ -23,13 +23,11 @@ start() {  # name, command...: start in the background unless already running
 "$KUBECTL" apply --server-side --force-conflicts -f crds/ >/dev/null
 "$KUBECTL" wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
-start standins "$PY" -c 'import asyncio
-from hybridgpu.standins.config import default_config
-from hybridgpu.standins.server import serve_forever
-asyncio.run(serve_forever(default_config(), "127.0.0.1", 18081))'
+start standins "$PY" -m hybridgpu.cli networks serve --base-port 18081
 start dcgm-exporter "$PY" -m hybridgpu.cli dcgm-exporter serve --kubeconfig "$KUBECONFIG" --port 19400
 HYBRIDGPU_OPERATOR_METRICS_PORT=18080 hack/prometheus.sh start
-start operator "$PY" -m hybridgpu.cli run --kubeconfig "$KUBECONFIG" --metrics-port 18080 \
+# Only the default namespace: the test suite runs its own operator for its own namespaces.
+start operator "$PY" -m hybridgpu.cli run --kubeconfig "$KUBECONFIG" -n default --metrics-port 18080 \
   --liveness http://127.0.0.1:18089/healthz --prometheus-url http://127.0.0.1:19090 \
   --log-format json
 

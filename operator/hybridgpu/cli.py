@@ -1,4 +1,4 @@
-"""The ``hybridgpu`` command. Each subcommand lives in ``hybridgpu.commands.<name>``."""
+"""The ``hybridgpu`` command. Each subcommand lives in ``hybridgpu.commands.<module>``."""
 
 from __future__ import annotations
 
@@ -9,25 +9,39 @@ from collections.abc import Sequence
 
 from hybridgpu import __version__
 
-# One module per subcommand; each has register(subparsers) and sets args.func.
-COMMANDS: tuple[str, ...] = ("crds", "run", "explain", "dcgm", "networks", "quote", "simulate")
+# Subcommand -> module with register(subparsers) that sets args.func. Only the module of the
+# command being run is imported, so `hybridgpu run` does not pay for the simulator's SciPy and
+# Matplotlib, and one command's import error cannot break the others.
+COMMANDS: dict[str, str] = {
+    "crds": "crds",
+    "run": "run",
+    "explain": "explain",
+    "dcgm-exporter": "dcgm",
+    "networks": "networks",
+    "quote": "quote",
+    "simulate": "simulate",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that subcommand is registered."""
     parser = argparse.ArgumentParser(
         prog="hybridgpu",
         description="Route inference jobs between in-cluster GPUs and decentralized GPU networks.",
     )
     parser.add_argument("--version", action="version", version=f"hybridgpu {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"hybridgpu.commands.{name}").register(subparsers)
+    for command, module in COMMANDS.items():
+        if only is None or command == only:
+            importlib.import_module(f"hybridgpu.commands.{module}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    only = args_list[0] if args_list and args_list[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(args_list)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

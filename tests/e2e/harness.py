@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,19 +154,41 @@ def standin_config(path: Path) -> Path:
     return path
 
 
+def ports_free(base_port: int = BASE_PORT) -> list[int]:
+    """Ports of the stand-ins that something already listens on (e.g. a stray earlier run)."""
+    busy = []
+    for offset in range(len(NETWORKS)):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", base_port + offset)) == 0:
+                busy.append(base_port + offset)
+    return busy
+
+
 def standins_process(config: Path) -> Process:
-    code = (
-        "import asyncio, sys\n"
-        "from pathlib import Path\n"
-        "from hybridgpu.standins.config import load_config\n"
-        "from hybridgpu.standins.server import serve_forever\n"
-        "config = load_config(Path(sys.argv[1]))\n"
-        "asyncio.run(serve_forever(config, '127.0.0.1', int(sys.argv[2])))\n"
+    busy = ports_free()
+    if busy:
+        raise RuntimeError(
+            f"ports {busy} are taken (a stray stand-in? `pgrep -fa 'networks serve'`); "
+            "set HYBRIDGPU_E2E_BASE_PORT to use others"
+        )
+    return Process(
+        "e2e-standins",
+        [
+            sys.executable,
+            "-m",
+            "hybridgpu.cli",
+            "networks",
+            "serve",
+            "--config",
+            str(config),
+            "--base-port",
+            str(BASE_PORT),
+        ],
     )
-    return Process("e2e-standins", [sys.executable, "-c", code, str(config), str(BASE_PORT)])
 
 
-def operator_process() -> Process:
+def operator_process(kubeconfig: Path | None = None) -> Process:
+    """The operator as users run it; ``kubeconfig`` defaults to the cluster admin's."""
     return Process(
         "e2e-operator",
         [
@@ -174,7 +197,7 @@ def operator_process() -> Process:
             "hybridgpu.cli",
             "run",
             "--kubeconfig",
-            str(kubeconfig_path()),
+            str(kubeconfig or kubeconfig_path()),
             "--metrics-port",
             "0",
             "--liveness",

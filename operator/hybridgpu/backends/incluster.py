@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
+from hybridgpu.jobs.conditions import parse_timestamp
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -31,8 +32,7 @@ DEFAULT_RUNTIME_IMAGES = {
 
 
 class JobState(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
+    ACTIVE = "Active"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
@@ -138,27 +138,19 @@ def job_manifest(
 
 
 def job_state(job: dict[str, Any]) -> JobState:
-    """Where a batch/v1 Job stands, from its status."""
+    """Whether a batch/v1 Job has finished, from its conditions and counts.
+
+    Whether it *runs* is read from its Pods (their start time is what cost accrues from).
+    """
     status = job.get("status") or {}
     for cond in status.get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return JobState.SUCCEEDED
-        if cond.get("type") == "Failed":
-            return JobState.FAILED
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return JobState.SUCCEEDED if cond["type"] == "Complete" else JobState.FAILED
     if status.get("succeeded"):
         return JobState.SUCCEEDED
     if status.get("failed"):
         return JobState.FAILED
-    if status.get("ready") or (status.get("active") and _any_running(status)):
-        return JobState.RUNNING
-    return JobState.PENDING
-
-
-def _any_running(status: dict[str, Any]) -> bool:
-    # Without the ready count (older servers), an active Job with a start time is running.
-    return bool(status.get("startTime")) and status.get("ready") is None
+    return JobState.ACTIVE
 
 
 def pod_running(pods: list[dict[str, Any]]) -> datetime | None:
@@ -167,6 +159,8 @@ def pod_running(pods: list[dict[str, Any]]) -> datetime | None:
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase")
         started = (pod.get("status") or {}).get("startTime")
-        if phase in ("Running", "Succeeded", "Failed") and started:
-            starts.append(datetime.fromisoformat(str(started).replace("Z", "+00:00")))
+        if phase in ("Running", "Succeeded", "Failed"):
+            started_at = parse_timestamp(started)
+            if started_at is not None:
+                starts.append(started_at)
     return min(starts) if starts else None

@@ -43,3 +43,19 @@ TIME_TO_RUNNING = Histogram(
     "Seconds from an InferenceJob's creation until it was running.",
     buckets=_STARTUP_BUCKETS,
 )
+
+
+class PhaseTally:
+    """Keeps the jobs-by-phase gauge exact from watch events, one job at a time."""
+
+    def __init__(self) -> None:
+        self._phase_of: dict[str, str] = {}
+
+    def update(self, uid: str, phase: str | None) -> None:
+        """Record a job's phase; None when the job is gone."""
+        old = self._phase_of.pop(uid, None)
+        if old is not None:
+            JOBS.labels(phase=old).dec()
+        if phase is not None:
+            self._phase_of[uid] = phase
+            JOBS.labels(phase=phase).inc()

@@ -8,6 +8,7 @@ any moment neither loses the job nor submits it twice.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -61,12 +62,6 @@ class Deps:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def candidate_name(attempt: dict[str, Any]) -> str:
     """The routing candidate an attempt ran on, so failover can exclude it."""
     if attempt.get("backend") == "InCluster":
@@ -90,8 +85,8 @@ class JobStep:
         self.uid: str = self.meta.get("uid", "")
         self.generation: int = int(self.meta.get("generation") or 0)
         self.raw_spec: dict[str, Any] = dict(body.get("spec") or {})
-        self.status: dict[str, Any] = _deep_copy(body.get("status") or {})
-        self.original = _deep_copy(self.status)
+        self.status: dict[str, Any] = copy.deepcopy(body.get("status") or {})
+        self.original = copy.deepcopy(self.status)
         self.now = deps.now()
         self.written: dict[str, Any] | None = None
         """The object as our last status patch left it (the watch may not have caught up)."""
@@ -122,7 +117,7 @@ class JobStep:
         if changed:
             self.written = await self.deps.kube.patch_job_status(self.namespace, self.name, changed)
             self.versions.append(str(self.written["metadata"].get("resourceVersion")))
-            self.original = _deep_copy(self.status)
+            self.original = copy.deepcopy(self.status)
 
     def _sum_cost(self) -> None:
         costs = [parse_money(a["cost"]) for a in self.attempts if a.get("cost")]
@@ -197,7 +192,7 @@ class JobStep:
             )
             return None
         if self.attempts:
-            ended = _time(self.attempts[-1].get("endTime"))
+            ended = cond.parse_timestamp(self.attempts[-1].get("endTime"))
             wait = policy.failover.backoff.total_seconds()
             if ended and (self.now - ended).total_seconds() < wait:
                 return wait - (self.now - ended).total_seconds()
@@ -208,7 +203,7 @@ class JobStep:
             spec,
             policy,
             snapshot,
-            created_at=_time(self.meta.get("creationTimestamp")),
+            created_at=cond.parse_timestamp(self.meta.get("creationTimestamp")),
             excluded=excluded,
         )
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
@@ -281,7 +276,7 @@ class JobStep:
             self.deps.registry.reserve(self.uid, target.gpu_product, spec.gpu.count)
         self.set(cond.ROUTED, True, decision.reason, decision.message)
         self.emit("Normal", "Routed", decision.message)
-        created = _time(self.meta.get("creationTimestamp"))
+        created = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         if created and number == 1:
             metrics.TIME_TO_ROUTED.observe((self.now - created).total_seconds())
         await self.save()  # the intent first: a crash from here on resumes this attempt
@@ -332,7 +327,7 @@ class JobStep:
             attempt["outcome"] = "Running"
             self.mark_running(started)
         if state is incluster.JobState.SUCCEEDED:
-            end = _time((job.get("status") or {}).get("completionTime")) or self.now
+            end = cond.parse_timestamp((job.get("status") or {}).get("completionTime")) or self.now
             self.accrue_in_cluster(spec, attempt, started or end, end)
             self.end_attempt(attempt, "Succeeded", "Completed", "the Job completed")
             self.status["progress"] = {
@@ -348,7 +343,7 @@ class JobStep:
             self.accrue_in_cluster(spec, attempt, started, self.now)
             await self.save()
             return POLL_RUNNING
-        since = _time(attempt.get("startTime")) or self.now
+        since = cond.parse_timestamp(attempt.get("startTime")) or self.now
         max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
         if (self.now - since).total_seconds() > max_queue:
             await self.deps.kube.delete_batch_job(self.namespace, job_name)
@@ -399,9 +394,11 @@ class JobStep:
             )
         except neterr.NetworkError as exc:
             return await self.network_trouble(attempt, exc, ref=None)
+        self.deps.registry.submitted.add(ref_status["idempotencyKey"])
         ref_status["id"] = ref.id
         attempt["externalId"] = ref.id
-        attempt["outcome"] = "Pending"
+        if attempt.get("outcome") == "Dispatching":
+            attempt["outcome"] = "Pending"
         await self.save()
         return POLL_PENDING
 
@@ -413,9 +410,15 @@ class JobStep:
             return await self.provider_missing(attempt)
         entry.active_jobs.add(self.uid)
         ref = self.remote_ref(attempt)
-        if ref is None or attempt.get("outcome") == "Dispatching":
-            # Crashed between writing the intent and recording the id: the same key finds
-            # the same remote job, or creates it once.
+        key = self.status["externalRef"].get("idempotencyKey", "")
+        if (
+            ref is None
+            or attempt.get("outcome") == "Dispatching"
+            or key not in self.deps.registry.submitted
+        ):
+            # Crashed between writing the intent and recording the id, or restarted since the
+            # submission: the same key finds the same remote job (or creates it once), and a
+            # client-driven batch resumes from its checkpoint.
             return await self.submit_external(spec, attempt)
         try:
             remote = await entry.adapter.status(ref)
@@ -547,7 +550,7 @@ class JobStep:
         first = self.status.get("startTime") is None
         if first:
             self.status["startTime"] = cond.timestamp(started)
-            created = _time(self.meta.get("creationTimestamp"))
+            created = cond.parse_timestamp(self.meta.get("creationTimestamp"))
             if created:
                 metrics.TIME_TO_RUNNING.observe(max((started - created).total_seconds(), 0.0))
         placement = self.status.get("placement") or {}
@@ -573,11 +576,3 @@ def _cap(spec: InferenceJobSpec, policy: RoutingPolicySpec | None) -> Decimal | 
         caps.append(policy.external.max_price_per_gpu_hour)
     present = [c for c in caps if c is not None]
     return min(present) if present else None
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

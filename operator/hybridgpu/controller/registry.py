@@ -39,6 +39,10 @@ class Registry:
         # uid -> (product, gpus): routed in-cluster, Pod not bound yet. Decisions made in the
         # same instant must not all see the same free GPU.
         self.reservations: dict[str, tuple[str, int]] = {}
+        # Idempotency keys this process has submitted. Client-driven batches (Livepeer,
+        # OpenAI-compatible) run inside the operator: after a restart they are submitted again,
+        # with their checkpoint, before their status means anything.
+        self.submitted: set[str] = set()
 
     def offers(self) -> tuple[ExternalOffer, ...]:
         """Every usable provider's offers, with live circuit, pause and load figures."""

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.units import parse_money
 
 
@@ -23,19 +24,15 @@ class SpendItem:
     """End of the attempt, or None while it is still running (counts as now)."""
 
 
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def spend_items(status: dict[str, Any] | None) -> tuple[SpendItem, ...]:
     """The external attempts of one job as spend items (what a Kopf index keeps per job)."""
     items = []
     for attempt in (status or {}).get("attempts") or []:
         if attempt.get("backend") != "External" or not attempt.get("cost"):
             continue
-        items.append(SpendItem(parse_money(attempt["cost"]), _time(attempt.get("endTime"))))
+        items.append(
+            SpendItem(parse_money(attempt["cost"]), parse_timestamp(attempt.get("endTime")))
+        )
     return tuple(items)
 
 

@@ -45,11 +45,6 @@ def job_spend(
 
 
 @kopf.index(GROUP, VERSION, "inferencejobs")
-def job_phases(status: kopf.Status, **_: Any) -> dict[str, int]:
-    return {str(status.get("phase") or "Pending"): 1}
-
-
-@kopf.index(GROUP, VERSION, "inferencejobs")
 def job_targets(
     namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], str] | None:

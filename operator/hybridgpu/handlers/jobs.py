@@ -16,7 +16,7 @@ from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.snapshots import build_snapshot
 from hybridgpu.controller.spend import SpendItem
 from hybridgpu.inventory.pools import index_values
-from hybridgpu.jobs.conditions import is_terminal
+from hybridgpu.jobs.conditions import is_terminal, parse_timestamp
 from hybridgpu.routing.snapshot import Snapshot
 
 ERROR_DELAY = 10.0
@@ -24,10 +24,6 @@ ERROR_DELAY = 10.0
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return not is_terminal(dict(status))
-
-
-def _time(value: str) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def make_deps(memo: kopf.Memo, indexes: dict[str, Any]) -> Deps:
@@ -44,7 +40,7 @@ def make_deps(memo: kopf.Memo, indexes: dict[str, Any]) -> Deps:
 
     def snapshot(namespace: str, name: str, spec: RoutingPolicySpec) -> Snapshot:
         found = policies.get((namespace, name))
-        created = _time(next(iter(found))[1]) if found else None
+        created = parse_timestamp(next(iter(found))[1]) if found else None
         items = [i for group in spend.get((namespace, name), []) for i in group]
         return build_snapshot(
             now=datetime.now(UTC),
@@ -145,3 +141,12 @@ async def cleanup_job(
         return
     await step.cancel_attempt(current)
     logger.info("cancelled attempt %s on %s", current.get("attempt"), current.get("provider"))
+
+
+@kopf.on.event(GROUP, VERSION, "inferencejobs")
+def count_phase(
+    event: kopf.RawEvent, uid: str, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> None:
+    """Feed the hybridgpu_jobs{phase} gauge."""
+    gone = event.get("type") == "DELETED"
+    memo.phases.update(uid, None if gone else str(status.get("phase") or "Pending"))

@@ -48,7 +48,7 @@ async def account_policy(
         )
         await memo.kube.patch_policy_status(namespace, name, {"conditions": conditions})
         return
-    created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+    created = cond.parse_timestamp(meta.get("creationTimestamp")) or now
     start = period_start(now, created, policy.budget.period) if policy.budget else created
     items = [i for group in job_spend.get((namespace, name), []) for i in group]
     spent = spent_since(items, start)

@@ -26,6 +26,13 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(value: object) -> datetime | None:
+    """Read a Kubernetes timestamp (RFC 3339, ``Z`` or offset); None for empty values."""
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
 def find(conditions: Conditions, type_: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type_), None)
 

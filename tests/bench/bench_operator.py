@@ -1,0 +1,190 @@
+"""Operator throughput and memory on the local control plane (issue 5's figures).
+
+    .venv/bin/python tests/bench/bench_operator.py [--jobs 500] [--idle-jobs 5000]
+
+1. Creates ``--jobs`` InferenceJobs at once (8 client threads) that fit on one fake node with
+   1,000 GPUs, and watches them until every one has Routed=True: prints jobs/s and the
+   creation-to-routed latency (client clock: create call issued -> watch event seen).
+2. Creates ``--idle-jobs`` suspended InferenceJobs and prints the operator's resident memory once
+   it has seen them all (each unfinished job has its own Kopf daemon).
+
+Needs the local cluster (`make cluster-up`) and starts its own operator; cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.cluster import ensure_cluster, kubectl
+from tests.e2e.harness import Process, operator_process
+
+GROUP, VERSION, PLURAL = "hybridgpu.dev", "v1alpha1", "inferencejobs"
+PRODUCT = "NVIDIA-BENCH-1000"
+NODE = "bench-gpu-node"
+
+
+def bench_node() -> dict[str, Any]:
+    capacity = {"cpu": "1000", "memory": "4000Gi", "nvidia.com/gpu": "1000", "pods": "2000"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "nvidia.com/gpu.product": PRODUCT,
+                "nvidia.com/gpu.memory": "81920",
+                "nvidia.com/gpu.count": "1000",
+                "kubernetes.io/hostname": NODE,
+            },
+        },
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
+
+
+def job(name: str, ns: str, suspend: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "task": "container",
+            "image": "busybox",
+            "input": {"requests": 1},
+            "gpu": {"count": 1, "products": [PRODUCT]},
+            "estimatedDuration": "10m",
+            "placement": "InCluster",
+            "suspend": suspend,
+        },
+    }
+
+
+def namespace_with_policy(ns: str) -> None:
+    kubectl("create", "namespace", ns, check=False)
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "default", "namespace": ns},
+        "spec": {
+            "external": {"enabled": False},
+            "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(policy))
+
+
+def create_all(
+    api: client.CustomObjectsApi, ns: str, count: int, suspend: bool, created: dict[str, float]
+) -> None:
+    def one(i: int) -> None:
+        name = f"b{i:05d}"
+        created[name] = time.monotonic()
+        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job(name, ns, suspend))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(count)))
+
+
+def watch_until(
+    api: client.CustomObjectsApi,
+    ns: str,
+    count: int,
+    wanted: str,
+    seen: dict[str, float],
+    timeout: float,
+) -> None:
+    w = watch.Watch()
+    deadline = time.monotonic() + timeout
+    for event in w.stream(
+        api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=int(timeout)
+    ):
+        obj = event["object"]
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c["type"] == wanted and c["status"] == "True" for c in conditions):
+            seen.setdefault(obj["metadata"]["name"], time.monotonic())
+        if len(seen) >= count or time.monotonic() > deadline:
+            w.stop()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--idle-jobs", type=int, default=5000)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    kubeconfig = ensure_cluster()
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
+    kubectl("apply", "-f", "-", input=json.dumps(bench_node()))
+    config.load_kube_config(config_file=str(kubeconfig))
+    api = client.CustomObjectsApi()
+    operator: Process = operator_process()
+    operator.start()
+    time.sleep(5)
+    try:
+        ns = "bench-routing"
+        namespace_with_policy(ns)
+        created: dict[str, float] = {}
+        routed: dict[str, float] = {}
+        watcher = threading.Thread(
+            target=watch_until, args=(api, ns, args.jobs, "Routed", routed, args.timeout)
+        )
+        watcher.start()
+        start = time.monotonic()
+        create_all(api, ns, args.jobs, False, created)
+        watcher.join()
+        elapsed = max(routed.values()) - start if routed else float("nan")
+        latencies = sorted(routed[n] - created[n] for n in routed)
+        print(f"jobs created at once: {args.jobs}; routed: {len(routed)}")
+        print(f"all routed after {elapsed:.1f}s: {len(routed) / elapsed:.1f} jobs/s")
+        print(
+            f"creation->routed p50 {statistics.median(latencies):.2f}s "
+            f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f}s "
+            f"max {latencies[-1]:.2f}s"
+        )
+        kubectl("delete", "namespace", ns, "--wait=false")
+
+        idle = "bench-idle"
+        namespace_with_policy(idle)
+        suspended: dict[str, float] = {}
+        watcher = threading.Thread(
+            target=watch_until,
+            args=(api, idle, args.idle_jobs, "Suspended", suspended, args.timeout),
+        )
+        watcher.start()
+        before = rss_mib(operator.proc.pid)  # type: ignore[union-attr]
+        create_all(api, idle, args.idle_jobs, True, {})
+        watcher.join()
+        time.sleep(10)
+        print(
+            f"operator RSS: {before:.0f} MiB before, {rss_mib(operator.proc.pid):.0f} MiB "  # type: ignore[union-attr]
+            f"with {len(suspended)} of {args.idle_jobs} idle jobs present and handled"
+        )
+        kubectl("delete", "namespace", idle, "--wait=false")
+    finally:
+        operator.kill()
+        kubectl("delete", "node", NODE, "--ignore-not-found")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The job reconcile step against in-memory fakes of the API server and a network.
+
+These pin the promises that make restarts and failover safe: the intent is written before any
+submission, the same idempotency key is reused, failed candidates are never retried, and each
+attempt is recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType, TrustTier
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.reconcile import Deps, JobStep
+from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.networks.base import RemoteRef, RemoteStatus
+from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+RTX = "NVIDIA-GeForce-RTX-4090"
+
+
+class Crash(Exception):
+    """Stands for the operator process dying in the middle of a call."""
+
+
+@dataclass
+class FakeKube:
+    obj: dict[str, Any]
+    log: list[str] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+    async def patch_job_status(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        status = self.obj.setdefault("status", {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = copy.deepcopy(value)
+        meta = self.obj["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        self.log.append("patch")
+        return copy.deepcopy(self.obj)
+
+    async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.log.append(f"create {manifest['metadata']['name']}")
+        self.jobs.setdefault(manifest["metadata"]["name"], copy.deepcopy(manifest))
+        return self.jobs[manifest["metadata"]["name"]]
+
+    async def get_batch_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self.jobs.get(name)
+
+    async def delete_batch_job(self, ns: str, name: str) -> None:
+        self.log.append(f"delete {name}")
+        self.jobs.pop(name, None)
+
+    async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        return self.pods
+
+
+@dataclass
+class FakeNetwork:
+    """An idempotent network: one remote job per key, whatever the number of submissions."""
+
+    name: str
+    log: list[str]
+    state: str = "Running"
+    price: Decimal | None = None
+    crash_on_submit: bool = False
+    submissions: list[tuple[str, Checkpoint | None]] = field(default_factory=list)
+    created: dict[str, str] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    circuit_state: str = "Closed"
+    error_rate: float = 0.0
+    start_latency: tuple[float | None, float | None] = (None, None)
+
+    async def submit(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+        checkpoint: Checkpoint | None = None,
+        requests: list[dict[str, Any]] | None = None,
+    ) -> RemoteRef:
+        self.log.append(f"submit {self.name} {idempotency_key}")
+        self.submissions.append((idempotency_key, checkpoint))
+        if self.crash_on_submit:
+            raise Crash
+        remote = self.created.setdefault(idempotency_key, f"{self.name}-{len(self.created) + 1}")
+        return RemoteRef(self.name, remote, idempotency_key)
+
+    async def status(self, ref: RemoteRef) -> RemoteStatus:
+        self.log.append(f"status {ref.id}")
+        return RemoteStatus(
+            self.state,
+            completed=3,
+            total=10,
+            accrued_usd=Decimal("0.05"),
+            price_per_gpu_hour=self.price,
+            checkpoint=Checkpoint.from_done([0, 1, 2]),
+        )
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        self.cancelled.append(ref.id)
+
+    async def list_offers(self) -> list[ExternalOffer]:
+        return []
+
+    async def result(self, ref: RemoteRef) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def offer(provider: str, usd: str) -> ExternalOffer:
+    return ExternalOffer(
+        provider=provider,
+        provider_type=ProviderType.VASTAI,
+        gpu_product=RTX,
+        memory_bytes=24 * 2**30,
+        pricing=PerGPUHour(Decimal(usd)),
+        available=4,
+        region="us",
+        trust_tier=TrustTier.VERIFIED,
+        start_latency_seconds=10.0,
+    )
+
+
+class World:
+    """One InferenceJob, two networks (cheap and dear) and, optionally, in-cluster T4s."""
+
+    def __init__(
+        self,
+        *,
+        spec: dict[str, Any] | None = None,
+        pools: tuple[InClusterPool, ...] = (),
+        policy: dict[str, Any] | None = None,
+    ) -> None:
+        self.log: list[str] = []
+        body_spec = {
+            "task": "container",
+            "image": "busybox",
+            "input": {"requests": 10},
+            "gpu": {"count": 1, "products": [RTX]},
+            "estimatedDuration": "30m",
+        }
+        body_spec.update(spec or {})
+        self.kube = FakeKube(
+            {
+                "metadata": {
+                    "name": "j",
+                    "namespace": "ns",
+                    "uid": "uid-7",
+                    "generation": 1,
+                    "resourceVersion": "1",
+                    "creationTimestamp": (NOW - timedelta(seconds=5)).isoformat(),
+                },
+                "spec": body_spec,
+            },
+            self.log,
+        )
+        self.registry = Registry()
+        self.networks = {name: FakeNetwork(name, self.log) for name in ("cheap", "dear")}
+        for name, net in self.networks.items():
+            self.registry.providers[name] = ProviderEntry(
+                name=name,
+                spec=ComputeProviderSpec(type="vastai", endpoint="https://x.test"),
+                adapter=net,
+                ready=True,
+                refreshed=NOW,
+            )
+        self.offers = (offer("cheap", "0.30"), offer("dear", "0.60"))
+        self.pools = pools
+        self.policy = RoutingPolicySpec.model_validate(
+            policy or {"inCluster": {"enabled": bool(pools)}, "failover": {"backoff": "0s"}}
+        )
+        self.now = NOW
+
+    def deps(self) -> Deps:
+        async def no_requests(ns: str, spec: InferenceJobSpec) -> None:
+            return None
+
+        return Deps(
+            kube=self.kube,  # type: ignore[arg-type]
+            registry=self.registry,
+            snapshot=lambda ns, name, p: Snapshot(
+                now=self.now, pools=self.pools, offers=self.offers
+            ),
+            policy=lambda ns, name: self.policy,
+            provider_exists=lambda name: name in self.registry.providers,
+            providers_warming=lambda: False,
+            load_requests=no_requests,
+            now=lambda: self.now,
+        )
+
+    async def step(self) -> float | None:
+        return await JobStep(copy.deepcopy(self.kube.obj), self.deps(), lambda *_: None).run()
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.kube.obj.get("status") or {})
+
+
+async def test_the_intent_is_written_before_the_submission_and_survives_a_crash() -> None:
+    world = World()
+    world.networks["cheap"].crash_on_submit = True
+    with pytest.raises(Crash):
+        await world.step()
+    assert world.log[:2] == ["patch", "submit cheap uid-7-1"]
+    assert world.status["externalRef"]["idempotencyKey"] == "uid-7-1"
+    assert world.status["attempts"][0]["outcome"] == "Dispatching"
+
+    world.networks["cheap"].crash_on_submit = False
+    await world.step()  # the restarted loop resumes the same attempt
+    keys = [k for k, _ in world.networks["cheap"].submissions]
+    assert keys == ["uid-7-1", "uid-7-1"]
+    assert list(world.networks["cheap"].created) == ["uid-7-1"]
+    assert len(world.status["attempts"]) == 1
+    assert world.status["externalRef"]["id"] == "cheap-1"
+
+
+async def test_after_a_restart_the_batch_is_resubmitted_once_with_its_checkpoint() -> None:
+    world = World()
+    await world.step()  # routed and submitted
+    await world.step()  # polled: checkpoint persisted
+    assert world.status["externalRef"]["checkpoint"] == Checkpoint.from_done([0, 1, 2]).to_str()
+    world.registry.submitted.clear()  # a new operator process remembers nothing
+    await world.step()
+    await world.step()
+    submissions = world.networks["cheap"].submissions
+    assert [k for k, _ in submissions] == ["uid-7-1", "uid-7-1"]
+    assert submissions[1][1] == Checkpoint.from_done([0, 1, 2])
+    assert world.log.count("status cheap-1") == 2
+
+
+async def test_a_lost_job_fails_over_to_the_next_candidate_and_never_back() -> None:
+    world = World()
+    await world.step()
+    world.networks["cheap"].state = "Lost"
+    await world.step()
+    first = world.status["attempts"][0]
+    assert (first["outcome"], first["reason"]) == ("Failed", "JobLost")
+    assert world.networks["cheap"].cancelled == ["cheap-1"]  # orphaned remote work stopped
+    await world.step()
+    second = world.status["attempts"][1]
+    assert second["provider"] == "dear"
+    assert world.status["externalRef"]["idempotencyKey"] == "uid-7-2"
+    names = {c["name"]: c for c in world.status["decision"]["candidates"]}
+    assert not names[f"cheap/{RTX}"]["feasible"]
+
+
+async def test_max_attempts_ends_in_failed() -> None:
+    world = World(
+        policy={"inCluster": {"enabled": False}, "failover": {"maxAttempts": 2, "backoff": "0s"}}
+    )
+    for net in world.networks.values():
+        net.state = "Failed"
+    for _ in range(6):
+        if await world.step() is None:
+            break
+    conditions = {c["type"]: c for c in world.status["conditions"]}
+    assert conditions["Failed"]["status"] == "True"
+    assert conditions["Failed"]["reason"] == "MaxAttemptsReached"
+    assert world.status["phase"] == "Failed"
+    assert len(world.status["attempts"]) == 2
+
+
+async def test_a_price_above_the_cap_while_running_fails_over() -> None:
+    world = World(spec={"maxPricePerGPUHour": "1.00"})
+    await world.step()
+    world.networks["cheap"].price = Decimal("1.50")
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert attempt["reason"] == "PriceAboveCap"
+    assert world.networks["cheap"].cancelled == ["cheap-1"]
+
+
+async def test_suspend_cancels_running_work_and_resume_routes_again() -> None:
+    world = World()
+    await world.step()
+    world.kube.obj["spec"]["suspend"] = True
+    await world.step()
+    assert world.networks["cheap"].cancelled == ["cheap-1"]
+    assert world.status["phase"] == "Suspended"
+    assert world.status["attempts"][0]["outcome"] == "Cancelled"
+    world.kube.obj["spec"]["suspend"] = False
+    await world.step()
+    assert world.status["phase"] == "Routed"
+    assert world.status["attempts"][1]["provider"] == "cheap"  # a cancellation excludes nothing
+
+
+async def test_an_in_cluster_job_not_running_after_max_queue_time_is_rerouted() -> None:
+    pools = (
+        InClusterPool(gpu_product="Tesla-T4", memory_bytes=16 * 2**30, allocatable=4, in_use=0),
+    )
+    world = World(
+        spec={"gpu": {"count": 1, "products": ["Tesla-T4", RTX]}},
+        pools=pools,
+        policy={
+            "inCluster": {
+                "maxQueueTime": "1m",
+                "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.1"}],
+            },
+            "failover": {"backoff": "0s"},
+        },
+    )
+    await world.step()
+    assert list(world.kube.jobs) == ["j-a1"]
+    job = world.kube.jobs["j-a1"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "nvidia.com/gpu": "1"
+    }
+    assert world.registry.reservations == {"uid-7": ("Tesla-T4", 1)}
+    world.now = NOW + timedelta(minutes=2)
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["reason"]) == ("Requeued", "QueueTimeout")
+    assert "delete j-a1" in world.log
+    assert world.registry.reservations == {}
+    await world.step()
+    assert world.status["attempts"][1]["gpuProduct"] == RTX  # the T4 pool is excluded now
+
+
+async def test_an_invalid_spec_fails_naming_the_field() -> None:
+    world = World(spec={"gpu": {"count": 12}})
+    assert await world.step() is None
+    failed = {c["type"]: c for c in world.status["conditions"]}["Failed"]
+    assert failed["reason"] == "InvalidSpec"
+    assert failed["message"].startswith("spec.gpu.count")
+
+
+async def test_in_cluster_success_accrues_cost_from_pod_start() -> None:
+    pools = (
+        InClusterPool(gpu_product="Tesla-T4", memory_bytes=16 * 2**30, allocatable=4, in_use=0),
+    )
+    world = World(
+        spec={"gpu": {"count": 2, "products": ["Tesla-T4"]}},
+        pools=pools,
+        policy={
+            "inCluster": {"gpuPrices": [{"gpuProduct": "Tesla-T4", "pricePerGPUHour": "0.30"}]}
+        },
+    )
+    await world.step()
+    started = NOW + timedelta(seconds=10)
+    world.kube.pods = [{"status": {"phase": "Succeeded", "startTime": started.isoformat()}}]
+    world.kube.jobs["j-a1"]["status"] = {
+        "succeeded": 1,
+        "completionTime": (started + timedelta(minutes=30)).isoformat(),
+    }
+    assert await world.step() is None
+    assert world.status["phase"] == "Succeeded"
+    # 2 GPUs x 0.5 h x 0.30 USD
+    assert Decimal(world.status["attempts"][0]["cost"]) == Decimal("0.3")
+    assert Decimal(world.status["cost"]["accrued"]) == Decimal("0.3")
+    assert world.status["progress"] == {"completed": 10, "total": 10}
