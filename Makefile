@@ -28,6 +28,7 @@ include hack/cluster.mk
 
 crds: venv
 	$(BIN)/hybridgpu crds --write crds
+	hack/sync-chart-crds.sh
 
 lint: venv
 	$(BIN)/ruff check operator tests hack
@@ -52,6 +53,11 @@ prometheus-install:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The whole suite. End-to-end tests start the control plane (and Prometheus) themselves.
-test: venv controlplane prometheus-install
+test: venv controlplane prometheus-install helm
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The real helm, built once from the pinned Go module (hack/helm) into ~/.cache/hybridgpu.
+.PHONY: helm
+helm:
+	hack/build-helm.sh

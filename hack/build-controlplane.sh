@@ -35,17 +35,9 @@ k8s_ldflags() {
 # Bump when the build recipe (flags below) changes, so binaries get rebuilt.
 RECIPE=2
 
-pin_hash() {
-  {
-    echo "recipe=$RECIPE"
-    go env GOVERSION
-    for m in controlplane etcd kwok; do
-      cat "$HACK_DIR/$m/go.mod" "$HACK_DIR/$m/go.sum"
-    done
-  } | sha256sum | cut -c1-16
-}
-
-BIN_DIR="$CACHE_ROOT/bin/$(pin_hash)"
+# shellcheck source=lib/pins.sh
+source "$HACK_DIR/lib/pins.sh"
+BIN_DIR="$CACHE_ROOT/bin/$(pin_hash "$RECIPE" "$HACK_DIR/controlplane" "$HACK_DIR/etcd" "$HACK_DIR/kwok")"
 if [[ "${1:-}" == "--print" ]]; then
   echo "$BIN_DIR"
   exit 0
@@ -93,14 +85,6 @@ for t in "${TARGETS[@]}"; do
 done
 if ((built > 0)); then
   log "built $built binaries in $((SECONDS - total_start))s into $BIN_DIR"
-  # Drop bin dirs of older pins, unless a process still runs from one.
-  for d in "$CACHE_ROOT/bin"/*/; do
-    d="${d%/}"
-    [[ "$d" == "$BIN_DIR" ]] && continue
-    if ! pgrep -f "^$d/" >/dev/null; then
-      log "removing old pin dir $d"
-      rm -rf "$d"
-    fi
-  done
+  prune_pins "$CACHE_ROOT/bin" "$BIN_DIR" log
 fi
 echo "$BIN_DIR"

@@ -60,13 +60,18 @@ def format_duration(value: timedelta) -> str:
     return out
 
 
-def parse_quantity(text: str) -> int:
-    """Parse a Kubernetes quantity (``24Gi``, ``16000Mi``, ``1G``) into bytes or units."""
+def quantity_value(text: str) -> Decimal:
+    """The exact value of a Kubernetes quantity (``24Gi``, ``1k``, ``0.5``)."""
     match = _QUANTITY.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a Kubernetes quantity such as '24Gi' or '16000Mi'")
     number, suffix = match.groups()
-    return int(Decimal(number) * _QUANTITY_FACTOR[suffix])
+    return Decimal(number) * _QUANTITY_FACTOR[suffix]
+
+
+def parse_quantity(text: str) -> int:
+    """Parse a Kubernetes quantity (``24Gi``, ``16000Mi``, ``1G``) into whole bytes or units."""
+    return int(quantity_value(text))
 
 
 def parse_money(value: object) -> Decimal:

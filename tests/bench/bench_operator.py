@@ -105,17 +105,23 @@ def watch_until(
     seen: dict[str, float],
     timeout: float,
 ) -> None:
-    w = watch.Watch()
+    """Record when each job is first seen with condition ``wanted``; re-watch until done."""
     deadline = time.monotonic() + timeout
-    for event in w.stream(
-        api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=int(timeout)
-    ):
-        obj = event["object"]
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        if any(c["type"] == wanted and c["status"] == "True" for c in conditions):
-            seen.setdefault(obj["metadata"]["name"], time.monotonic())
-        if len(seen) >= count or time.monotonic() > deadline:
-            w.stop()
+    while len(seen) < count and time.monotonic() < deadline:
+        w = watch.Watch()
+        for event in w.stream(
+            api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=60
+        ):
+            obj = event["object"]
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            if any(c["type"] == wanted and c["status"] == "True" for c in conditions):
+                seen.setdefault(obj["metadata"]["name"], time.monotonic())
+            if len(seen) >= count or time.monotonic() > deadline:
+                w.stop()
+
+
+def wait_node_ready() -> None:
+    kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
 
 
 def rss_mib(pid: int) -> float:
@@ -135,13 +141,15 @@ def main() -> int:
     kubeconfig = ensure_cluster()
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
     kubectl("apply", "-f", "-", input=json.dumps(bench_node()))
+    wait_node_ready()
     config.load_kube_config(config_file=str(kubeconfig))
     api = client.CustomObjectsApi()
     operator: Process = operator_process()
     operator.start()
-    time.sleep(5)
+    time.sleep(10)
     try:
-        ns = "bench-routing"
+        suffix = time.strftime("%H%M%S")
+        ns = f"bench-routing-{suffix}"
         namespace_with_policy(ns)
         created: dict[str, float] = {}
         routed: dict[str, float] = {}
@@ -161,9 +169,8 @@ def main() -> int:
             f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f}s "
             f"max {latencies[-1]:.2f}s"
         )
-        kubectl("delete", "namespace", ns, "--wait=false")
 
-        idle = "bench-idle"
+        idle = f"bench-idle-{suffix}"
         namespace_with_policy(idle)
         suspended: dict[str, float] = {}
         watcher = threading.Thread(
@@ -179,7 +186,8 @@ def main() -> int:
             f"operator RSS: {before:.0f} MiB before, {rss_mib(operator.proc.pid):.0f} MiB "  # type: ignore[union-attr]
             f"with {len(suspended)} of {args.idle_jobs} idle jobs present and handled"
         )
-        kubectl("delete", "namespace", idle, "--wait=false")
+        # While the operator runs, so that its finalizers are honoured and nothing is left.
+        kubectl("delete", "namespace", ns, idle, "--timeout=600s", check=False)
     finally:
         operator.kill()
         kubectl("delete", "node", NODE, "--ignore-not-found")

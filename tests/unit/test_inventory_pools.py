@@ -218,6 +218,12 @@ def test_index_values_flattens_a_kopf_like_index() -> None:
 HALF_GPU = {"nvidia.com/gpu": "0.5"}
 
 
+def test_canonical_quantities_are_read_as_the_api_server_writes_them() -> None:
+    # 1000 GPUs come back from the API server as "1k".
+    (record,) = gpu_nodes_index(node("big", gpus="1k")).values()
+    assert record.allocatable == 1000
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

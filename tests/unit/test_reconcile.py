@@ -200,7 +200,6 @@ class World:
             ),
             policy=lambda ns, name: self.policy,
             provider_exists=lambda name: name in self.registry.providers,
-            providers_warming=lambda: False,
             load_requests=no_requests,
             now=lambda: self.now,
         )

@@ -62,17 +62,38 @@ def test_wait_when_only_in_cluster_and_queue_too_long() -> None:
     assert all(not c.feasible for c in d.candidates)
 
 
-def test_rejected_when_in_cluster_only_and_no_such_product() -> None:
+def test_rejected_in_a_fixed_world_when_in_cluster_only_and_no_such_product() -> None:
     d = decide(
         job(placement="InCluster", gpu={"products": ["NVIDIA-H100-80GB-HBM3"]}),
         policy(),
-        snapshot((pool(),), (offer(product="NVIDIA-H100-80GB-HBM3"),)),
+        snapshot((pool(),), (offer(product="NVIDIA-H100-80GB-HBM3"),), inventory_final=True),
     )
     assert d.outcome == "Rejected"
     assert d.target is None
     reasons = {c.name: c.reason for c in d.candidates}
     assert reasons["in-cluster/NVIDIA-A10"] == "ProductNotAllowed"
     assert reasons["akash/NVIDIA-H100-80GB-HBM3"] == "PlacementInCluster"
+
+
+def test_a_live_cluster_waits_for_matching_gpus_instead_of_rejecting() -> None:
+    d = decide(
+        job(placement="InCluster", gpu={"products": ["NVIDIA-H100-80GB-HBM3"]}),
+        policy(),
+        snapshot((pool(),), (offer(product="NVIDIA-H100-80GB-HBM3"),)),
+    )
+    assert d.outcome == "Wait"
+    assert d.reason == "NoMatchingCapacity"
+    assert d.retry_after_seconds is not None and d.retry_after_seconds > 0
+    assert {c.name: c.reason for c in d.candidates}["in-cluster/NVIDIA-A10"] == "ProductNotAllowed"
+
+
+def test_rejected_even_live_when_placement_and_policy_leave_no_route() -> None:
+    d = decide(
+        job(placement="InCluster"),
+        policy(inCluster={"enabled": False}),
+        snapshot((pool(),), (offer(),)),
+    )
+    assert d.outcome == "Rejected"
 
 
 def test_price_cap_rejects_expensive_offers_and_waits() -> None:
@@ -229,6 +250,7 @@ def test_to_status_caps_candidates_and_keeps_money_as_strings() -> None:
 
 def test_a_job_bigger_than_any_node_is_rejected_in_cluster() -> None:
     small_nodes = pool(allocatable=16, in_use=0, max_gpus_per_node=4)
-    d = decide(job(placement="InCluster", gpu={"count": 8}), policy(), snapshot((small_nodes,)))
+    fixed = snapshot((small_nodes,), inventory_final=True)
+    d = decide(job(placement="InCluster", gpu={"count": 8}), policy(), fixed)
     assert d.outcome == "Rejected"
     assert d.reason == "TooFewGPUs"

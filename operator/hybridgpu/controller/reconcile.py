@@ -56,8 +56,6 @@ class Deps:
     policy: Callable[[str, str], RoutingPolicySpec | None]
     """(namespace, name) -> the RoutingPolicy spec, or None when it does not exist."""
     provider_exists: Callable[[str], bool]
-    providers_warming: Callable[[], bool]
-    """Whether some ComputeProvider has not had its offers loaded yet (just after start)."""
     load_requests: Callable[[str, InferenceJobSpec], Awaitable[list[dict[str, Any]] | None]]
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -212,18 +210,6 @@ class JobStep:
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
         self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
-        if decision.outcome == "Rejected" and self.deps.providers_warming():
-            # Offers of some provider are not loaded yet (the operator just started): what
-            # looks impossible now may not be once they are.
-            decision = RoutingDecision(
-                "Wait",
-                None,
-                decision.candidates,
-                "ProvidersLoading",
-                "waiting for every ComputeProvider's offers before deciding",
-                5.0,
-            )
-            self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
         if decision.outcome == "Rejected":
             await self.finish(False, decision.reason, decision.message)
             return None

@@ -75,10 +75,6 @@ def make_deps(memo: kopf.Memo, indexes: dict[str, Any]) -> Deps:
         snapshot=snapshot,
         policy=policy,
         provider_exists=lambda name: name in indexes["compute_providers"],
-        providers_warming=lambda: any(
-            (entry := memo.registry.providers.get(name)) is None or entry.refreshed is None
-            for name in indexes["compute_providers"]
-        ),
         load_requests=load_requests,
     )
 

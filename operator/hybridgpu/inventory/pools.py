@@ -45,10 +45,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from hybridgpu.gpu_products import TRACE_GPU_PRODUCTS
 from hybridgpu.routing.snapshot import InClusterPool
+from hybridgpu.units import quantity_value
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -123,9 +125,22 @@ def _gpu_count(value: object, where: str) -> int:
         raise InvalidObject(f"{where}: {value!r} is not a whole number of GPUs")
     if isinstance(value, int) and value >= 0:
         return value
+    if isinstance(value, str):
+        # The API server canonicalises quantities: 1000 GPUs come back as "1k".
+        try:
+            count = quantity_value(value.strip())
+        except ValueError:
+            count = Decimal(-1)
+        if count >= 0 and count == count.to_integral_value():
+            return int(count)
+    raise InvalidObject(f"{where}: {value!r} is not a whole number of GPUs")
+
+
+def _label_number(value: object, where: str) -> int:
+    """A label holding a whole number (GFD writes MiB as plain digits, not a quantity)."""
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
-    raise InvalidObject(f"{where}: {value!r} is not a whole number of GPUs")
+    raise InvalidObject(f"{where}: {value!r} is not a whole number")
 
 
 def _is_ready(status: Mapping[str, Any]) -> bool:
@@ -155,7 +170,7 @@ def node_record(body: Mapping[str, Any]) -> NodeRecord | None:
     if memory_raw is None:
         memory_mib = _KNOWN_MEMORY_MIB.get(product, 0)
     else:
-        memory_mib = _gpu_count(memory_raw, f"Node {name}: label {MEMORY_LABEL} (MiB)")
+        memory_mib = _label_number(memory_raw, f"Node {name}: label {MEMORY_LABEL} (MiB)")
     return NodeRecord(
         name=name,
         gpu_product=product,

@@ -8,10 +8,12 @@ Candidates are the in-cluster pools (``in-cluster/<product>``) and the external 
   price), then the queue: the expected wait (FIFO over the pool's release times, else the
   policy's maxQueueTime) must not exceed maxQueueTime nor the job's startWithin;
 * external: placement, ``external.enabled``, failed before, providers and providerSelector,
-  task, products, memory, regions, trust tier, paused, circuit open, price caps (job and
-  policy, on the price normalised per GPU-hour), maxCost, capacity and concurrency, budget,
-  spillover (external only when in-cluster cannot take the job, cannot start it now, or the
-  matching pools are at least spilloverUtilization busy counting queued GPUs), startWithin.
+  task, model (token-priced offers only), products and memory (not token-priced), regions,
+  trust tier, paused, circuit open, price caps (job and policy, on the price normalised per
+  GPU-hour), maxCost, capacity and concurrency, budget, spillover (external only when
+  in-cluster cannot take the job, cannot start it now, or the matching pools would be at least
+  spilloverUtilization busy with the job's GPUs added to those in use and queued; so at 1 %
+  external offers always compete on price, even with the cluster idle), startWithin.
 
 startWithin is kept whenever any candidate can meet it; if none can, the best late candidate
 is chosen and the decision says ``StartWithinUnattainable``. Feasible candidates are ranked by
@@ -19,9 +21,18 @@ a weighted score of price, expected start, reliability (1 - error rate) and carb
 being best-value / this-value so that raising a candidate's price never helps it. Nothing
 feasible: ``Wait`` (with when to look again) if some rejection may lift, else ``Rejected``.
 
-Pure: no I/O, no clock (``snapshot.now`` is the time), no randomness. Per-job quantities are
-computed once per call so that each candidate costs a few attribute reads, one Decimal product
-and some float arithmetic (see tests/bench/bench_routing.py).
+Token-priced offers (serverless OpenAI-compatible endpoints) pick their own hardware: for them
+the job's GPU count, memory and products do not apply; instead the job must be ``llm`` and the
+offer must serve its model (label ``hybridgpu.dev/model``; no label: any model), else
+``TaskNotSupported`` or ``ModelNotServed``.
+
+Pure: no I/O, no clock (``snapshot.now`` is the time), no randomness. Speed (see
+tests/bench/bench_routing.py): what depends only on an offer is precomputed once per snapshot
+(``offerfacts``); inside the candidate loop costs are correctly rounded floats from exact integer
+ratios, and a Decimal is computed only where a comparison with a money limit is too close to
+call in float, or for a candidate that is reported (the target at once, the ranked list on
+first read of ``RoutingDecision.candidates``). Reported prices and costs are the same Decimals
+``cost.estimate_cost`` gives.
 """
 
 from __future__ import annotations
@@ -30,22 +41,24 @@ import math
 from collections import Counter
 from datetime import datetime
 from decimal import Decimal
-from typing import NamedTuple
 
-from hybridgpu.api.computeprovider import TrustTier
-from hybridgpu.api.inferencejob import InferenceJobSpec, Placement
+from hybridgpu.api.inferencejob import InferenceJobSpec, Placement, Task
 from hybridgpu.api.routingpolicy import RoutingPolicySpec, WhenExceeded
-from hybridgpu.routing.cost import (
-    MILLION,
-    MILLIS_PER_HOUR,
-    job_gpu_millis,
-    per_gpu_hour_equivalent,
-    token_counts,
-    units_per_request,
-)
+from hybridgpu.routing.cost import MILLIS_PER_HOUR, job_gpu_millis, token_counts, units_per_request
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
-from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, PerToken, Snapshot
-from hybridgpu.units import format_money
+from hybridgpu.routing.offerfacts import (
+    LATENCY_SOFTENING_SECONDS,
+    PER_GPU_HOUR,
+    PER_TOKEN,
+    TRUST_RANK,
+    JobQuantities,
+    OfferFacts,
+    money,
+    offer_facts,
+    pool_facts,
+)
+from hybridgpu.routing.snapshot import ExternalOffer, Snapshot
+from hybridgpu.units import format_money, parse_quantity
 
 FEASIBLE = "Feasible"
 LATE = "MissesStartWithin"
@@ -66,6 +79,7 @@ PERMANENT_REASONS = frozenset(
         "TooFewGPUs",
         "RegionNotAllowed",
         "TrustTierTooLow",
+        "ModelNotServed",
     }
 )
 # Static for in-cluster GPUs (the policy's price), transient for external offers (prices move).
@@ -82,13 +96,11 @@ RETRY_SECONDS: dict[str, float] = {
     "BudgetExceeded": 300.0,
     "BelowSpilloverThreshold": 30.0,
     "NoCandidates": 60.0,
+    "NoMatchingCapacity": 120.0,
 }
 DEFAULT_RETRY_SECONDS = 30.0
-LATENCY_SOFTENING_SECONDS = 30.0
-"""Added to start times before taking ratios, so 0 s and 1 s are not worlds apart."""
 NEUTRAL_CARBON_TERM = 0.5
 
-_TRUST_RANK = {tier: rank for rank, tier in enumerate(TrustTier)}
 _ZERO = Decimal(0)
 # Candidates are plain tuples in ScoredCandidate's field order until the end, and become
 # ScoredCandidates through tuple.__new__, which skips the NamedTuple's Python-level __new__.
@@ -96,6 +108,16 @@ _new = tuple.__new__
 _Raw = tuple[
     str, str, str, str, Decimal, Decimal, float, float | None, bool, str, ExternalOffer | None
 ]
+_CLOSE = 1e-9
+"""Relative distance from a money limit under which float comparison defers to Decimal; floats
+here are within 1e-16 and Decimals within 1e-27 of the exact value, so outside it they agree."""
+
+# A candidate in the running: float cost, its weighted reliability term, carbon intensity,
+# start + LATENCY_SOFTENING_SECONDS, start, name, judging position, source (the in-cluster
+# candidate tuple, or the offer's facts) and whether it is external.
+_Running = tuple[float, float, int | None, float, float, str, int, "_Raw | OfferFacts", bool]
+# A rejected candidate: judging position, source, whether external, reason.
+_Rejected = tuple[int, "_Raw | OfferFacts", bool, str]
 
 
 def decide(
@@ -116,7 +138,7 @@ def decide(
         return RoutingDecision("Wait", None, (), "Suspended", "the job is suspended", None)
 
     count = job.gpu.count
-    min_mem = job.gpu.min_memory_bytes()
+    min_mem = _min_memory_bytes(job.gpu.min_memory)
     products = frozenset(job.gpu.products) if job.gpu.products else None
     gpu_millis = job_gpu_millis(job)
     placement = job.placement
@@ -128,137 +150,277 @@ def decide(
     in_policy = policy.in_cluster
     max_queue = in_policy.max_queue_time.total_seconds()
     in_cluster_allowed = placement is not Placement.EXTERNAL and in_policy.enabled
-    facts = _JobFacts(
-        in_cluster_allowed,
-        placement,
-        count,
-        min_mem,
-        products,
-        gpu_millis,
-        job_cap,
-        max_cost,
-        deadline,
-        max_queue,
-        excluded,
-    )
-    candidates: list[_Raw] = []
+    # Sorted into three lists as they are judged, so that ranking never scans the rejected.
+    feasible: list[_Running] = []
+    late: list[_Running] = []
+    rejected: list[_Rejected] = []
+
+    soft = LATENCY_SOFTENING_SECONDS
+    wr = _weights(policy)[2]
+    weighted_reliable = wr * 1.0  # in-cluster GPUs count as fully reliable
 
     # In-cluster pools. Eligibility ignoring capacity also feeds the spillover rule below.
     eligible_alloc = 0
     eligible_busy = 0
     startable_now = False
-    for pool in snapshot.pools:
-        cand, static_ok, now_ok = _in_cluster_candidate(pool, policy, facts)
-        candidates.append(cand)
+    price_for = in_policy.price_for
+    for pos, (name, product, memory, allocatable, per_node, busy, wait_now, releases) in enumerate(
+        pool_facts(snapshot)
+    ):
+        pool_price = price_for(product)
+        if pool_price is None:
+            pool_price = _ZERO
+        pool_cost = pool_price * gpu_millis / MILLIS_PER_HOUR
+        wait = 0.0 if count <= wait_now else _queue_wait(count, busy, releases, max_queue)
+        static_ok = False
+        if not in_cluster_allowed:
+            reason = "PlacementExternal" if placement is Placement.EXTERNAL else "InClusterDisabled"
+        elif name in excluded:
+            reason = "PreviouslyFailed"
+        elif products is not None and product not in products:
+            reason = "ProductNotAllowed"
+        elif memory < min_mem:
+            reason = "InsufficientMemory"
+        elif allocatable < count or (per_node is not None and per_node < count):
+            reason = "TooFewGPUs"
+        else:
+            static_ok = True
+            if job_cap is not None and pool_price > job_cap:
+                reason = "PriceCapExceeded"
+            elif max_cost is not None and pool_cost > max_cost:
+                reason = "MaxCostExceeded"
+            elif wait > max_queue:
+                reason = "QueueTooLong"
+            elif wait > deadline:
+                reason = LATE
+            else:
+                reason = FEASIBLE
+        cand: _Raw = (
+            name,
+            "InCluster",
+            IN_CLUSTER,
+            product,
+            pool_price,
+            pool_cost,
+            wait,
+            None,
+            False,
+            reason,
+            None,
+        )
+        if reason is FEASIBLE or reason is LATE:
+            (feasible if reason is FEASIBLE else late).append(
+                (
+                    float(pool_cost),
+                    weighted_reliable,
+                    None,
+                    wait + soft,
+                    wait,
+                    name,
+                    pos,
+                    cand,
+                    False,
+                )
+            )
+        else:
+            rejected.append((pos, cand, False, reason))
         if static_ok:
-            eligible_alloc += pool.allocatable
-            eligible_busy += pool.in_use + pool.queued
-            startable_now = startable_now or now_ok
+            eligible_alloc += allocatable
+            eligible_busy += busy[0]
+            startable_now = startable_now or wait == 0.0
 
     ext_policy = policy.external
-    external_allowed = placement is not Placement.IN_CLUSTER and ext_policy.enabled
+    gate: str | None = None
+    if placement is Placement.IN_CLUSTER:
+        gate = "PlacementInCluster"
+    elif not ext_policy.enabled:
+        gate = "ExternalDisabled"
     spill_ok = (
         not in_cluster_allowed
         or eligible_alloc == 0
         or not startable_now
-        or eligible_busy * 100 >= in_policy.spillover_utilization * eligible_alloc
+        # Counting the job itself: a threshold of 1% means "compare on price", even when idle.
+        or (eligible_busy + count) * 100 >= in_policy.spillover_utilization * eligible_alloc
     )
     ext_cap = job_cap
     if ext_policy.max_price_per_gpu_hour is not None and (
         ext_cap is None or ext_policy.max_price_per_gpu_hour < ext_cap
     ):
         ext_cap = ext_policy.max_price_per_gpu_hour
+    # The cap as the cost of this job, for offers whose price per GPU-hour derives from a cost.
+    cap_cost_lo, cap_cost_hi = _bounds(
+        None
+        if ext_cap is None
+        else ext_cap * gpu_millis / MILLIS_PER_HOUR
+        if gpu_millis
+        else ext_cap
+    )
+    cost_lo, cost_hi = _bounds(max_cost)
     allowed_providers = frozenset(ext_policy.providers) if ext_policy.providers else None
     selector = ext_policy.provider_selector
-    min_rank = _TRUST_RANK[ext_policy.min_trust_tier]
+    check_providers = allowed_providers is not None or selector is not None
+    min_rank = TRUST_RANK[ext_policy.min_trust_tier]
     budget = policy.budget
     budget_left = None if budget is None else budget.limit - snapshot.budget_spent
+    budget_lo, budget_hi = _bounds(budget_left)
     task = job.task
+    is_llm = task is Task.LLM
+    model = job.model
     requests = job.input.requests
     tokens_in, tokens_out = token_counts(job)
+    quantities = JobQuantities(task, gpu_millis, tokens_in, tokens_out, requests)
     unit_cache: dict[str, int] = {}
 
-    for offer in snapshot.offers:
-        product = offer.gpu_product
-        name = f"{offer.provider}/{product}"
-        pricing = offer.pricing
-        if isinstance(pricing, PerGPUHour):
-            price = pricing.usd
-            cost = price * gpu_millis / MILLIS_PER_HOUR
+    for pos, entry in enumerate(offer_facts(snapshot), len(snapshot.pools)):
+        (
+            offer,
+            name,
+            provider,
+            product,
+            kind,
+            num_a,
+            num_b,
+            den,
+            unit,
+            memory,
+            region,
+            rank,
+            blocked,
+            available,
+            saturated,
+            start,
+            reliability,
+            carbon,
+            tasks,
+            served_model,
+            usd,
+            start_soft,
+        ) = entry
+        # The exact cost is num / den (int true division rounds correctly).
+        if kind == PER_GPU_HOUR:
+            num = num_a * gpu_millis
             need = count
         else:
-            if isinstance(pricing, PerToken):
-                cost = (
-                    tokens_in * pricing.input_usd_per_million
-                    + tokens_out * pricing.output_usd_per_million
-                ) / MILLION
+            if kind == PER_TOKEN:
+                num = tokens_in * num_a + tokens_out * num_b
             else:
-                units = unit_cache.get(pricing.unit)
+                units = unit_cache.get(unit)
                 if units is None:
-                    units = unit_cache[pricing.unit] = units_per_request(task, pricing.unit)
-                cost = pricing.usd_per_unit * units * requests
-            price = per_gpu_hour_equivalent(cost, gpu_millis)
+                    units = unit_cache[unit] = units_per_request(task, unit)
+                num = num_a * units * requests
             # Serverless endpoints take the job as one request stream, not as whole GPUs.
             need = 1
-        start = offer.start_latency_seconds
+        cost = num / den
 
-        if not external_allowed:
-            reason = (
-                "PlacementInCluster" if placement is Placement.IN_CLUSTER else "ExternalDisabled"
-            )
+        if gate is not None:
+            reason = gate
         elif excluded and name in excluded:
             reason = "PreviouslyFailed"
-        elif (allowed_providers is not None and offer.provider not in allowed_providers) or (
-            selector is not None and not selector.matches(offer.labels)
+        elif check_providers and (
+            (allowed_providers is not None and provider not in allowed_providers)
+            or (selector is not None and not selector.matches(offer.labels))
         ):
             reason = "ProviderNotAllowed"
-        elif offer.tasks is not None and task not in offer.tasks:
+        elif (tasks is not None and task not in tasks) or (kind == PER_TOKEN and not is_llm):
             reason = "TaskNotSupported"
-        elif products is not None and product not in products:
+        elif kind == PER_TOKEN and served_model is not None and served_model != model:
+            reason = "ModelNotServed"
+        # A token endpoint picks its own hardware: the job's GPU constraints do not apply.
+        elif kind != PER_TOKEN and products is not None and product not in products:
             reason = "ProductNotAllowed"
-        elif offer.memory_bytes < min_mem:
+        elif kind != PER_TOKEN and memory < min_mem:
             reason = "InsufficientMemory"
-        elif regions is not None and offer.region not in regions:
+        elif regions is not None and region not in regions:
             reason = "RegionNotAllowed"
-        elif _TRUST_RANK[offer.trust_tier] < min_rank:
+        elif rank < min_rank:
             reason = "TrustTierTooLow"
-        elif offer.paused:
-            reason = "ProviderPaused"
-        elif offer.circuit_open:
-            reason = "CircuitOpen"
-        elif ext_cap is not None and price > ext_cap:
+        elif blocked is not None:
+            reason = blocked
+        elif ext_cap is not None and (
+            usd > ext_cap
+            if kind == PER_GPU_HOUR
+            # The normalised price is over the cap exactly when the cost is over its cost.
+            else cost > cap_cost_hi
+            or (cost >= cap_cost_lo and money(entry, quantities)[0] > ext_cap)
+        ):
             reason = "PriceCapExceeded"
-        elif max_cost is not None and cost > max_cost:
+        elif max_cost is not None and (
+            cost > cost_hi or (cost >= cost_lo and money(entry, quantities)[1] > max_cost)
+        ):
             reason = "MaxCostExceeded"
-        elif offer.available < need:
+        elif available < need:
             reason = "NoCapacity"
-        elif offer.active_jobs >= offer.max_concurrent_jobs:
+        elif saturated:
             reason = "ConcurrencyLimit"
-        elif budget_left is not None and cost > budget_left:
+        elif budget_left is not None and (
+            cost > budget_hi or (cost >= budget_lo and money(entry, quantities)[1] > budget_left)
+        ):
             reason = "BudgetExceeded"
         elif not spill_ok:
             reason = "BelowSpilloverThreshold"
         elif start > deadline:
-            reason = LATE
+            late.append((cost, wr * reliability, carbon, start_soft, start, name, pos, entry, True))
+            continue
         else:
-            reason = FEASIBLE
-        candidates.append(
-            (
-                name,
-                "External",
-                offer.provider,
-                product,
-                price,
-                cost,
-                start,
-                None,
-                False,
-                reason,
-                offer,
+            feasible.append(
+                (cost, wr * reliability, carbon, start_soft, start, name, pos, entry, True)
             )
-        )
+            continue
+        rejected.append((pos, entry, True, reason))
 
-    return _conclude(candidates, policy, bool(snapshot.pools) or bool(snapshot.offers))
+    if feasible:
+        rejected.extend((c[6], c[7], c[8], LATE) for c in late)
+        return _conclude(feasible, rejected, False, policy, quantities)
+    if late:
+        return _conclude(late, rejected, True, policy, quantities)
+    return _no_target(
+        [_candidate(src, ext, reason, quantities) for _, src, ext, reason in rejected],
+        bool(rejected),
+        policy,
+        job,
+        snapshot.inventory_final,
+    )
+
+
+def _bounds(limit: Decimal | None) -> tuple[float, float]:
+    """Floats around a money limit beyond which a float comparison with it is certain."""
+    if limit is None:
+        return 0.0, 0.0
+    value = float(limit)
+    margin = abs(value) * _CLOSE
+    return value - margin, value + margin
+
+
+def _candidate(
+    source: _Raw | OfferFacts,
+    external: bool,
+    reason: str,
+    job: JobQuantities,
+    score: float | None = None,
+) -> ScoredCandidate:
+    """The reported candidate, with its Decimal price and cost."""
+    feasible = score is not None
+    if not external:
+        raw: _Raw = source  # type: ignore[assignment]
+        return _new(ScoredCandidate, (*raw[:7], score, feasible, reason, None))
+    facts: OfferFacts = source  # type: ignore[assignment]
+    price, cost = money(facts, job)
+    return _new(
+        ScoredCandidate,
+        (
+            facts[1],
+            "External",
+            facts[2],
+            facts[3],
+            price,
+            cost,
+            facts[15],
+            score,
+            feasible,
+            reason,
+            facts[0],
+        ),
+    )
 
 
 def _seconds_to_deadline(
@@ -271,82 +433,16 @@ def _seconds_to_deadline(
     return (created_at + job.start_within - now).total_seconds()
 
 
-class _JobFacts(NamedTuple):
-    """What the in-cluster filters need of the job, computed once per decision."""
+def _queue_wait(
+    count: int, busy: tuple[int, int, int], releases: tuple[float, ...], max_queue: float
+) -> float:
+    """Expected seconds until ``count`` GPUs of a pool are free for this job (FIFO).
 
-    allowed: bool
-    placement: Placement
-    gpu_count: int
-    min_mem: int
-    products: frozenset[str] | None
-    gpu_millis: int
-    job_cap: Decimal | None
-    max_cost: Decimal | None
-    deadline: float
-    max_queue: float
-    excluded: frozenset[str]
-
-
-def _in_cluster_candidate(
-    pool: InClusterPool, policy: RoutingPolicySpec, job: _JobFacts
-) -> tuple[_Raw, bool, bool]:
-    """The pool as a candidate, whether it could ever take the job, and whether right now."""
-    product = pool.gpu_product
-    name = f"{IN_CLUSTER}/{product}"
-    price = policy.in_cluster.price_for(product)
-    if price is None:
-        price = _ZERO
-    cost = price * job.gpu_millis / MILLIS_PER_HOUR
-    wait = _queue_wait_seconds(pool, job.gpu_count, job.max_queue)
-    static_ok = False
-    if not job.allowed:
-        reason = "PlacementExternal" if job.placement is Placement.EXTERNAL else "InClusterDisabled"
-    elif name in job.excluded:
-        reason = "PreviouslyFailed"
-    elif job.products is not None and product not in job.products:
-        reason = "ProductNotAllowed"
-    elif pool.memory_bytes < job.min_mem:
-        reason = "InsufficientMemory"
-    elif pool.allocatable < job.gpu_count or (
-        pool.max_gpus_per_node is not None and pool.max_gpus_per_node < job.gpu_count
-    ):
-        reason = "TooFewGPUs"
-    else:
-        static_ok = True
-        if job.job_cap is not None and price > job.job_cap:
-            reason = "PriceCapExceeded"
-        elif job.max_cost is not None and cost > job.max_cost:
-            reason = "MaxCostExceeded"
-        elif wait > job.max_queue:
-            reason = "QueueTooLong"
-        elif wait > job.deadline:
-            reason = LATE
-        else:
-            reason = FEASIBLE
-    cand: _Raw = (
-        name,
-        "InCluster",
-        IN_CLUSTER,
-        product,
-        price,
-        cost,
-        wait,
-        None,
-        False,
-        reason,
-        None,
-    )
-    return cand, static_ok, static_ok and wait == 0.0
-
-
-def _queue_wait_seconds(pool: InClusterPool, count: int, max_queue: float) -> float:
-    """Expected seconds until ``count`` GPUs of the pool are free for this job (FIFO)."""
-    per_node_ok = pool.max_free_per_node is None or pool.max_free_per_node >= count
-    if pool.queued == 0 and pool.free >= count and per_node_ok:
-        return 0.0
+    ``busy`` is the pool's (in use + queued, queued, free) GPUs.
+    """
+    _, queued, free = busy
     # GPUs that must come back first: those the queue ahead wants, plus ours, minus free ones.
-    needed = pool.queued + count - pool.free
-    releases = pool.release_seconds
+    needed = queued + count - free
     if needed <= 0:
         needed = 1  # free in total but fragmented across nodes: wait for the next release
     if needed <= len(releases):
@@ -354,82 +450,129 @@ def _queue_wait_seconds(pool: InClusterPool, count: int, max_queue: float) -> fl
     return max_queue
 
 
-def _conclude(
-    candidates: list[_Raw], policy: RoutingPolicySpec, any_candidates: bool
-) -> RoutingDecision:
-    pool = [c for c in candidates if c[9] == FEASIBLE]
-    late = not pool
-    if late:
-        pool = [c for c in candidates if c[9] == LATE]
-    if not pool:
-        return _no_target(candidates, any_candidates, policy)
+_MEMORY: dict[str, int] = {}
 
-    scored, cheapest, fastest = _score(pool, policy)
-    chosen = {id(c) for c in pool}
-    rest = [c for c in candidates if id(c) not in chosen]
-    if rest:
-        rest.sort(key=lambda c: (_permanent(c[9], c[1], policy), c[5], c[0]))
-    target = scored[0]
+
+def _min_memory_bytes(quantity: str | None) -> int:
+    """``gpu.minMemory`` in bytes, parsed once per distinct string."""
+    if not quantity:
+        return 0
+    parsed = _MEMORY.get(quantity)
+    if parsed is None:
+        parsed = parse_quantity(quantity)
+        if len(_MEMORY) < 4096:  # jobs use a handful of sizes; stay bounded whatever they send
+            _MEMORY[quantity] = parsed
+    return parsed
+
+
+def _conclude(
+    running: list[_Running],
+    rejected: list[_Rejected],
+    late: bool,
+    policy: RoutingPolicySpec,
+    job: JobQuantities,
+) -> RoutingDecision:
+    """Score the candidates in the running and choose; the full ranking is built on demand."""
+    scores, first, cheapest, fastest = _score(running, _weights(policy))
+    best = running[first]
+    label = LATE if late else FEASIBLE
+    target = _candidate(best[7], best[8], label, job, scores[first])
     if late:
         reason = "StartWithinUnattainable"
-    elif float(target.estimated_cost) == cheapest:
+    elif best[0] == cheapest:
         reason = "CheapestFeasible"
-    elif target.expected_start_seconds == fastest:
+    elif best[4] == fastest:
         reason = "FastestStart"
     else:
         reason = "BestScore"
     message = (
         f"routed to {target.name}: estimated ${format_money(target.estimated_cost, 2)}, "
         f"start in ~{target.expected_start_seconds:.0f}s ({reason}; "
-        f"{len(scored)} feasible of {len(candidates)})"
+        f"{len(running)} feasible of {len(running) + len(rejected)})"
     )
-    ranked = (*scored, *[_new(ScoredCandidate, c) for c in rest])
+
+    def ranked(limit: int | None) -> tuple[ScoredCandidate, ...]:
+        # Best score first; ties to the lower cost, the earlier start, then the name. The index
+        # last makes full ties compare as ints, never as offers.
+        order = sorted(
+            (-score, c[0], c[4], c[5], i)
+            for i, (score, c) in enumerate(zip(scores, running, strict=True))
+        )
+        wanted = len(running) + len(rejected) if limit is None else limit
+        scored = [target]
+        for _, _, _, _, i in order[1:wanted]:
+            c = running[i]
+            scored.append(_candidate(c[7], c[8], label, job, scores[i]))
+        if len(scored) < wanted and rejected:
+            others = [(pos, _candidate(src, ext, why, job)) for pos, src, ext, why in rejected]
+            # The judging position last reproduces a stable sort of them in judging order.
+            others.sort(
+                key=lambda pc: (
+                    _permanent(pc[1].reason, pc[1].backend, policy),
+                    pc[1].estimated_cost,
+                    pc[1].name,
+                    pc[0],
+                )
+            )
+            scored.extend(c for _, c in others[: wanted - len(scored)])
+        return tuple(scored[:wanted])
+
     return RoutingDecision("Routed", target, ranked, reason, message, None)
 
 
 def _score(
-    pool: list[_Raw], policy: RoutingPolicySpec
-) -> tuple[list[ScoredCandidate], float, float]:
-    """Score feasible candidates in 0..1 and rank them; also the lowest cost and start.
+    running: list[_Running], weights: tuple[float, float, float, float]
+) -> tuple[list[float], int, float, float]:
+    """Score candidates in 0..1; also the best one's index, the lowest cost and start.
 
     Each term is the best value among the candidates over this one's, which keeps the terms
     monotone: raising one candidate's cost lowers its own price term and can only raise the
-    others'. Ties go to the lower cost, then the earlier start, then the name.
+    others'. The best has the highest score; ties go to the lower cost, the earlier start,
+    then the name (then the first judged). The reliability term comes weighted already.
     """
-    w = policy.weights
-    total = w.price + w.latency + w.reliability + w.carbon
-    wp, wl, wr, wc = w.price / total, w.latency / total, w.reliability / total, w.carbon / total
-    soft = LATENCY_SOFTENING_SECONDS
-    costs = [float(c[5]) for c in pool]
-    min_cost = min(costs)
-    fastest = min([c[6] for c in pool])
-    min_start = fastest + soft
-    min_carbon = 0.0
+    wp, wl, _, wc = weights
+    min_cost = min([c[0] for c in running])
+    fastest = min([c[4] for c in running])
+    # Products kept in the order (w * x) / y of the terms, so the values do not change.
+    latency_top = wl * (fastest + LATENCY_SOFTENING_SECONDS)
+    min_carbon = 0
+    carbon_top = 0.0
     if wc:
-        carbons = [c[10].carbon_intensity for c in pool if c[10] and c[10].carbon_intensity]
-        min_carbon = float(min(carbons)) if carbons else 0.0
-    keyed: list[tuple[float, Decimal, float, str, int]] = []
-    append = keyed.append
-    for i, (c, cost) in enumerate(zip(pool, costs, strict=True)):
-        offer = c[10]
-        score = wp * (1.0 if cost <= min_cost else min_cost / cost) + wl * min_start / (c[6] + soft)
-        score += wr * (1.0 - offer.error_rate if offer is not None else 1.0)
+        carbons = [c[2] for c in running if c[2]]
+        min_carbon = min(carbons) if carbons else 0
+        carbon_top = wc * float(min_carbon)
+    neutral = wc * NEUTRAL_CARBON_TERM
+    scores: list[float] = []
+    append = scores.append
+    top = -math.inf
+    first = 0
+    for i, (cost, reliable, intensity, start_soft, _, _, _, _, _) in enumerate(running):
+        score = wp * (1.0 if cost <= min_cost else min_cost / cost) + latency_top / start_soft
+        score += reliable
         if wc:
-            intensity = offer.carbon_intensity if offer is not None else None
             if intensity is None:
-                score += wc * NEUTRAL_CARBON_TERM
+                score += neutral
             elif intensity <= min_carbon:
                 score += wc
             else:
-                score += wc * min_carbon / intensity
-        # The index last makes full ties compare as ints, never as offers.
-        append((-score, c[5], c[6], c[0], i))
-    keyed.sort()
-    ranked = [
-        _new(ScoredCandidate, (*pool[i][:7], -neg, True, pool[i][9], pool[i][10]))
-        for neg, _, _, _, i in keyed
-    ]
-    return ranked, min_cost, fastest
+                score += carbon_top / intensity
+        append(score)
+        if score > top or (score == top and _before(running[i], running[first])):
+            top = score
+            first = i
+    return scores, first, min_cost, fastest
+
+
+def _weights(policy: RoutingPolicySpec) -> tuple[float, float, float, float]:
+    """The policy's weights as shares of their sum: price, latency, reliability, carbon."""
+    w = policy.weights
+    total = w.price + w.latency + w.reliability + w.carbon
+    return w.price / total, w.latency / total, w.reliability / total, w.carbon / total
+
+
+def _before(a: _Running, b: _Running) -> bool:
+    """Whether ``a`` wins a tie of scores with ``b`` (lower cost, earlier start, name)."""
+    return (a[0], a[4], a[5]) < (b[0], b[4], b[5])
 
 
 def is_permanent(c: ScoredCandidate, policy: RoutingPolicySpec) -> bool:
@@ -449,14 +592,27 @@ def _permanent(reason: str, backend: str, policy: RoutingPolicySpec) -> bool:
     )
 
 
-def _no_target(raw: list[_Raw], any_candidates: bool, policy: RoutingPolicySpec) -> RoutingDecision:
-    candidates = [_new(ScoredCandidate, c) for c in raw]
+def _routes_closed(job: InferenceJobSpec, policy: RoutingPolicySpec) -> bool:
+    """Whether the job's placement and the policy leave it no route at all, whatever exists."""
+    in_cluster_closed = job.placement is Placement.EXTERNAL or not policy.in_cluster.enabled
+    external_closed = job.placement is Placement.IN_CLUSTER or not policy.external.enabled
+    return in_cluster_closed and external_closed
+
+
+def _no_target(
+    candidates: list[ScoredCandidate],
+    any_candidates: bool,
+    policy: RoutingPolicySpec,
+    job: InferenceJobSpec,
+    inventory_final: bool,
+) -> RoutingDecision:
     ranked = tuple(
         sorted(candidates, key=lambda c: (is_permanent(c, policy), c.estimated_cost, c.name))
     )
     transient = [c for c in ranked if not is_permanent(c, policy)]
     if not any_candidates:
-        if policy.external.enabled:
+        # Offers can still load, or (live) nodes be added.
+        if policy.external.enabled or not (inventory_final or _routes_closed(job, policy)):
             return RoutingDecision(
                 "Wait",
                 None,
@@ -472,10 +628,26 @@ def _no_target(raw: list[_Raw], any_candidates: bool, policy: RoutingPolicySpec)
     summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda i: (-i[1], i[0])))
     if not transient:
         reason = ranked[0].reason
-        if any(c.reason == "BudgetExceeded" for c in ranked):
+        budget_rejects = any(c.reason == "BudgetExceeded" for c in ranked)
+        if budget_rejects:
             reason = "BudgetExceeded"
+        if budget_rejects or inventory_final or _routes_closed(job, policy):
+            return RoutingDecision(
+                "Rejected",
+                None,
+                ranked,
+                reason,
+                f"no candidate can ever take the job: {summary}",
+                None,
+            )
+        # Every GPU here now is ruled out for good, but nodes and providers can be added.
         return RoutingDecision(
-            "Rejected", None, ranked, reason, f"no candidate can ever take the job: {summary}", None
+            "Wait",
+            None,
+            ranked,
+            "NoMatchingCapacity",
+            f"nothing here can take the job until matching GPUs are added: {summary}",
+            RETRY_SECONDS["NoMatchingCapacity"],
         )
     # The cheapest transiently blocked candidate says best what the job is waiting for.
     blocker = transient[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from hybridgpu.api.computeprovider import ProviderType, TrustTier
 
@@ -111,3 +112,11 @@ class Snapshot:
     """External spend of the job's RoutingPolicy in the current budget period."""
     telemetry_available: bool = False
     """Whether utilisation came from Prometheus (else requests alone)."""
+    inventory_final: bool = False
+    """Whether no GPU product, node or offer can appear later (a replay's fixed world). In a
+    live cluster nodes and providers come and go, so a job nothing matches now waits."""
+    offer_facts: Any = field(default=None, init=False, repr=False, compare=False)
+    """The engine's per-offer precomputation (names, price units, trust ranks...), built on the
+    first decision against this snapshot and reused by later ones; not part of its value."""
+    pool_facts: Any = field(default=None, init=False, repr=False, compare=False)
+    """Likewise for the in-cluster pools."""

@@ -84,6 +84,7 @@ class PolicyRouter:
             pools=tuple(p.view(now) for p in replay.pools.values()),
             offers=self._offers(replay),
             budget_spent=self.spent,
+            inventory_final=True,
         )
         d = decide(
             self.specs[index],
