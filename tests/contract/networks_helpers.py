@@ -135,3 +135,33 @@ async def control(running: Standins, network: str, path: str, body: Any = None) 
 def cap(value: str) -> Decimal:
     """A price cap."""
     return Decimal(value)
+
+
+async def submit(
+    adapter: NetworkAdapter,
+    network: str,
+    key: str,
+    cap: Decimal | None = None,
+    job: InferenceJobSpec | None = None,
+    product: str | None = None,
+    **job_extra: Any,
+) -> RemoteRef:
+    """Submit ``job`` (default: :func:`job_spec` with ``job_extra``) for ``product`` (default:
+    the network's product in the price book)."""
+    return await adapter.submit(
+        job or job_spec(network, **job_extra),
+        idempotency_key=key,
+        gpu_product=product or product_for(network),
+        max_price_per_gpu_hour=cap,
+    )
+
+
+def record_sleeps(adapter: NetworkAdapter) -> list[float]:
+    """Make the adapter's HTTP client record its back-off sleeps instead of sleeping."""
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    adapter.client._sleep = record  # type: ignore[attr-defined]
+    return waited

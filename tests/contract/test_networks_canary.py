@@ -15,10 +15,9 @@ from tests.contract.networks_helpers import (
     FAST,
     adapter_for,
     control,
-    job_spec,
-    product_for,
     provider_spec,
     standin_config,
+    submit,
     wait_for,
 )
 
@@ -43,12 +42,7 @@ async def _exercise(running: Standins, network: str, seen: list[str]) -> None:
         offers = await adapter.list_offers()
         seen.extend(repr(o) for o in offers)
         await control(running, network, "/_faults", {"failNext": 1, "echoCredential": True})
-        ref = await adapter.submit(
-            job_spec(network),
-            idempotency_key="canary",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, network, "canary")
         seen += [repr(ref), ref.to_str()]
         status = await wait_for(adapter, ref, {"Running", "Succeeded", "Failed"}, timeout=10)
         seen.append(repr(status))
@@ -79,12 +73,7 @@ async def _exercise(running: Standins, network: str, seen: list[str]) -> None:
             {"errorStatus": 400, "errorRate": 1.0, "echoCredential": True},
         )
         try:
-            await adapter.submit(
-                job_spec(network),
-                idempotency_key="canary-2",
-                gpu_product=product_for(network),
-                max_price_per_gpu_hour=Decimal(1),
-            )
+            await submit(adapter, network, "canary-2", cap=Decimal(1))
         except NetworkError as exc:
             seen += [str(exc), repr(exc)]
         else:

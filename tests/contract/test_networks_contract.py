@@ -17,6 +17,7 @@ from tests.contract.networks_helpers import (
     job_spec,
     product_for,
     standins,
+    submit,
     wait_for,
 )
 
@@ -64,12 +65,7 @@ async def test_a_job_runs_to_success_with_progress_and_cost(
     adapter = adapter_for(standins, network)
     job = job_spec(network)
     try:
-        ref = await adapter.submit(
-            job,
-            idempotency_key="job-a-1",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=Decimal("5"),
-        )
+        ref = await submit(adapter, network, "job-a-1", cap=Decimal("5"), job=job)
         final = await wait_for(adapter, ref, {"Succeeded", "Failed", "Lost"}, timeout=15)
         result = await adapter.result(ref)
     finally:
@@ -93,18 +89,8 @@ async def test_submit_is_idempotent_per_key(standins: Standins, network: str) ->
     adapter = adapter_for(standins, network)
     job = job_spec(network)
     try:
-        first = await adapter.submit(
-            job,
-            idempotency_key="same-key",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
-        second = await adapter.submit(
-            job,
-            idempotency_key="same-key",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        first = await submit(adapter, network, "same-key", job=job)
+        second = await submit(adapter, network, "same-key", job=job)
         await wait_for(adapter, first, {"Succeeded", "Running"}, timeout=15)
         await wait_for(adapter, first, {"Succeeded"}, timeout=15)
     finally:
@@ -125,12 +111,7 @@ async def test_cancel_stops_the_job_and_is_idempotent(standins: Standins, networ
     adapter = adapter_for(standins, network)
     try:
         job = job_spec(network, estimatedDuration="10h", input={"requests": 400})
-        ref = await adapter.submit(
-            job,
-            idempotency_key="to-cancel",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, network, "to-cancel", job=job)
         await wait_for(adapter, ref, {"Running"}, timeout=15)
         await adapter.cancel(ref)
         await adapter.cancel(ref)
@@ -149,12 +130,7 @@ async def test_stand_ins_refuse_a_missing_or_wrong_credential(
     adapter = adapter_for(standins, network, credential=credential)
     try:
         try:
-            ref = await adapter.submit(
-                job_spec(network),
-                idempotency_key="nokey",
-                gpu_product=product_for(network),
-                max_price_per_gpu_hour=None,
-            )
+            ref = await submit(adapter, network, "nokey")
         except Unauthorized as exc:
             message = exc.message
         else:  # Livepeer batches run in the background: the refusal shows in status.
@@ -176,19 +152,9 @@ async def test_resubmitting_a_finished_attempt_does_not_start_it_again(
     adapter = adapter_for(standins, network)
     job = job_spec(network)
     try:
-        ref = await adapter.submit(
-            job,
-            idempotency_key="done-once",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, network, "done-once", job=job)
         await wait_for(adapter, ref, {"Succeeded"}, timeout=15)
-        again = await adapter.submit(
-            job,
-            idempotency_key="done-once",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        again = await submit(adapter, network, "done-once", job=job)
     finally:
         await adapter.aclose()
     assert again == ref
@@ -201,20 +167,10 @@ async def test_retrying_a_failed_batch_keeps_its_completed_requests(standins: St
     job = job_spec("livepeer", input={"requests": 20})
     try:
         await control(standins, "livepeer", "/_faults", {"errorStatus": 400, "failNext": 1})
-        ref = await adapter.submit(
-            job,
-            idempotency_key="retry",
-            gpu_product=product_for("livepeer"),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, "livepeer", "retry", job=job)
         failed = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=5)
         assert failed.state == "Failed"
-        await adapter.submit(
-            job,
-            idempotency_key="retry",
-            gpu_product=product_for("livepeer"),
-            max_price_per_gpu_hour=None,
-        )
+        await submit(adapter, "livepeer", "retry", job=job)
         final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=5)
     finally:
         await adapter.aclose()

@@ -27,7 +27,9 @@ from tests.contract.networks_helpers import (
     job_spec,
     product_for,
     provider_spec,
+    record_sleeps,
     standins,
+    submit,
     wait_for,
 )
 
@@ -67,12 +69,7 @@ async def test_timeouts_become_unavailable(standins: Standins, network: str) -> 
 async def test_429_waits_as_long_as_retry_after_says(standins: Standins, network: str) -> None:
     await control(standins, network, "/_faults", {"rateLimitNext": 2, "retryAfterSeconds": 3})
     adapter = adapter_for(standins, network)
-    waited: list[float] = []
-
-    async def record(seconds: float) -> None:
-        waited.append(seconds)
-
-    adapter.client._sleep = record  # type: ignore[attr-defined]
+    waited = record_sleeps(adapter)
     try:
         assert await adapter.list_offers()
     finally:
@@ -96,12 +93,7 @@ async def test_429_without_retry_after_backs_off_with_jitter(standins: Standins)
     # Vast.ai answers 429 with no Retry-After header at all.
     await control(standins, "vastai", "/_faults", {"rateLimitNext": 2, "retryAfterSeconds": None})
     adapter = adapter_for(standins, "vastai")
-    waited: list[float] = []
-
-    async def record(seconds: float) -> None:
-        waited.append(seconds)
-
-    adapter.client._sleep = record  # type: ignore[attr-defined]
+    waited = record_sleeps(adapter)
     try:
         assert await adapter.list_offers()
     finally:
@@ -151,12 +143,7 @@ async def test_a_job_vanishing_mid_run_is_lost(standins: Standins, network: str)
     adapter = adapter_for(standins, network)
     try:
         job = job_spec(network, estimatedDuration="10h")
-        ref = await adapter.submit(
-            job,
-            idempotency_key="vanish",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, network, "vanish", job=job)
         await wait_for(adapter, ref, {"Running"}, timeout=10)
         await control(standins, network, "/_faults", {"vanishRunning": True})
         status = await adapter.status(ref)
@@ -174,12 +161,7 @@ async def test_a_price_jump_before_submission_is_refused(standins: Standins, net
         price = min(o.pricing.usd for o in quoted if isinstance(o.pricing, PerGPUHour))
         await control(standins, network, "/_faults", {"priceFactor": "2"})
         with pytest.raises(PriceAboveCap) as caught:
-            await adapter.submit(
-                job_spec(network),
-                idempotency_key="jump",
-                gpu_product=product_for(network),
-                max_price_per_gpu_hour=price,
-            )
+            await submit(adapter, network, "jump", cap=price)
     finally:
         await adapter.aclose()
     assert caught.value.price > caught.value.cap == price
@@ -199,12 +181,7 @@ async def test_charging_more_than_quoted_is_caught_after_submission(
         quoted = [o for o in await adapter.list_offers() if o.gpu_product == product_for(network)]
         price = min(o.pricing.usd for o in quoted if isinstance(o.pricing, PerGPUHour))
         with pytest.raises(PriceAboveCap, match="after"):
-            await adapter.submit(
-                job_spec(network),
-                idempotency_key="silent",
-                gpu_product=product_for(network),
-                max_price_per_gpu_hour=max(price, Decimal("0.40")),
-            )
+            await submit(adapter, network, "silent", cap=max(price, Decimal("0.40")))
     finally:
         await adapter.aclose()
     stats = await control(standins, network, "/_stats")
@@ -219,12 +196,7 @@ async def test_livepeer_gateway_falling_back_to_a_dearer_orchestrator_fails_the_
     await control(standins, "livepeer", "/_faults", {"silentPriceFactor": "2"})
     adapter = adapter_for(standins, "livepeer")
     try:
-        ref = await adapter.submit(
-            job_spec("livepeer"),
-            idempotency_key="lp-jump",
-            gpu_product=product_for("livepeer"),
-            max_price_per_gpu_hour=Decimal("0.35"),
-        )
+        ref = await submit(adapter, "livepeer", "lp-jump", cap=Decimal("0.35"))
         status = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=5)
     finally:
         await adapter.aclose()
@@ -238,12 +210,7 @@ async def test_livepeer_batch_survives_transient_5xx(standins: Standins) -> None
     await control(standins, "livepeer", "/_faults", {"failNext": 2})
     adapter = adapter_for(standins, "livepeer")
     try:
-        ref = await adapter.submit(
-            job_spec("livepeer"),
-            idempotency_key="lp-flaky",
-            gpu_product=product_for("livepeer"),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, "livepeer", "lp-flaky")
         status = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=10)
     finally:
         await adapter.aclose()

@@ -20,8 +20,8 @@ from tests.contract.networks_helpers import (
     adapter_for,
     control,
     job_spec,
-    product_for,
     standins,
+    submit,
     wait_for,
 )
 
@@ -82,12 +82,7 @@ async def test_adapter_requests_and_stand_in_responses_match_the_spec(
     await control(standins, "livepeer", "/_faults", {"failNext": 1, "errorStatus": 500})
     job = job_spec("livepeer", task=task, model=model, input={"requests": 3, "inputTokens": 4})
     try:
-        ref = await adapter.submit(
-            job,
-            idempotency_key=f"spec-{task}",
-            gpu_product=product_for("livepeer"),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, "livepeer", f"spec-{task}", job=job)
         status = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=10)
     finally:
         await adapter.aclose()

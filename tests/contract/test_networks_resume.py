@@ -18,11 +18,18 @@ from tests.contract.networks_helpers import (
     product_for,
     provider_spec,
     standins,
+    submit,
     wait_for,
 )
 
 __all__ = ["standins"]
 CLIENT_DRIVEN = ("livepeer", "openai")
+PER_REQUEST_USD = {
+    # 0.30 USD/GPU-hour x 10 minutes on 1 GPU, spread over 60 requests.
+    "livepeer": Decimal("0.30") / 6 / 60,
+    # 3 prompt words at 0.13 and 2 completion tokens at 0.38 USD per million tokens.
+    "openai": (3 * Decimal("0.13") + 2 * Decimal("0.38")) / 1_000_000,
+}
 
 
 @pytest.mark.parametrize("network", CLIENT_DRIVEN)
@@ -34,12 +41,7 @@ async def test_requests_in_flight_never_exceed_the_concurrency(
         "bounded", provider_spec(standins, network), KEY, http_policy=FAST, batch_concurrency=3
     )
     try:
-        ref = await adapter.submit(
-            job_spec(network, input={"requests": 30}),
-            idempotency_key="b",
-            gpu_product=product_for(network),
-            max_price_per_gpu_hour=None,
-        )
+        ref = await submit(adapter, network, "b", input={"requests": 30})
         status = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=10)
     finally:
         await adapter.aclose()
@@ -71,6 +73,7 @@ async def test_restart_resumes_without_resending_completed_requests(
         "p", provider_spec(standins, network), KEY, http_policy=FAST, batch_concurrency=2
     )
     assert (await second.status(RemoteRef.from_str(ref.to_str()))).state == "Lost"
+    standins.states[network].config.request_latency_seconds = 0.05  # type: ignore[index]
     try:
         again = await second.submit(
             job,
@@ -80,6 +83,7 @@ async def test_restart_resumes_without_resending_completed_requests(
             checkpoint=Checkpoint.from_str(persisted),
         )
         assert again == ref
+        resumed = await second.status(again)
         final = await wait_for(second, again, {"Succeeded", "Failed"}, timeout=10)
     finally:
         await second.aclose()
@@ -92,4 +96,8 @@ async def test_restart_resumes_without_resending_completed_requests(
             assert sent[f"resume/{index}"] == 1, f"completed request {index} was sent again"
     # Only requests that were in flight at the crash may have gone out twice.
     assert sum(sent.values()) - 60 <= 2
-    assert final.accrued_usd > Decimal(0)
+    # The cost covers the whole batch, not only what the second process sent: already on
+    # resubmission it counts the requests the first process completed.
+    per_request = PER_REQUEST_USD[network]
+    assert resumed.accrued_usd >= saved.count() * per_request - Decimal("0.00000001")
+    assert abs(final.accrued_usd - 60 * per_request) <= Decimal("0.0000001"), final.accrued_usd

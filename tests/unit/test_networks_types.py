@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
+import httpx
 import pytest
 import yaml
 from hypothesis import given
@@ -12,7 +15,14 @@ from hypothesis import strategies as st
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks import Checkpoint, RemoteRef, RemoteStatus
 from hybridgpu.networks.akash import _bid, build_sdl
-from hybridgpu.networks.container import accrued, decimal_of, epoch_of, unwrap
+from hybridgpu.networks.container import (
+    RemoteJob,
+    accrued,
+    decimal_of,
+    epoch_of,
+    server_time,
+    unwrap,
+)
 from hybridgpu.networks.gpu_names import from_akash, from_nosana, from_vast, names_for
 from hybridgpu.networks.livepeer import livepeer_body
 from hybridgpu.networks.nosana import job_definition
@@ -139,5 +149,28 @@ def test_container_helpers() -> None:
     assert decimal_of(0.1) == Decimal("0.1")  # via str: no binary-float noise
     assert decimal_of("x") is None and decimal_of(True) is None
     assert epoch_of("1970-01-01T00:01:00Z") == 60.0
-    assert accrued(Decimal("3.6"), 0.0, 100.0) == Decimal("0.1")
-    assert accrued(None, 0.0, 1.0) == Decimal(0)
+    assert accrued(Decimal("3.6"), 100.0) == Decimal("0.1")
+    assert accrued(None, 1.0) == Decimal(0)
+    assert accrued(Decimal("3.6"), None) == Decimal(0)
+
+
+def test_run_time_comes_from_the_network_clock() -> None:
+    running = RemoteJob(
+        "Running", price_per_hour=Decimal("0.6"), gpus=2, started=1000.0, now=4600.0
+    )
+    assert running.run_seconds() == 3600.0
+    assert running.price_per_gpu_hour == Decimal("0.3")
+    ended = RemoteJob("Succeeded", started=1000.0, ended=1900.0, now=99_999.0)
+    assert ended.run_seconds() == 900.0
+    reported = RemoteJob("Succeeded", started=1000.0, ended=1900.0, ran_seconds=60.0)
+    assert reported.run_seconds() == 60.0
+    assert RemoteJob("Pending").run_seconds() is None
+
+
+def test_server_time_reads_the_date_header() -> None:
+    dated = httpx.Response(200, headers={"Date": "Tue, 01 Dec 2026 10:00:00 GMT"})
+    assert server_time(dated) == datetime(2026, 12, 1, 10, tzinfo=UTC).timestamp()
+    undated = httpx.Response(200)
+    assert abs(server_time(undated) - time.time()) < 5
+    garbled = httpx.Response(200, headers={"Date": "yesterday"})
+    assert abs(server_time(garbled) - time.time()) < 5

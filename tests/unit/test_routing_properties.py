@@ -144,7 +144,9 @@ def _check_target(
     t = d.target
     assert t is not None
     assert t.feasible
-    if job.gpu.products:
+    # Token endpoints choose their own hardware: GPU products and memory do not bind them.
+    token_priced = t.offer is not None and isinstance(t.offer.pricing, PerToken)
+    if job.gpu.products and not token_priced:
         assert t.gpu_product in job.gpu.products
     if job.max_price_per_gpu_hour is not None:
         assert t.price_per_gpu_hour <= job.max_price_per_gpu_hour
@@ -171,7 +173,11 @@ def _check_target(
         assert job.placement != "InCluster"
         assert not o.paused
         assert not o.circuit_open
-        assert o.memory_bytes >= job.gpu.min_memory_bytes()
+        if token_priced:
+            assert job.task == "llm"
+            assert o.labels.get("hybridgpu.dev/model") in (None, job.model)
+        else:
+            assert o.memory_bytes >= job.gpu.min_memory_bytes()
         assert o.trust_tier.rank >= policy.external.min_trust_tier.rank
         if job.regions:
             assert o.region in job.regions
@@ -244,9 +250,13 @@ def test_raising_a_price_never_helps_that_candidate(
 def test_an_infeasible_job_is_never_routed(
     job: InferenceJobSpec, policy: RoutingPolicySpec, snap: Snapshot
 ) -> None:
-    # Ask for a product nobody has: nothing may take it, now or later.
+    # Ask for a product nobody has: nothing may take it, now or later. Token endpoints are left
+    # out: they choose their own hardware, so the job's GPU products do not bind them.
     impossible = job.model_copy(update={"gpu": job.gpu.model_copy(update={"products": ["B200"]})})
-    d = decide(impossible, policy, snap)
+    gpu_only = dataclasses.replace(
+        snap, offers=tuple(o for o in snap.offers if not isinstance(o.pricing, PerToken))
+    )
+    d = decide(impossible, policy, gpu_only)
     assert d.outcome != "Routed"
     assert d.target is None
     too_big = job.model_copy(update={"max_cost": Decimal(0)})

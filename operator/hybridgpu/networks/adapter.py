@@ -1,4 +1,4 @@
-"""What every adapter shares: the HTTP client, health figures and price-cap checks."""
+"""What every adapter shares: the HTTP client, health figures, offers and price-cap checks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal
 
-from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.api.computeprovider import ComputeProviderSpec, TrustTier
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.errors import PriceAboveCap
 from hybridgpu.networks.http import HttpPolicy, ProviderClient, Redactor
+from hybridgpu.routing.snapshot import ExternalOffer, Pricing
 
 GIB = 2**30
+
+
+def bearer(credential: str | None) -> dict[str, str]:
+    """``Authorization: Bearer`` headers, or none without a credential."""
+    return {"Authorization": f"Bearer {credential}"} if credential else {}
 
 
 class AdapterBase:
@@ -53,6 +59,41 @@ class AdapterBase:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self.client.aclose()
+
+    def offer(
+        self,
+        gpu_product: str,
+        *,
+        memory_bytes: int,
+        pricing: Pricing,
+        available: int,
+        typical_start_seconds: float,
+        region: str | None = None,
+        trust_tier: TrustTier | None = None,
+        active_jobs: int = 0,
+        labels: Mapping[str, str] | None = None,
+        tasks: frozenset[str] | None = None,
+    ) -> ExternalOffer:
+        """An offer of this provider, with its health figures and the spec's defaults."""
+        return ExternalOffer(
+            provider=self.name,
+            provider_type=self.spec.type,
+            gpu_product=gpu_product,
+            memory_bytes=memory_bytes,
+            pricing=pricing,
+            available=available,
+            region=region or self.spec.region,
+            trust_tier=trust_tier or self.spec.trust_tier,
+            start_latency_seconds=self.start_latency[0] or typical_start_seconds,
+            error_rate=self.error_rate,
+            carbon_intensity=self.spec.carbon_intensity,
+            circuit_open=self.circuit_state == "Open",
+            paused=self.spec.paused,
+            active_jobs=active_jobs,
+            max_concurrent_jobs=self.spec.max_concurrent_jobs,
+            labels=dict(labels or {}),
+            tasks=tasks,
+        )
 
     def static_price(self, gpu_product: str) -> Decimal | None:
         """The ComputeProvider's static price for a product (or its 'default' entry)."""

@@ -31,13 +31,13 @@ import yaml
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec
-from hybridgpu.networks.adapter import GIB, AdapterBase
-from hybridgpu.networks.base import RemoteRef, RemoteState, RemoteStatus
-from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.adapter import GIB
+from hybridgpu.networks.base import RemoteRef, RemoteState
 from hybridgpu.networks.container import (
     DEFAULT_IMAGE,
     KEY_ENV,
-    accrued,
+    ContainerAdapter,
+    RemoteJob,
     decimal_of,
     epoch_of,
     job_env,
@@ -118,11 +118,12 @@ def _bid(entry: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-class AkashAdapter(AdapterBase):
+class AkashAdapter(ContainerAdapter):
     """Runs one Akash deployment per job through the Console API."""
 
     bid_wait_seconds = 120.0
     bid_poll_seconds = 2.0
+    cancel_on = (PriceAboveCap, BadRequest, JobLost)
 
     def __init__(
         self, name: str, spec: ComputeProviderSpec, credential: str | None, policy: HttpPolicy
@@ -130,7 +131,7 @@ class AkashAdapter(AdapterBase):
         headers = {"x-api-key": credential} if credential else {}
         super().__init__(name, spec, credential, policy, headers)
         self._gpus: dict[str, int] = {}
-        self._totals: dict[str, int] = {}
+        self._sdl: dict[str, str] = {}
         self._closing: set[str] = set()
 
     async def list_offers(self) -> list[ExternalOffer]:
@@ -159,32 +160,20 @@ class AkashAdapter(AdapterBase):
             if price is None:
                 continue
             offers.append(
-                ExternalOffer(
-                    provider=self.name,
-                    provider_type=self.spec.type,
-                    gpu_product=product,
+                self.offer(
+                    product,
                     memory_bytes=names_for(product).memory_gib * GIB,
                     pricing=PerGPUHour(price),
                     available=count,
-                    region=self.spec.region,
-                    trust_tier=self.spec.trust_tier,
-                    start_latency_seconds=self.start_latency[0] or TYPICAL_START_SECONDS,
-                    error_rate=self.error_rate,
-                    carbon_intensity=self.spec.carbon_intensity,
-                    circuit_open=self.circuit_state == "Open",
-                    paused=self.spec.paused,
-                    max_concurrent_jobs=self.spec.max_concurrent_jobs,
+                    typical_start_seconds=TYPICAL_START_SECONDS,
                 )
             )
         return offers
 
-    async def _deployment(self, dseq: str) -> dict[str, Any] | None:
-        try:
-            response = await self.client.request("GET", f"/v1/deployments/{dseq}", retry=True)
-        except NotFound:
-            return None
-        body = unwrap(response.json())
-        return body if isinstance(body, dict) else None
+    async def _deployment(self, dseq: str) -> tuple[dict[str, Any], float] | None:
+        found = await self.fetch(f"/v1/deployments/{dseq}")
+        body = unwrap(found[0]) if found else None
+        return (body, found[1]) if found and isinstance(body, dict) else None
 
     async def _find(self, key: str) -> str | None:
         marker = f"{KEY_ENV}={key}"
@@ -204,21 +193,13 @@ class AkashAdapter(AdapterBase):
                 return None
             skip += 100
 
-    async def submit(
-        self,
-        job: InferenceJobSpec,
-        *,
-        idempotency_key: str,
-        gpu_product: str,
-        max_price_per_gpu_hour: Decimal | None,
-        checkpoint: Checkpoint | None = None,
-        requests: list[dict[str, Any]] | None = None,
-    ) -> RemoteRef:
-        """Create the deployment (or find it), accept the cheapest acceptable bid as a lease."""
-        del checkpoint, requests
-        self.check_cap(self.static_price(gpu_product), max_price_per_gpu_hour, "before submission")
-        sdl = build_sdl(job, idempotency_key, gpu_product)
-        dseq = await self._find(idempotency_key)
+    async def start(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str:
+        """Create the deployment from an SDL, unless one holds the key already."""
+        self.check_cap(self.static_price(gpu_product), cap, "before submission")
+        sdl = build_sdl(job, key, gpu_product)
+        dseq = await self._find(key)
         if dseq is None:
             deposit = max(
                 5, math.ceil((self.static_price(gpu_product) or Decimal(1)) * job.gpu_hours() * 2)
@@ -231,22 +212,19 @@ class AkashAdapter(AdapterBase):
             )
             created = unwrap(response.json())
             dseq = str(created.get("dseq") or (created.get("deployment") or {}).get("dseq"))
-        ref = RemoteRef(self.name, dseq, idempotency_key)
         self._gpus[dseq] = job.gpu.count
-        self._totals[dseq] = job.input.requests
-        self.note_submitted(ref)
-        deployment = await self._deployment(dseq)
-        if deployment is not None:
-            info = deployment.get("deployment", deployment)
+        self._sdl[dseq] = sdl
+        return dseq
+
+    async def confirm(self, ref: RemoteRef, job: InferenceJobSpec, cap: Decimal | None) -> None:
+        """Accept the cheapest acceptable bid as a lease, unless leased or closed already."""
+        found = await self._deployment(ref.id)
+        if found is not None:
+            info = found[0].get("deployment", found[0])
             closed = info.get("state", info.get("status")) == "closed"
-            if closed or _active_lease(deployment) is not None:
-                return ref
-        try:
-            await self._lease(ref, sdl, job.gpu.count, max_price_per_gpu_hour)
-        except (PriceAboveCap, BadRequest, JobLost):
-            await self.cancel(ref)
-            raise
-        return ref
+            if closed or _active_lease(found[0]) is not None:
+                return
+        await self._lease(ref, self._sdl[ref.id], job.gpu.count, cap)
 
     async def _lease(self, ref: RemoteRef, sdl: str, gpus: int, cap: Decimal | None) -> None:
         deadline = time.monotonic() + self.bid_wait_seconds
@@ -276,63 +254,42 @@ class AkashAdapter(AdapterBase):
         await self.client.request(
             "POST", "/v1/leases", json={"manifest": sdl, "leases": [lease]}, retry=False
         )
-        deployment = await self._deployment(ref.id)
-        if deployment is None:
+        found = await self._deployment(ref.id)
+        if found is None:
             raise JobLost(self.name, f"deployment {ref.id} vanished after the lease")
-        active = _active_lease(deployment)
+        active = _active_lease(found[0])
         price = _lease_price(active) if active else None
         self.check_cap(price / gpus if price is not None else None, cap, "after lease")
 
-    async def status(self, ref: RemoteRef) -> RemoteStatus:
+    async def inspect(self, ref: RemoteRef) -> RemoteJob | None:
         """Deployment and lease state mapped to the operator's states."""
-        total = self._totals.get(ref.id, 0)
-        deployment = await self._deployment(ref.id)
-        if deployment is None:
-            return RemoteStatus("Lost", total=total, message=f"deployment {ref.id} is gone")
-        gpus = self._gpus.get(ref.id, 1)
+        found = await self._deployment(ref.id)
+        if found is None:
+            return None
+        deployment, now = found
         info = deployment.get("deployment", deployment)
-        state = str(info.get("state", info.get("status", "")))
+        closed = str(info.get("state", info.get("status", ""))) == "closed"
         leases = [lease for lease in deployment.get("leases", []) or [] if isinstance(lease, dict)]
-        lease = _active_lease(deployment) or (leases[-1] if leases else None)
-        price = _lease_price(lease) if lease else None
-        spent = Decimal(0)
-        if lease:
-            end = (
-                epoch_of(lease.get("closed_on") or lease.get("closedAt"))
-                if state == "closed"
-                else None
-            )
-            spent = accrued(price, epoch_of(lease.get("created_at") or lease.get("createdAt")), end)
-        per_gpu = price / gpus if price is not None else None
-        if state == "closed":
+        lease = _active_lease(deployment) or (leases[-1] if leases else None) or {}
+        lease_state = str(lease.get("state", lease.get("status", "")))
+        state: RemoteState
+        if closed:
             ours = ref.id in self._closing
-            result: RemoteState = "Failed" if ours else "Succeeded"
-            return self.observe(
-                ref,
-                RemoteStatus(
-                    result,
-                    completed=0 if ours else total,
-                    total=total,
-                    accrued_usd=spent,
-                    price_per_gpu_hour=per_gpu,
-                    message="closed by hybridgpu" if ours else "deployment finished",
-                ),
-            )
-        lease_state = str(lease.get("state", lease.get("status", ""))) if lease else ""
-        if lease_state == "insufficient_funds":
-            return RemoteStatus(
-                "Failed", total=total, accrued_usd=spent, message="lease out of funds"
-            )
-        running = lease_state == "active"
-        return self.observe(
-            ref,
-            RemoteStatus(
-                "Running" if running else "Pending",
-                total=total,
-                accrued_usd=spent,
-                price_per_gpu_hour=per_gpu,
-                message=lease_state or "waiting for a lease",
-            ),
+            state = "Failed" if ours else "Succeeded"
+            message = "closed by hybridgpu" if ours else "deployment finished"
+        elif lease_state == "insufficient_funds":
+            state, message = "Failed", "lease out of funds"
+        else:
+            state = "Running" if lease_state == "active" else "Pending"
+            message = lease_state or "waiting for a lease"
+        return RemoteJob(
+            state,
+            message=message,
+            price_per_hour=_lease_price(lease) if lease else None,
+            gpus=self._gpus.get(ref.id, 1),
+            started=epoch_of(lease.get("created_at") or lease.get("createdAt")),
+            ended=epoch_of(lease.get("closed_on") or lease.get("closedAt")) if closed else None,
+            now=now,
         )
 
     async def cancel(self, ref: RemoteRef) -> None:
@@ -345,8 +302,8 @@ class AkashAdapter(AdapterBase):
 
     async def result(self, ref: RemoteRef) -> str | None:
         """The lease's provider and dseq, where the service's URIs are looked up."""
-        deployment = await self._deployment(ref.id)
-        lease = _active_lease(deployment) if deployment else None
+        found = await self._deployment(ref.id)
+        lease = _active_lease(found[0]) if found else None
         if lease is None:
             return None
         ident = lease.get("id", lease)

@@ -27,10 +27,12 @@ Idempotency per key. A second ``submit`` with the same key returns the same remo
   A destroyed instance is forgotten by Vast.ai, so only there does a submit after ``cancel``
   rent again; use a new key per attempt (the operator does).
 
-``RemoteStatus.accrued_usd`` of a client-driven batch counts the requests sent by this process
-only: after a restart the operator adds it to what it had persisted. For container networks it
-is the network's price times the wall-clock time the job has run (the stand-ins' ``timeScale``
-shortens jobs, not billing, so their figures are small).
+``RemoteStatus.accrued_usd`` is the whole job's cost so far. For a client-driven batch that
+includes the requests an earlier process completed (the checkpoint handed to ``submit``), each
+costed by the adapter's estimate of one request, so the operator can store it as is. For
+container networks it is the network's hourly price times the time the job has run, on the
+network's clock (job start/end times, and the HTTP ``Date`` header for "now"); the stand-ins
+report simulated time, so a 1-hour job bills an hour whatever their ``timeScale``.
 
 Requests of a client-driven batch come from ``requests=`` if given (the operator loads a
 configMapRef), else ``spec.input.inline``, else synthetic requests built from the task, model

@@ -1,9 +1,14 @@
 """Client-driven batches: the operator itself sends each request, with bounded concurrency.
 
-Used by the Livepeer and OpenAI-compatible adapters. A batch lives in a background asyncio
-task of the operator process, keyed by the idempotency key. Its :class:`Checkpoint` moves as
-requests complete; the operator persists it from ``status()`` and hands it back to
-``submit()`` after a restart so completed requests are skipped.
+Used by the Livepeer and OpenAI-compatible adapters (:class:`BatchAdapter` holds what they
+share; each keeps only its wire format). A batch lives in a background asyncio task of the
+operator process, keyed by the idempotency key. Its :class:`Checkpoint` moves as requests
+complete; the operator persists it from ``status()`` and hands it back to ``submit()`` after a
+restart so completed requests are skipped.
+
+A batch's ``accrued_usd`` covers the whole batch: what this process paid for the requests it
+sent, plus the requests the checkpoint says were completed before (by an earlier process),
+each costed by the adapter's ``prior_cost`` estimate of that request.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from hybridgpu.networks.base import RemoteStatus
+import httpx
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.networks.adapter import AdapterBase, bearer
+from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import NetworkError
+from hybridgpu.networks.http import HttpPolicy
 
 log = logging.getLogger(__name__)
 CENT_MILLIONTH = Decimal("0.00000001")
@@ -34,6 +44,8 @@ class RequestResult:
 
 
 Sender = Callable[[int, dict[str, Any]], Awaitable[RequestResult]]
+PriorCost = Callable[[dict[str, Any]], Decimal]
+"""What one request completed by an earlier process is taken to have cost."""
 
 
 @dataclass
@@ -83,18 +95,28 @@ class BatchRunner:
         self.batches: dict[str, Batch] = {}
 
     def start(
-        self, key: str, bodies: list[dict[str, Any]], send: Sender, checkpoint: Checkpoint | None
+        self,
+        key: str,
+        bodies: list[dict[str, Any]],
+        send: Sender,
+        checkpoint: Checkpoint | None,
+        prior_cost: PriorCost,
     ) -> Batch:
         """Start the batch for ``key`` unless it already runs here; return it."""
         existing = self.batches.get(key)
         if existing is not None and not (existing.error or existing.cancelled):
             return existing
-        if existing is not None and checkpoint is None:
+        known = existing.checkpoint if existing is not None else Checkpoint()
+        if checkpoint is None:
             # Retrying a failed batch in this process: keep what it already completed.
-            checkpoint = existing.checkpoint
-        batch = Batch(key, bodies, checkpoint or Checkpoint())
-        if existing is not None:
-            batch.accrued_usd = existing.accrued_usd
+            checkpoint = known
+        batch = Batch(key, bodies, checkpoint)
+        batch.accrued_usd = existing.accrued_usd if existing is not None else Decimal(0)
+        # Requests completed by an earlier process were paid for too; this one never saw
+        # their cost, so each is costed by the adapter's estimate.
+        for index in range(batch.total):
+            if checkpoint.is_done(index) and not known.is_done(index):
+                batch.accrued_usd += prior_cost(bodies[index])
         self.batches[key] = batch
         batch.task = asyncio.get_running_loop().create_task(self._run(batch, send))
         return batch
@@ -143,3 +165,67 @@ class BatchRunner:
             batch = self.batches[key]
             if batch.task is not None and not batch.task.done():
                 await self.cancel(key)
+
+
+class BatchAdapter(AdapterBase):
+    """An adapter whose jobs are batches of requests this process sends itself."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ComputeProviderSpec,
+        credential: str | None,
+        policy: HttpPolicy,
+        concurrency: int,
+    ) -> None:
+        super().__init__(name, spec, credential, policy, bearer(credential))
+        self.runner = BatchRunner(concurrency)
+
+    def active_batches(self) -> int:
+        """Batches of this process still sending requests."""
+        return sum(1 for b in self.runner.batches.values() if b.status().state == "Running")
+
+    async def post(self, path: str, key: str, index: int, body: dict[str, Any]) -> httpx.Response:
+        """Send request ``index`` of the batch ``key``; retried safely under its own key."""
+        return await self.client.request(
+            "POST", path, json=body, retry=True, headers={"Idempotency-Key": f"{key}/{index}"}
+        )
+
+    def start_batch(
+        self,
+        key: str,
+        bodies: list[dict[str, Any]],
+        send: Sender,
+        checkpoint: Checkpoint | None,
+        prior_cost: PriorCost,
+    ) -> tuple[RemoteRef, Batch]:
+        """Start (or rejoin) the batch for ``key`` in the background."""
+        ref = RemoteRef(self.name, f"batch-{key}", key)
+        batch = self.runner.start(key, bodies, send, checkpoint, prior_cost)
+        self.note_submitted(ref)
+        return ref, batch
+
+    async def status(self, ref: RemoteRef) -> RemoteStatus:
+        """The batch's progress; Lost when this process does not run it (resubmit)."""
+        batch = self.runner.batches.get(ref.idempotency_key)
+        if batch is None:
+            return RemoteStatus(
+                "Lost", message="batch not running in this process; submit again with checkpoint"
+            )
+        return self.observe(ref, batch.status())
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        """Stop sending the batch's remaining requests."""
+        await self.runner.cancel(ref.idempotency_key)
+
+    async def result(self, ref: RemoteRef) -> str | None:
+        """The first output reference the network returned, if any."""
+        batch = self.runner.batches.get(ref.idempotency_key)
+        if batch is None or not batch.outputs:
+            return None
+        return batch.outputs[min(batch.outputs)]
+
+    async def aclose(self) -> None:
+        """Stop background batches and close the client."""
+        await self.runner.aclose()
+        await super().aclose()

@@ -1,17 +1,43 @@
-"""Helpers for container-marketplace adapters (Akash, Nosana, Vast.ai)."""
+"""What the container-marketplace adapters (Akash, Nosana, Vast.ai) share.
+
+On these networks the job's container runs remotely; hybridgpu creates it, polls it and
+destroys it. :class:`ContainerAdapter` holds the flow all three follow, and each adapter keeps
+only its network's wire format:
+
+* ``start`` finds the job already created for the idempotency key, or creates it;
+* ``confirm`` reads what was created and checks its price against the cap again (whatever
+  was created is cancelled when that raises one of ``cancel_on``);
+* ``inspect`` reads the job as a :class:`RemoteJob`, or None when the network has forgotten it.
+
+Cost is the network's hourly price for the job times the time it has run, measured on the
+network's clock: start and end times from the job, "now" from the HTTP ``Date`` header of the
+same response (so a skewed local clock, or a stand-in's simulated one, cannot distort it).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.networks.adapter import AdapterBase
+from hybridgpu.networks.base import RemoteRef, RemoteState, RemoteStatus
+from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.errors import NetworkError, NotFound, PriceAboveCap
+from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.units import format_duration
 
 DEFAULT_IMAGE = "vllm/vllm-openai:latest"
 KEY_ENV = "HYBRIDGPU_IDEMPOTENCY_KEY"
+USD_PLACES = Decimal("0.00000001")
 
 
 def job_env(job: InferenceJobSpec, key: str) -> dict[str, str]:
@@ -37,9 +63,10 @@ def decimal_of(value: Any) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except InvalidOperation:
         return None
+    return number if number.is_finite() else None
 
 
 def epoch_of(value: Any) -> float | None:
@@ -54,11 +81,152 @@ def epoch_of(value: Any) -> float | None:
     return None
 
 
-def accrued(price_per_hour: Decimal | None, start: float | None, end: float | None) -> Decimal:
-    """Cost of running at ``price_per_hour`` from ``start`` to ``end`` (or now)."""
-    if price_per_hour is None or start is None:
+def server_time(response: httpx.Response) -> float:
+    """The server's clock from the ``Date`` header, else ours."""
+    header = response.headers.get("Date")
+    if header:
+        try:
+            return parsedate_to_datetime(header).timestamp()
+        except (TypeError, ValueError):
+            pass
+    return time.time()
+
+
+def accrued(price_per_hour: Decimal | None, seconds: float | None) -> Decimal:
+    """Cost of running ``seconds`` at ``price_per_hour`` USD."""
+    if price_per_hour is None or seconds is None:
         return Decimal(0)
-    seconds = max((end if end is not None else time.time()) - start, 0.0)
-    return (price_per_hour * Decimal(str(round(seconds, 3))) / Decimal(3600)).quantize(
-        Decimal("0.00000001")
-    )
+    hours = Decimal(str(round(max(seconds, 0.0), 3))) / Decimal(3600)
+    return (price_per_hour * hours).quantize(USD_PLACES)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteJob:
+    """One network's view of a job, reduced to what the operator needs."""
+
+    state: RemoteState
+    message: str = ""
+    price_per_hour: Decimal | None = None
+    """USD per hour for the whole job (all its GPUs)."""
+    gpus: int = 1
+    started: float | None = None
+    ended: float | None = None
+    now: float | None = None
+    """The network's clock when it answered (epoch seconds)."""
+    ran_seconds: float | None = None
+    """Run time as the network reports it, when it does; else ended (or now) minus started."""
+
+    def run_seconds(self) -> float | None:
+        """How long the job has run (or ran)."""
+        if self.ran_seconds is not None:
+            return self.ran_seconds
+        if self.started is None:
+            return None
+        end = self.ended if self.ended is not None else self.now
+        return (end if end is not None else time.time()) - self.started
+
+    @property
+    def price_per_gpu_hour(self) -> Decimal | None:
+        """The hourly price per GPU."""
+        if self.price_per_hour is None:
+            return None
+        return self.price_per_hour / max(self.gpus, 1)
+
+
+class ContainerAdapter(AdapterBase):
+    """The create / confirm / poll / destroy flow of a container marketplace."""
+
+    cancel_on: tuple[type[NetworkError], ...] = (PriceAboveCap,)
+    """Errors of ``confirm`` after which what was created is cancelled."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ComputeProviderSpec,
+        credential: str | None,
+        policy: HttpPolicy,
+        auth_headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(name, spec, credential, policy, auth_headers)
+        self._totals: dict[str, int] = {}
+        self._spent: dict[str, Decimal] = {}
+
+    async def fetch(self, path: str) -> tuple[Any, float] | None:
+        """GET ``path``: its JSON body and the server's clock, or None when it is gone (404)."""
+        try:
+            response = await self.client.request("GET", path, retry=True)
+        except NotFound:
+            return None
+        return response.json(), server_time(response)
+
+    async def start(
+        self,
+        job: InferenceJobSpec,
+        key: str,
+        gpu_product: str,
+        cap: Decimal | None,
+    ) -> str:
+        """Find the job created for ``key`` or create it; return its id on the network."""
+        raise NotImplementedError
+
+    async def confirm(self, ref: RemoteRef, job: InferenceJobSpec, cap: Decimal | None) -> None:
+        """Check what was created (its price against ``cap``)."""
+        raise NotImplementedError
+
+    async def inspect(self, ref: RemoteRef) -> RemoteJob | None:
+        """The job as the network shows it now; None when the network has forgotten it."""
+        raise NotImplementedError
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        """Stop (destroy, close) the job; one already finished or gone is fine."""
+        raise NotImplementedError
+
+    async def submit(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+        checkpoint: Checkpoint | None = None,
+        requests: list[dict[str, Any]] | None = None,
+    ) -> RemoteRef:
+        """Create the job (or find the one created for the key) and check its price."""
+        del checkpoint, requests  # the container reads its own input
+        job_id = await self.start(job, idempotency_key, gpu_product, max_price_per_gpu_hour)
+        ref = RemoteRef(self.name, job_id, idempotency_key)
+        self._totals[ref.id] = job.input.requests
+        self.note_submitted(ref)
+        try:
+            await self.confirm(ref, job, max_price_per_gpu_hour)
+        except self.cancel_on:
+            await self.cancel(ref)
+            raise
+        return ref
+
+    async def status(self, ref: RemoteRef) -> RemoteStatus:
+        """The network's state of the job, its progress and its cost so far."""
+        total = self._totals.get(ref.id, 0)
+        spent = self._spent
+        remote = await self.inspect(ref)
+        if remote is None:
+            return RemoteStatus(
+                "Lost",
+                total=total,
+                accrued_usd=spent.get(ref.id, Decimal(0)),
+                message=f"{ref.id} is gone",
+            )
+        cost = accrued(remote.price_per_hour, remote.run_seconds())
+        # A network that stops reporting run time (say, once a job ended) must not lower
+        # what was already spent.
+        cost = max(cost, spent.get(ref.id, Decimal(0)))
+        spent[ref.id] = cost
+        status = RemoteStatus(
+            remote.state,
+            completed=total if remote.state == "Succeeded" else 0,
+            total=total,
+            accrued_usd=cost,
+            price_per_gpu_hour=remote.price_per_gpu_hour,
+            message=remote.message,
+        )
+        return self.observe(ref, status)

@@ -7,7 +7,8 @@ the other pipelines take multipart uploads of input media and are refused here a
 Livepeer has no USD price API: orchestrators price in wei per pixel and gateways fall back to
 any orchestrator when none is under the cap. Offers therefore come from the ComputeProvider's
 ``staticPrices`` (USD per GPU-hour), and each request's cost is that price times the batch's
-GPU-hours divided by its requests. When a gateway reports the price it actually paid in the
+GPU-hours divided by its requests (also the cost of each request an earlier process
+completed). When a gateway reports the price it actually paid in the
 ``X-Price-Usd-Per-Gpu-Hour`` response header (the stand-in does; a self-hosted gateway can add
 it in a proxy), the adapter checks it against the cap after every request.
 """
@@ -17,15 +18,13 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
-from hybridgpu.networks.adapter import GIB, AdapterBase
-from hybridgpu.networks.base import RemoteRef, RemoteStatus
-from hybridgpu.networks.batch import BatchRunner, RequestResult
+from hybridgpu.networks.adapter import GIB
+from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.batch import BatchAdapter, RequestResult
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
 from hybridgpu.networks.gpu_names import names_for
-from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.networks.requests import batch_requests
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
 
@@ -50,47 +49,24 @@ def livepeer_body(task: Task, model: str | None, body: dict[str, Any]) -> dict[s
     return out
 
 
-class LivepeerAdapter(AdapterBase):
+class LivepeerAdapter(BatchAdapter):
     """Sends a batch through a Livepeer AI gateway."""
-
-    def __init__(
-        self,
-        name: str,
-        spec: ComputeProviderSpec,
-        credential: str | None,
-        policy: HttpPolicy,
-        concurrency: int,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        super().__init__(name, spec, credential, policy, headers)
-        self.runner = BatchRunner(concurrency)
 
     async def list_offers(self) -> list[ExternalOffer]:
         """One offer per static price; capacity is the provider's free job slots."""
-        active = sum(1 for b in self.runner.batches.values() if b.status().state == "Running")
-        offers = []
-        for entry in self.spec.static_prices:
-            offers.append(
-                ExternalOffer(
-                    provider=self.name,
-                    provider_type=self.spec.type,
-                    gpu_product=entry.gpu_product,
-                    memory_bytes=names_for(entry.gpu_product).memory_gib * GIB,
-                    pricing=PerGPUHour(entry.price_per_gpu_hour),
-                    available=max(self.spec.max_concurrent_jobs - active, 0),
-                    region=self.spec.region,
-                    trust_tier=self.spec.trust_tier,
-                    start_latency_seconds=self.start_latency[0] or TYPICAL_START_SECONDS,
-                    error_rate=self.error_rate,
-                    carbon_intensity=self.spec.carbon_intensity,
-                    circuit_open=self.circuit_state == "Open",
-                    paused=self.spec.paused,
-                    active_jobs=active,
-                    max_concurrent_jobs=self.spec.max_concurrent_jobs,
-                    tasks=frozenset(t.value for t in PIPELINES),
-                )
+        active = self.active_batches()
+        return [
+            self.offer(
+                entry.gpu_product,
+                memory_bytes=names_for(entry.gpu_product).memory_gib * GIB,
+                pricing=PerGPUHour(entry.price_per_gpu_hour),
+                available=max(self.spec.max_concurrent_jobs - active, 0),
+                typical_start_seconds=TYPICAL_START_SECONDS,
+                active_jobs=active,
+                tasks=frozenset(t.value for t in PIPELINES),
             )
-        return offers
+            for entry in self.spec.static_prices
+        ]
 
     async def submit(
         self,
@@ -112,51 +88,22 @@ class LivepeerAdapter(AdapterBase):
         self.check_cap(price, max_price_per_gpu_hour, "before submission")
         bodies = [livepeer_body(job.task, job.model, b) for b in batch_requests(job, requests)]
         per_request_hours = job.gpu_hours() / max(len(bodies), 1)
-        ref = RemoteRef(self.name, f"batch-{idempotency_key}", idempotency_key)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
-            response = await self.client.request(
-                "POST",
-                f"/{pipeline}",
-                json=body,
-                retry=True,
-                headers={"Idempotency-Key": f"{idempotency_key}/{index}"},
-            )
+            response = await self.post(f"/{pipeline}", idempotency_key, index, body)
             paid = _header_price(response.headers.get(PRICE_HEADER))
             self.check_cap(paid, max_price_per_gpu_hour, f"request {index}")
             effective = paid if paid is not None else price
             cost = (effective or Decimal(0)) * per_request_hours
             return RequestResult(cost, _first_url(response.json()), effective)
 
-        batch = self.runner.start(idempotency_key, bodies, send, checkpoint)
+        def prior_cost(body: dict[str, Any]) -> Decimal:
+            del body  # every request of a batch is costed alike
+            return (price or Decimal(0)) * per_request_hours
+
+        ref, batch = self.start_batch(idempotency_key, bodies, send, checkpoint, prior_cost)
         batch.price_per_gpu_hour = batch.price_per_gpu_hour or price
-        self.note_submitted(ref)
         return ref
-
-    async def status(self, ref: RemoteRef) -> RemoteStatus:
-        """The batch's progress; Lost when this process does not run it (resubmit)."""
-        batch = self.runner.batches.get(ref.idempotency_key)
-        if batch is None:
-            return RemoteStatus(
-                "Lost", message="batch not running in this process; submit again with checkpoint"
-            )
-        return self.observe(ref, batch.status())
-
-    async def cancel(self, ref: RemoteRef) -> None:
-        """Stop sending the batch's remaining requests."""
-        await self.runner.cancel(ref.idempotency_key)
-
-    async def result(self, ref: RemoteRef) -> str | None:
-        """The first output URL the gateway returned, if any."""
-        batch = self.runner.batches.get(ref.idempotency_key)
-        if batch is None or not batch.outputs:
-            return None
-        return batch.outputs[min(batch.outputs)]
-
-    async def aclose(self) -> None:
-        """Stop background batches and close the client."""
-        await self.runner.aclose()
-        await super().aclose()
 
 
 def _header_price(value: str | None) -> Decimal | None:

@@ -25,11 +25,17 @@ from typing import Any
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec, TrustTier
 from hybridgpu.api.inferencejob import InferenceJobSpec
-from hybridgpu.networks.adapter import GIB, AdapterBase
-from hybridgpu.networks.base import RemoteRef, RemoteStatus
-from hybridgpu.networks.checkpoint import Checkpoint
-from hybridgpu.networks.container import DEFAULT_IMAGE, accrued, decimal_of, epoch_of, job_env
-from hybridgpu.networks.errors import BadRequest, NotFound, PriceAboveCap
+from hybridgpu.networks.adapter import GIB, bearer
+from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.container import (
+    DEFAULT_IMAGE,
+    ContainerAdapter,
+    RemoteJob,
+    decimal_of,
+    epoch_of,
+    job_env,
+)
+from hybridgpu.networks.errors import BadRequest, NotFound
 from hybridgpu.networks.gpu_names import from_nosana
 from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
@@ -65,15 +71,13 @@ def job_definition(job: InferenceJobSpec, key: str) -> dict[str, Any]:
     }
 
 
-class NosanaAdapter(AdapterBase):
+class NosanaAdapter(ContainerAdapter):
     """Runs one Nosana job per InferenceJob, paid with credits."""
 
     def __init__(
         self, name: str, spec: ComputeProviderSpec, credential: str | None, policy: HttpPolicy
     ) -> None:
-        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        super().__init__(name, spec, credential, policy, headers)
-        self._totals: dict[str, int] = {}
+        super().__init__(name, spec, credential, policy, bearer(credential))
         self._prices: dict[str, Decimal] = {}
 
     async def _markets(self) -> list[dict[str, Any]]:
@@ -94,23 +98,14 @@ class NosanaAdapter(AdapterBase):
             if price is None:
                 continue
             premium = str(market.get("type", "")).upper() == "PREMIUM"
-            tier = self.spec.trust_tier if premium else TrustTier.COMMUNITY
             offers.append(
-                ExternalOffer(
-                    provider=self.name,
-                    provider_type=self.spec.type,
-                    gpu_product=self._product(market),
+                self.offer(
+                    self._product(market),
                     memory_bytes=int(market.get("lowest_vram", 0) or 0) * GIB,
                     pricing=PerGPUHour(price),
                     available=int(market.get("available_nodes", 0) or 0),
-                    region=self.spec.region,
-                    trust_tier=tier,
-                    start_latency_seconds=self.start_latency[0] or TYPICAL_START_SECONDS,
-                    error_rate=self.error_rate,
-                    carbon_intensity=self.spec.carbon_intensity,
-                    circuit_open=self.circuit_state == "Open",
-                    paused=self.spec.paused,
-                    max_concurrent_jobs=self.spec.max_concurrent_jobs,
+                    typical_start_seconds=TYPICAL_START_SECONDS,
+                    trust_tier=None if premium else TrustTier.COMMUNITY,
                     labels={
                         "nosana.io/market": str(market.get("address", "")),
                         "nosana.io/market-type": str(market.get("type", "")),
@@ -119,18 +114,10 @@ class NosanaAdapter(AdapterBase):
             )
         return offers
 
-    async def submit(
-        self,
-        job: InferenceJobSpec,
-        *,
-        idempotency_key: str,
-        gpu_product: str,
-        max_price_per_gpu_hour: Decimal | None,
-        checkpoint: Checkpoint | None = None,
-        requests: list[dict[str, Any]] | None = None,
-    ) -> RemoteRef:
+    async def start(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str:
         """Pin the definition, then create the job in the cheapest acceptable market."""
-        del checkpoint, requests
         if job.gpu.count != 1:
             raise BadRequest(
                 self.name, "Nosana markets run one GPU per job; spec.gpu.count must be 1"
@@ -145,40 +132,39 @@ class NosanaAdapter(AdapterBase):
         if not priced:
             raise BadRequest(self.name, f"no market offers {gpu_product}")
         price, market = priced[0]
-        self.check_cap(price, max_price_per_gpu_hour, "before submission")
+        self.check_cap(price, cap, "before submission")
         pinned = await self.client.request(
-            "POST", "/api/ipfs/pin", json=job_definition(job, idempotency_key), retry=True
+            "POST", "/api/ipfs/pin", json=job_definition(job, key), retry=True
         )
         ipfs_hash = str(pinned.json()["ipfsHash"])
         existing = await self._find(ipfs_hash)
         if existing is not None:
-            ref = RemoteRef(self.name, existing, idempotency_key)
-        else:
-            timeout = max(int(job.estimated_duration.total_seconds() * 2), 600)
-            response = await self.client.request(
-                "POST",
-                "/api/jobs/create-with-credits",
-                json={"ipfsHash": ipfs_hash, "market": market["address"], "timeout": timeout},
-                retry=False,
-            )
-            created = response.json()
-            address = created.get("jobAddress") or created.get("address") or created.get("job")
-            if not isinstance(address, str):
-                raise BadRequest(self.name, "create-with-credits answered without a job address")
-            ref = RemoteRef(self.name, address, idempotency_key)
-        self._totals[ref.id] = job.input.requests
-        self.note_submitted(ref)
-        created_job = await self._job(ref)
-        now_price = decimal_of((created_job or {}).get("usd_reward_per_hour"))
-        if now_price is None:
-            now_price = await self._market_price(str(market["address"]))
-        self._prices[ref.id] = now_price or price
-        try:
-            self.check_cap(now_price, max_price_per_gpu_hour, "after submission")
-        except PriceAboveCap:
-            await self.cancel(ref)
-            raise
-        return ref
+            return existing
+        timeout = max(int(job.estimated_duration.total_seconds() * 2), 600)
+        response = await self.client.request(
+            "POST",
+            "/api/jobs/create-with-credits",
+            json={"ipfsHash": ipfs_hash, "market": market["address"], "timeout": timeout},
+            retry=False,
+        )
+        created = response.json()
+        address = created.get("jobAddress") or created.get("address") or created.get("job")
+        if not isinstance(address, str):
+            raise BadRequest(self.name, "create-with-credits answered without a job address")
+        self._prices[address] = price
+        return address
+
+    async def confirm(self, ref: RemoteRef, job: InferenceJobSpec, cap: Decimal | None) -> None:
+        """Check the rate the created job is charged (or its market's) against the cap."""
+        del job
+        found = await self._job(ref)
+        created = found[0] if found else {}
+        now_price = decimal_of(created.get("usd_reward_per_hour"))
+        if now_price is None and created:
+            now_price = await self._market_price(str(created.get("market", "")))
+        if now_price is not None:
+            self._prices[ref.id] = now_price
+        self.check_cap(now_price, cap, "after submission")
 
     async def _market_price(self, address: str) -> Decimal | None:
         for market in await self._markets():
@@ -195,33 +181,23 @@ class NosanaAdapter(AdapterBase):
                 return str(job.get("address"))
         return None
 
-    async def _job(self, ref: RemoteRef) -> dict[str, Any] | None:
-        try:
-            response = await self.client.request("GET", f"/api/jobs/{ref.id}", retry=True)
-        except NotFound:
-            return None
-        body = response.json()
-        return body if isinstance(body, dict) else None
+    async def _job(self, ref: RemoteRef) -> tuple[dict[str, Any], float] | None:
+        found = await self.fetch(f"/api/jobs/{ref.id}")
+        return found if found and isinstance(found[0], dict) else None
 
-    async def status(self, ref: RemoteRef) -> RemoteStatus:
-        """Job state, with cost from the market price and ``timeStart``/``timeEnd``."""
-        total = self._totals.get(ref.id, 0)
-        job = await self._job(ref)
-        if job is None:
-            return RemoteStatus("Lost", total=total, message=f"job {ref.id} is gone")
-        state = _STATES.get(str(job.get("state")), "Pending")
-        price = decimal_of(job.get("usd_reward_per_hour")) or self._prices.get(ref.id)
-        spent = accrued(price, epoch_of(job.get("timeStart")), epoch_of(job.get("timeEnd")))
-        return self.observe(
-            ref,
-            RemoteStatus(
-                state,  # type: ignore[arg-type]
-                completed=total if state == "Succeeded" else 0,
-                total=total,
-                accrued_usd=spent,
-                price_per_gpu_hour=price,
-                message=str(job.get("state", "")),
-            ),
+    async def inspect(self, ref: RemoteRef) -> RemoteJob | None:
+        """Job state, with cost from the charged rate and ``timeStart``/``timeEnd``."""
+        found = await self._job(ref)
+        if found is None:
+            return None
+        job, now = found
+        return RemoteJob(
+            _STATES.get(str(job.get("state")), "Pending"),  # type: ignore[arg-type]
+            message=str(job.get("state", "")),
+            price_per_hour=decimal_of(job.get("usd_reward_per_hour")) or self._prices.get(ref.id),
+            started=epoch_of(job.get("timeStart")),
+            ended=epoch_of(job.get("timeEnd")),
+            now=now,
         )
 
     async def cancel(self, ref: RemoteRef) -> None:
@@ -235,7 +211,7 @@ class NosanaAdapter(AdapterBase):
 
     async def result(self, ref: RemoteRef) -> str | None:
         """``ipfs://<ipfsResult>`` once the job has posted its result."""
-        job = await self._job(ref)
-        if job and job.get("ipfsResult"):
-            return f"ipfs://{job['ipfsResult']}"
+        found = await self._job(ref)
+        if found and found[0].get("ipfsResult"):
+            return f"ipfs://{found[0]['ipfsResult']}"
         return None

@@ -3,7 +3,9 @@
 ``spec.endpoint`` is the base that ``/models`` and ``/chat/completions`` hang off, i.e. it
 includes ``/v1`` (``https://api.intelligence.io.solutions/api/v1``, ``http://host:8000/v1``).
 Each request is a non-streaming ``POST /chat/completions``; its cost is
-``usage.prompt_tokens`` and ``usage.completion_tokens`` times the model's per-token price.
+``usage.prompt_tokens`` and ``usage.completion_tokens`` times the model's per-token price. A
+request an earlier process completed is costed from its body: its prompt's words as tokens
+(an estimate; tokenizers differ) and its ``max_tokens`` as completion tokens.
 
 Prices come from the ComputeProvider's ``tokenPrices``, else from io.net's ``/models``
 metadata ``input_token_price``/``output_token_price``, read as USD per token (an assumption:
@@ -17,14 +19,11 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
-from hybridgpu.networks.adapter import AdapterBase
-from hybridgpu.networks.base import RemoteRef, RemoteStatus
-from hybridgpu.networks.batch import BatchRunner, RequestResult
+from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.batch import BatchAdapter, RequestResult
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
-from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.networks.requests import batch_requests
 from hybridgpu.routing.snapshot import ExternalOffer, PerToken
 
@@ -34,20 +33,28 @@ MODEL_LABEL = "hybridgpu.dev/model"
 TYPICAL_START_SECONDS = 1.0
 
 
-class OpenAIAdapter(AdapterBase):
-    """Sends an llm batch to an OpenAI-compatible endpoint."""
+def token_cost(price: PerToken, prompt: int, completion: int) -> Decimal:
+    """USD for ``prompt`` input and ``completion`` output tokens."""
+    return (
+        prompt * price.input_usd_per_million + completion * price.output_usd_per_million
+    ) / MILLION
 
-    def __init__(
-        self,
-        name: str,
-        spec: ComputeProviderSpec,
-        credential: str | None,
-        policy: HttpPolicy,
-        concurrency: int,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        super().__init__(name, spec, credential, policy, headers)
-        self.runner = BatchRunner(concurrency)
+
+def estimated_tokens(body: dict[str, Any]) -> tuple[int, int]:
+    """Prompt tokens (as words) and completion tokens (``max_tokens``) of a chat request."""
+    messages = body.get("messages")
+    prompt = sum(
+        len(str(m.get("content", "")).split())
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict)
+    )
+    completion = body.get("max_completion_tokens") or body.get("max_tokens")
+    # Without a limit the length is the model's choice; nothing better than 0 is known.
+    return prompt, completion if isinstance(completion, int) and completion > 0 else 0
+
+
+class OpenAIAdapter(BatchAdapter):
+    """Sends an llm batch to an OpenAI-compatible endpoint."""
 
     async def _models(self) -> dict[str, PerToken | None]:
         response = await self.client.request("GET", "/models", retry=True)
@@ -76,33 +83,21 @@ class OpenAIAdapter(AdapterBase):
 
     async def list_offers(self) -> list[ExternalOffer]:
         """One offer per served model that has a known per-token price."""
-        active = sum(1 for b in self.runner.batches.values() if b.status().state == "Running")
-        offers = []
-        for model, pricing in sorted((await self._models()).items()):
-            if pricing is None:
-                continue
-            offers.append(
-                ExternalOffer(
-                    provider=self.name,
-                    provider_type=self.spec.type,
-                    gpu_product=UNKNOWN_GPU,
-                    memory_bytes=0,
-                    pricing=pricing,
-                    available=max(self.spec.max_concurrent_jobs - active, 0),
-                    region=self.spec.region,
-                    trust_tier=self.spec.trust_tier,
-                    start_latency_seconds=self.start_latency[0] or TYPICAL_START_SECONDS,
-                    error_rate=self.error_rate,
-                    carbon_intensity=self.spec.carbon_intensity,
-                    circuit_open=self.circuit_state == "Open",
-                    paused=self.spec.paused,
-                    active_jobs=active,
-                    max_concurrent_jobs=self.spec.max_concurrent_jobs,
-                    labels={MODEL_LABEL: model},
-                    tasks=frozenset({Task.LLM.value}),
-                )
+        active = self.active_batches()
+        return [
+            self.offer(
+                UNKNOWN_GPU,
+                memory_bytes=0,
+                pricing=pricing,
+                available=max(self.spec.max_concurrent_jobs - active, 0),
+                typical_start_seconds=TYPICAL_START_SECONDS,
+                active_jobs=active,
+                labels={MODEL_LABEL: model},
+                tasks=frozenset({Task.LLM.value}),
             )
-        return offers
+            for model, pricing in sorted((await self._models()).items())
+            if pricing is not None
+        ]
 
     async def submit(
         self,
@@ -133,47 +128,16 @@ class OpenAIAdapter(AdapterBase):
             body.setdefault("model", model)
             body["stream"] = False
             bodies.append(body)
-        ref = RemoteRef(self.name, f"batch-{idempotency_key}", idempotency_key)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
-            response = await self.client.request(
-                "POST",
-                "/chat/completions",
-                json=body,
-                retry=True,
-                headers={"Idempotency-Key": f"{idempotency_key}/{index}"},
-            )
+            response = await self.post("/chat/completions", idempotency_key, index, body)
             usage = response.json().get("usage") or {}
             prompt = int(usage.get("prompt_tokens", 0))
             completion = int(usage.get("completion_tokens", 0))
-            cost = (
-                prompt * price.input_usd_per_million + completion * price.output_usd_per_million
-            ) / MILLION
-            return RequestResult(cost)
+            return RequestResult(token_cost(price, prompt, completion))
 
-        self.runner.start(idempotency_key, bodies, send, checkpoint)
-        self.note_submitted(ref)
+        def prior_cost(body: dict[str, Any]) -> Decimal:
+            return token_cost(price, *estimated_tokens(body))
+
+        ref, _ = self.start_batch(idempotency_key, bodies, send, checkpoint, prior_cost)
         return ref
-
-    async def status(self, ref: RemoteRef) -> RemoteStatus:
-        """The batch's progress; Lost when this process does not run it (resubmit)."""
-        batch = self.runner.batches.get(ref.idempotency_key)
-        if batch is None:
-            return RemoteStatus(
-                "Lost", message="batch not running in this process; submit again with checkpoint"
-            )
-        return self.observe(ref, batch.status())
-
-    async def cancel(self, ref: RemoteRef) -> None:
-        """Stop sending the batch's remaining requests."""
-        await self.runner.cancel(ref.idempotency_key)
-
-    async def result(self, ref: RemoteRef) -> str | None:
-        """Chat completions return text, not a reference: always None."""
-        del ref
-        return None
-
-    async def aclose(self) -> None:
-        """Stop background batches and close the client."""
-        await self.runner.aclose()
-        await super().aclose()

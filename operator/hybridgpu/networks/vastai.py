@@ -3,8 +3,18 @@
 API: ``POST /api/v0/bundles/`` (search), ``PUT /api/v0/asks/{offer}/`` (create; answers
 ``{"success": true, "new_contract": id}``), ``GET /api/v0/instances/`` and
 ``GET /api/v0/instances/{id}/`` (``actual_status``), ``DELETE /api/v0/instances/{id}/``.
-``spec.endpoint`` is the host (``https://console.vast.ai``). Offers are priced per machine
+``spec.endpoint`` is the host (``https://console.vast.ai``). Offers are priced per bundle
 (``dph_total``); per GPU-hour is ``dph_total / num_gpus``.
+
+Offers are per bundle, not per machine: ``num_gpus`` is the bundle's GPU count, and a machine
+with 8 free GPUs is listed as several offers (1, 2, 4, 8 GPUs) sharing its ``machine_id``. So
+submit searches ``num_gpus == spec.gpu.count``, and the free GPUs of a product are counted
+once per machine (its largest bundle), not summed over bundles.
+
+Cost: ``dph_total`` times the instance's run time: ``uptime_mins`` when the instance reports
+it (assumption: Vast.ai documents the field without its unit beyond the name), else the time
+since ``start_date`` by the server's clock while running. GPU charges stop when the container
+stops (Vast.ai's status table), so what was accrued while running is kept after that.
 
 Idempotency: the instance ``label`` is ``hybridgpu-<key>``; submit lists instances first.
 States: ``null``/created/loading → Pending; running → Running; exited (the batch container
@@ -18,11 +28,16 @@ from typing import Any
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec
-from hybridgpu.networks.adapter import AdapterBase
-from hybridgpu.networks.base import RemoteRef, RemoteStatus
-from hybridgpu.networks.checkpoint import Checkpoint
-from hybridgpu.networks.container import DEFAULT_IMAGE, accrued, decimal_of, epoch_of, job_env
-from hybridgpu.networks.errors import BadRequest, NotFound, PriceAboveCap
+from hybridgpu.networks.adapter import bearer
+from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.container import (
+    DEFAULT_IMAGE,
+    ContainerAdapter,
+    RemoteJob,
+    decimal_of,
+    job_env,
+)
+from hybridgpu.networks.errors import BadRequest, NotFound
 from hybridgpu.networks.gpu_names import from_vast, names_for
 from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
@@ -48,16 +63,27 @@ def label_for(key: str) -> str:
     return f"hybridgpu-{key}"
 
 
-class VastAdapter(AdapterBase):
+def free_gpus_by_product(offers: list[dict[str, Any]]) -> dict[str, int]:
+    """Free GPUs per product: each machine counted once, by its largest bundle."""
+    per_machine: dict[tuple[str, Any], int] = {}
+    for offer in offers:
+        product = _product(offer)
+        machine = offer.get("machine_id", ("offer", offer.get("id")))
+        gpus = max(int(offer.get("num_gpus", 1) or 1), 1)
+        per_machine[(product, machine)] = max(per_machine.get((product, machine), 0), gpus)
+    free: dict[str, int] = {}
+    for (product, _), gpus in per_machine.items():
+        free[product] = free.get(product, 0) + gpus
+    return free
+
+
+class VastAdapter(ContainerAdapter):
     """Rents one Vast.ai instance per job."""
 
     def __init__(
         self, name: str, spec: ComputeProviderSpec, credential: str | None, policy: HttpPolicy
     ) -> None:
-        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        super().__init__(name, spec, credential, policy, headers)
-        self._totals: dict[str, int] = {}
-        self._last_accrued: dict[str, Decimal] = {}
+        super().__init__(name, spec, credential, policy, bearer(credential))
 
     async def _search(self, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {
@@ -73,35 +99,25 @@ class VastAdapter(AdapterBase):
         return [o for o in offers if isinstance(o, dict)]
 
     async def list_offers(self) -> list[ExternalOffer]:
-        """The cheapest machine per GPU product, with the GPUs free across all machines."""
+        """The cheapest bundle per GPU product, with the GPUs free across all machines."""
+        found = await self._search()
         best: dict[str, tuple[Decimal, dict[str, Any]]] = {}
-        available: dict[str, int] = {}
-        for offer in await self._search():
-            gpus = max(int(offer.get("num_gpus", 1)), 1)
-            total = decimal_of(offer.get("dph_total"))
-            if total is None:
+        for offer in found:
+            per_gpu = _per_gpu(offer)
+            if per_gpu is None:
                 continue
-            product = from_vast(str(offer.get("gpu_name", "")), int(offer.get("gpu_ram", 0)))
-            per_gpu = total / gpus
-            available[product] = available.get(product, 0) + gpus
+            product = _product(offer)
             if product not in best or per_gpu < best[product][0]:
                 best[product] = (per_gpu, offer)
+        free = free_gpus_by_product(found)
         return [
-            ExternalOffer(
-                provider=self.name,
-                provider_type=self.spec.type,
-                gpu_product=product,
+            self.offer(
+                product,
                 memory_bytes=int(offer.get("gpu_ram", 0)) * 2**20,
                 pricing=PerGPUHour(price),
-                available=available[product],
-                region=str(offer.get("geolocation") or self.spec.region),
-                trust_tier=self.spec.trust_tier,
-                start_latency_seconds=self.start_latency[0] or TYPICAL_START_SECONDS,
-                error_rate=self.error_rate,
-                carbon_intensity=self.spec.carbon_intensity,
-                circuit_open=self.circuit_state == "Open",
-                paused=self.spec.paused,
-                max_concurrent_jobs=self.spec.max_concurrent_jobs,
+                available=free[product],
+                typical_start_seconds=TYPICAL_START_SECONDS,
+                region=str(offer.get("geolocation") or ""),
             )
             for product, (price, offer) in sorted(best.items())
         ]
@@ -113,35 +129,23 @@ class VastAdapter(AdapterBase):
                 return instance
         return None
 
-    async def submit(
-        self,
-        job: InferenceJobSpec,
-        *,
-        idempotency_key: str,
-        gpu_product: str,
-        max_price_per_gpu_hour: Decimal | None,
-        checkpoint: Checkpoint | None = None,
-        requests: list[dict[str, Any]] | None = None,
-    ) -> RemoteRef:
-        """Rent the cheapest matching offer, or return the instance already rented for the key."""
-        del checkpoint, requests  # the container reads its own input
-        existing = await self._find(idempotency_key)
+    async def start(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str:
+        """Rent the cheapest matching bundle, unless an instance has the key's label."""
+        existing = await self._find(key)
         if existing is not None:
-            ref = RemoteRef(self.name, str(existing["id"]), idempotency_key)
-            self._totals.setdefault(ref.id, job.input.requests)
-            return ref
+            return str(existing["id"])
         names = names_for(gpu_product)
-        candidates = [
-            o
-            for o in await self._search(
-                {"gpu_name": {"eq": names.vast}, "num_gpus": {"eq": job.gpu.count}}
-            )
-            if from_vast(str(o.get("gpu_name", "")), int(o.get("gpu_ram", 0))) == gpu_product
-            and int(o.get("gpu_ram", 0)) * 2**20 >= job.gpu.min_memory_bytes()
-        ]
-        priced = [(decimal_of(o.get("dph_total")), o) for o in candidates]
+        query = {"gpu_name": {"eq": names.vast}, "num_gpus": {"eq": job.gpu.count}}
         usable = sorted(
-            ((p / max(int(o.get("num_gpus", 1)), 1), o) for p, o in priced if p is not None),
+            (
+                (price, o)
+                for o in await self._search(query)
+                if (price := _per_gpu(o)) is not None
+                and _product(o) == gpu_product
+                and int(o.get("gpu_ram", 0)) * 2**20 >= job.gpu.min_memory_bytes()
+            ),
             key=lambda item: item[0],
         )
         if not usable:
@@ -149,13 +153,13 @@ class VastAdapter(AdapterBase):
                 self.name, f"no rentable {gpu_product} offer with {job.gpu.count} GPU(s)"
             )
         price, offer = usable[0]
-        self.check_cap(price, max_price_per_gpu_hour, "before submission")
+        self.check_cap(price, cap, "before submission")
         body = {
             "image": job.image or DEFAULT_IMAGE,
             "disk": 40,
             "runtype": "args",
-            "label": label_for(idempotency_key),
-            "env": job_env(job, idempotency_key),
+            "label": label_for(key),
+            "env": job_env(job, key),
             "args": [*(job.command or []), *(job.args or [])],
         }
         response = await self.client.request(
@@ -166,53 +170,39 @@ class VastAdapter(AdapterBase):
             raise BadRequest(
                 self.name, f"create instance refused: {self.redact(str(created)[:200])}"
             )
-        ref = RemoteRef(self.name, str(created["new_contract"]), idempotency_key)
-        self._totals[ref.id] = job.input.requests
-        self.note_submitted(ref)
-        instance = await self._instance(ref)
-        actual = _per_gpu(instance) if instance else None
-        try:
-            self.check_cap(actual, max_price_per_gpu_hour, "after submission")
-        except PriceAboveCap:
-            await self.cancel(ref)
-            raise
-        return ref
+        return str(created["new_contract"])
 
-    async def _instance(self, ref: RemoteRef) -> dict[str, Any] | None:
-        try:
-            response = await self.client.request("GET", f"{API}/instances/{ref.id}/", retry=True)
-        except NotFound:
-            return None
-        instance = response.json().get("instances")
-        return instance if isinstance(instance, dict) else None
+    async def confirm(self, ref: RemoteRef, job: InferenceJobSpec, cap: Decimal | None) -> None:
+        """Check the rented instance's price against the cap."""
+        del job
+        remote = await self.inspect(ref)
+        self.check_cap(remote.price_per_gpu_hour if remote else None, cap, "after submission")
 
-    async def status(self, ref: RemoteRef) -> RemoteStatus:
+    async def _instance(self, ref: RemoteRef) -> tuple[dict[str, Any], float] | None:
+        found = await self.fetch(f"{API}/instances/{ref.id}/")
+        body = found[0] if found else None
+        instance = body.get("instances") if isinstance(body, dict) else None
+        return (instance, found[1]) if found and isinstance(instance, dict) else None
+
+    async def inspect(self, ref: RemoteRef) -> RemoteJob | None:
         """``actual_status`` mapped to the operator's states; cost from ``dph_total``."""
-        instance = await self._instance(ref)
-        total = self._totals.get(ref.id, 0)
-        if instance is None:
-            return RemoteStatus(
-                "Lost",
-                total=total,
-                message="instance is gone",
-                accrued_usd=self._last_accrued.get(ref.id, Decimal(0)),
-            )
+        found = await self._instance(ref)
+        if found is None:
+            return None
+        instance, now = found
         actual = instance.get("actual_status")
         state = _STATES.get(actual, "Running")
-        price = decimal_of(instance.get("dph_total"))
-        spent = self._last_accrued.get(ref.id, Decimal(0))
-        if state == "Running":
-            spent = accrued(price, epoch_of(instance.get("start_date")), None)
-            self._last_accrued[ref.id] = spent
-        status = RemoteStatus(
+        uptime = decimal_of(instance.get("uptime_mins"))
+        start = instance.get("start_date")
+        return RemoteJob(
             state,  # type: ignore[arg-type]
-            completed=total if state == "Succeeded" else 0,
-            total=total,
-            accrued_usd=spent,
-            price_per_gpu_hour=_per_gpu(instance),
             message=str(instance.get("status_msg") or actual or ""),
+            price_per_hour=decimal_of(instance.get("dph_total")),
+            gpus=max(int(instance.get("num_gpus", 1) or 1), 1),
+            started=float(start) if isinstance(start, int | float) and state == "Running" else None,
+            now=now,
+            ran_seconds=float(uptime) * 60 if uptime is not None else None,
         )
-        return self.observe(ref, status)
 
     async def cancel(self, ref: RemoteRef) -> None:
         """Destroy the instance; an instance already gone is fine."""
@@ -223,14 +213,18 @@ class VastAdapter(AdapterBase):
 
     async def result(self, ref: RemoteRef) -> str | None:
         """The instance's address, where the container serves or leaves its output."""
-        instance = await self._instance(ref)
-        if instance and instance.get("public_ipaddr"):
-            return f"vastai://{instance['public_ipaddr']}/instances/{ref.id}"
+        found = await self._instance(ref)
+        if found and found[0].get("public_ipaddr"):
+            return f"vastai://{found[0]['public_ipaddr']}/instances/{ref.id}"
         return None
 
 
-def _per_gpu(instance: dict[str, Any]) -> Decimal | None:
-    price = decimal_of(instance.get("dph_total"))
+def _product(offer: dict[str, Any]) -> str:
+    return from_vast(str(offer.get("gpu_name", "")), int(offer.get("gpu_ram", 0) or 0))
+
+
+def _per_gpu(offer: dict[str, Any]) -> Decimal | None:
+    price = decimal_of(offer.get("dph_total"))
     if price is None:
         return None
-    return price / max(int(instance.get("num_gpus", 1) or 1), 1)
+    return price / max(int(offer.get("num_gpus", 1) or 1), 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -44,20 +44,98 @@ class ScoredCandidate(NamedTuple):
     """The external offer this candidate came from (None in-cluster)."""
 
 
-@dataclass(frozen=True, slots=True)
 class RoutingDecision:
-    """The engine's answer for one job at one instant."""
+    """The engine's answer for one job at one instant.
+
+    ``candidates`` may be given as a function that ranks them: the engine chooses the target
+    without building the full explanation, which only the status, ``explain`` and tests read.
+    The function takes how many of the best are wanted (None: all); ``candidates`` calls it
+    once and keeps the result, ``top(n)`` asks for only ``n``.
+    """
+
+    __slots__ = (
+        "_candidates",
+        "_rank",
+        "message",
+        "outcome",
+        "reason",
+        "retry_after_seconds",
+        "target",
+    )
 
     outcome: Outcome
     target: ScoredCandidate | None
-    candidates: tuple[ScoredCandidate, ...]
-    """Best first; infeasible ones after the feasible, each with its reason."""
     reason: str
     """CamelCase, e.g. CheapestFeasible, NoCapacity, PriceCapExceeded."""
     message: str
     """One line for an Event: where and why."""
-    retry_after_seconds: float | None = None
+    retry_after_seconds: float | None
     """For Wait: how soon to decide again."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        target: ScoredCandidate | None,
+        candidates: tuple[ScoredCandidate, ...]
+        | Callable[[int | None], tuple[ScoredCandidate, ...]],
+        reason: str,
+        message: str,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        self.outcome = outcome
+        self.target = target
+        if isinstance(candidates, tuple):
+            self._candidates: tuple[ScoredCandidate, ...] | None = candidates
+            self._rank: Callable[[int | None], tuple[ScoredCandidate, ...]] | None = None
+        else:
+            self._candidates = None
+            self._rank = candidates
+        self.reason = reason
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def candidates(self) -> tuple[ScoredCandidate, ...]:
+        """Best first; infeasible ones after the feasible, each with its reason."""
+        if self._candidates is None:
+            assert self._rank is not None
+            self._candidates = self._rank(None)
+            self._rank = None
+        return self._candidates
+
+    def top(self, n: int) -> tuple[ScoredCandidate, ...]:
+        """The ``n`` best candidates (as ``candidates[:n]``), ranking no more than needed."""
+        if self._candidates is not None or self._rank is None:
+            return self.candidates[:n]
+        return self._rank(n)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RoutingDecision):
+            return NotImplemented
+        return (
+            self.outcome,
+            self.target,
+            self.reason,
+            self.message,
+            self.retry_after_seconds,
+            self.candidates,
+        ) == (
+            other.outcome,
+            other.target,
+            other.reason,
+            other.message,
+            other.retry_after_seconds,
+            other.candidates,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"RoutingDecision(outcome={self.outcome!r}, target={self.target!r}, "
+            f"candidates={self.candidates!r}, reason={self.reason!r}, "
+            f"message={self.message!r}, retry_after_seconds={self.retry_after_seconds!r})"
+        )
 
 
 def to_status(decision: RoutingDecision, policy_name: str, now: datetime) -> Decision:
@@ -82,6 +160,6 @@ def to_status(decision: RoutingDecision, policy_name: str, now: datetime) -> Dec
                 feasible=c.feasible,
                 reason=c.reason,
             )
-            for c in decision.candidates[:STATUS_CANDIDATE_LIMIT]
+            for c in decision.top(STATUS_CANDIDATE_LIMIT)
         ],
     )

@@ -94,16 +94,19 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
     offers = config.offers_for("akash")
     owners = {f"akash1standin{i:04d}": offer for i, offer in enumerate(offers)}
 
+    def busy(owner: str) -> int:
+        now = time.monotonic()
+        return sum(
+            j.data["units"]
+            for j in state.jobs.values()
+            if j.data.get("provider") == owner and j.phase(now) in ("pending", "running")
+        )
+
     async def providers(_: web.Request) -> web.Response:
         rows = []
         for owner, offer in owners.items():
             names = names_for(offer.gpu_product)
-            busy = sum(
-                j.data["units"]
-                for j in state.jobs.values()
-                if j.data.get("provider") == owner
-                and j.phase(time.monotonic()) in ("pending", "running")
-            )
+            active = busy(owner)
             rows.append(
                 {
                     "owner": owner,
@@ -118,8 +121,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     ],
                     "stats": {
                         "gpu": {
-                            "active": busy,
-                            "available": max(offer.available - busy, 0),
+                            "active": active,
+                            "available": max(offer.available - active, 0),
                             "pending": 0,
                             "total": offer.available,
                         }
@@ -133,7 +136,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             return []
         rows = []
         for owner, offer in owners.items():
-            if not _satisfies(offer, job.data["models"]) or offer.available < job.data["units"]:
+            free = offer.available - busy(owner)
+            if not _satisfies(offer, job.data["models"]) or free < job.data["units"]:
                 continue
             price = state.price(offer.usd_per_gpu_hour) * job.data["units"]
             rows.append(
@@ -148,7 +152,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                         },
                         "state": "open",
                         "price": {"denom": "usd", "amount": state.money(price)},
-                        "created_at": _iso(time.time()),
+                        "created_at": _iso(state.clock.now()),
                     },
                     "escrow_account": {"state": "open"},
                 }
@@ -160,6 +164,12 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         leased = job.data.get("provider") is not None
         phase = job.phase(now) if leased else ("stopped" if job.stopped_at else "open")
         closed = phase in ("done", "stopped")
+        spent = Decimal(0)
+        if leased:
+            end = state.end_epoch(job) if closed else state.clock.now()
+            hours = Decimal(str(max((end or 0.0) - state.start_epoch(job), 0.0))) / 3600
+            spent = job.price_per_hour * hours
+        deposit: Decimal = job.data["deposit"]
         leases = []
         if leased:
             leases.append(
@@ -173,8 +183,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     },
                     "state": "closed" if closed else "active",
                     "price": {"denom": "usd", "amount": state.money(job.price_per_hour)},
-                    "created_at": _iso(job.data["leased_epoch"]),
-                    "closed_on": _iso(job.end_epoch(now)) if closed else None,
+                    "created_at": _iso(state.start_epoch(job)),
+                    "closed_on": _iso(state.end_epoch(job)) if closed else None,
                 }
             )
         return {
@@ -186,7 +196,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             "leases": leases,
             "escrow_account": {
                 "state": "closed" if closed else "open",
-                "balance": {"denom": "usd", "amount": str(job.data["deposit"])},
+                "balance": {"denom": "usd", "amount": state.money(deposit - spent)},
+                "transferred": {"denom": "usd", "amount": state.money(spent)},
             },
             "sdl": job.data["sdl"],
         }
@@ -202,7 +213,12 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             duration = parse_duration(env.get("HYBRIDGPU_ESTIMATED_DURATION", "10m"))
         except ValueError as exc:
             return fail(state, 400, str(exc))
-        deposit = inner.get("deposit", 5)
+        try:
+            deposit = Decimal(str(inner.get("deposit", 5)))
+        except ArithmeticError:
+            return fail(state, 400, "data.deposit: a number of USD is required")
+        if not deposit.is_finite() or deposit <= 0:
+            return fail(state, 400, "data.deposit: must be a positive number of USD")
         key = env.get("HYBRIDGPU_IDEMPOTENCY_KEY", "-")
         state.submissions[key] += 1
         dseq = str(1_000_000 + state.new_id())
@@ -218,7 +234,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 "units": units,
                 "sdl": sdl,
                 "deposit": deposit,
-                "created_epoch": time.time(),
+                "created_epoch": state.clock.now(),
                 "provider": None,
             },
         )
@@ -252,7 +268,6 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         amount = Decimal(chosen[0]["bid"]["price"]["amount"])
         job.price_per_hour = amount * state.faults.silent_price_factor
         job.data["provider"] = provider
-        job.data["leased_epoch"] = time.time()
         # The run starts at the lease: shift creation so the pending phase ends now.
         job.created = time.monotonic() - job.start_delay
         return web.json_response({"data": deployment_json(job)}, status=201)
@@ -289,7 +304,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     "dseq": dseq,
                     "status": "closed",
                     "refundedAmount": "0",
-                    "closedAt": _iso(time.time()),
+                    "closedAt": _iso(state.clock.now()),
                 }
             }
         )

@@ -10,7 +10,6 @@ livepeer, times the price faults.
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -93,7 +92,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             {
                 "id": f"chatcmpl-{seq}",
                 "model": str(body.get("model", "")),
-                "created": int(time.time()),
+                "created": int(state.clock.now()),
                 "usage": {
                     "prompt_tokens": prompt_words,
                     "completion_tokens": completion,

@@ -91,8 +91,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             "ipfsHash": job.data["ipfsHash"],
             "market": job.data["market"],
             "state": _STATE[phase],
-            "timeStart": round(job.start_epoch(), 3) if phase != "pending" else None,
-            "timeEnd": round(end, 3) if (end := job.end_epoch(now)) is not None else None,
+            "timeStart": round(state.start_epoch(job), 3) if phase != "pending" else None,
+            "timeEnd": round(end, 3) if (end := state.end_epoch(job)) is not None else None,
             "usd_reward_per_hour": state.money(job.price_per_hour),
             "ipfsResult": _address("Qmres", job.id) if phase == "done" else None,
         }

@@ -9,7 +9,6 @@ answers a non-streaming ``chat.completion`` whose ``usage`` counts prompt words 
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -75,7 +74,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             {
                 "id": f"chatcmpl-{state.new_id()}",
                 "object": "chat.completion",
-                "created": int(time.time()),
+                "created": int(state.clock.now()),
                 "model": model,
                 "choices": [
                     {

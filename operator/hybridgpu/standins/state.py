@@ -14,6 +14,11 @@ retryAfterSeconds`` unless that is null), ``latencyMs`` (added to every call),
 (multiplies every price, listed and charged) and ``silentPriceFactor`` (multiplies only what
 is charged: created instances, leases, Livepeer's reported price - the network quoting one
 price and charging another).
+
+Time: jobs progress at ``timeScale`` simulated seconds per real second, and every timestamp a
+stand-in returns (job start and end times, lease dates, the HTTP ``Date`` header) is read off
+the network's :class:`SimClock`, so durations and charges are those of the simulated run: a
+1-hour job at 0.29 USD/h bills 0.29 USD although it takes 1/timeScale hours of real time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -71,7 +77,6 @@ class SimJob:
     price_per_hour: Decimal
     data: dict[str, Any] = field(default_factory=dict)
     stopped_at: float | None = None
-    started_wall: float | None = None
 
     def phase(self, now: float) -> str:
         """pending, running, done or stopped, from the clock."""
@@ -83,20 +88,35 @@ class SimJob:
             return "running"
         return "done"
 
-    def start_epoch(self) -> float:
-        """Wall-clock time the job started running."""
-        return time.time() - (time.monotonic() - (self.created + self.start_delay))
+    def started_at(self) -> float:
+        """Monotonic time the job started (or will start) running."""
+        return self.created + self.start_delay
 
-    def end_epoch(self, now: float) -> float | None:
-        """Wall-clock time the job ended, if it has."""
+    def ended_at(self, now: float) -> float | None:
+        """Monotonic time the job ended, if it has."""
         phase = self.phase(now)
         if phase == "stopped" and self.stopped_at is not None:
-            end = max(self.stopped_at, self.created + self.start_delay)
-        elif phase == "done":
-            end = self.created + self.start_delay + self.run_seconds
-        else:
-            return None
-        return time.time() - (time.monotonic() - end)
+            return max(self.stopped_at, self.started_at())
+        if phase == "done":
+            return self.started_at() + self.run_seconds
+        return None
+
+
+@dataclass
+class SimClock:
+    """A network's simulated wall clock: it started at the real time and runs ``scale`` fast."""
+
+    scale: float
+    start_wall: float = field(default_factory=time.time)
+    start_mono: float = field(default_factory=time.monotonic)
+
+    def epoch(self, mono: float) -> float:
+        """Simulated seconds since the epoch at monotonic time ``mono``."""
+        return self.start_wall + (mono - self.start_mono) * self.scale
+
+    def now(self) -> float:
+        """Simulated seconds since the epoch now."""
+        return self.epoch(time.monotonic())
 
 
 class NetworkState:
@@ -107,6 +127,7 @@ class NetworkState:
         self.config = config
         self.error_body = error_body
         self.rng = random.Random(config.seed)
+        self.clock = SimClock(config.time_scale)
         self.faults = Faults()
         self.jobs: dict[str, SimJob] = {}
         self.requests = 0
@@ -141,6 +162,15 @@ class NetworkState:
     def money(value: Decimal, places: int = 6) -> str:
         """Money as a decimal string."""
         return format_money(value, places)
+
+    def start_epoch(self, job: SimJob) -> float:
+        """Simulated time the job started running."""
+        return self.clock.epoch(job.started_at())
+
+    def end_epoch(self, job: SimJob) -> float | None:
+        """Simulated time the job ended, if it has."""
+        end = job.ended_at(time.monotonic())
+        return None if end is None else self.clock.epoch(end)
 
     def live_job(self, job_id: str) -> SimJob | None:
         """The job, unless it vanished (``vanishRunning`` removes it once seen running)."""
@@ -187,9 +217,12 @@ class NetworkState:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                return await self._handle(request, handler, public)
+                response = await self._handle(request, handler, public)
             finally:
                 self.in_flight -= 1
+            # Adapters take "now" from the server's Date header; here it is simulated time.
+            response.headers["Date"] = formatdate(self.clock.now(), usegmt=True)
+            return response
 
         return handle
 

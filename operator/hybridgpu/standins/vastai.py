@@ -1,14 +1,19 @@
 """Stand-in Vast.ai REST API (``/api/v0``).
 
-Machines: for each configured vastai offer with ``available`` GPUs, one machine each with 1,
-2, 4 and 8 GPUs that fit. ``POST|GET /api/v0/bundles/`` searches them (``eq``/``neq``/``gt``/
-``gte``/``lt``/``lte``/``in`` filters, ``order``, ``limit``); ``PUT /api/v0/asks/{id}/`` rents
-one (``{"success": true, "new_contract": id}``); ``GET /api/v0/instances/[{id}/]`` shows
-``actual_status`` going ``null`` → ``loading`` → ``running`` → ``exited`` on the simulated clock
-(the run lasts the ``HYBRIDGPU_ESTIMATED_DURATION`` env the job was created with, default
-10m); ``DELETE /api/v0/instances/{id}/`` destroys. Errors are
-``{"success": false, "error": ..., "msg": ...}``. Prices are decimal strings here (the real
-API sends JSON numbers; the adapter reads both).
+Machines: each configured vastai offer becomes machines of up to 8 GPUs holding its
+``available`` GPUs. As on Vast.ai, a search returns one offer per (machine, bundle size):
+``num_gpus`` is the bundle's GPU count and ``machine_id`` its machine's. A machine offers
+bundles of 1, 2, 4 and 8 GPUs that fit in its free GPUs, and one of all of them; renting a
+bundle takes its GPUs from the machine until the instance exits, is stopped, destroyed or
+vanishes. ``POST|GET
+/api/v0/bundles/`` searches (``eq``/``neq``/``gt``/``gte``/``lt``/``lte``/``in`` filters,
+``order``, ``limit``); ``PUT /api/v0/asks/{id}/`` rents one (``{"success": true,
+"new_contract": id}``); ``GET /api/v0/instances/[{id}/]`` shows ``actual_status`` going
+``null`` → ``loading`` → ``running`` → ``exited`` on the simulated clock (the run lasts the
+``HYBRIDGPU_ESTIMATED_DURATION`` env the job was created with, default 10m), with
+``start_date`` and ``uptime_mins`` in simulated time; ``DELETE /api/v0/instances/{id}/``
+destroys. Errors are ``{"success": false, "error": ..., "msg": ...}``. Prices are decimal
+strings here (the real API sends JSON numbers; the adapter reads both).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from hybridgpu.networks.gpu_names import names_for
-from hybridgpu.standins.config import StandinConfig
+from hybridgpu.standins.config import OfferConfig, StandinConfig
 from hybridgpu.standins.state import NetworkState, SimJob, fail, read_json
 from hybridgpu.units import parse_duration
 
@@ -73,36 +78,63 @@ def _sort_key(field: str) -> Callable[[dict[str, Any]], Decimal]:
     return key
 
 
+MACHINE_GPUS = 8
+BUNDLE_SIZES = (1, 2, 4, 8)
+_HELD = ("pending", "running")
+
+
+def ask_id(machine_id: int, gpus: int) -> int:
+    """The id of the offer renting ``gpus`` GPUs of a machine (unique per bundle)."""
+    return machine_id * 100 + gpus
+
+
 def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
     """The Vast.ai stand-in."""
     state = NetworkState("vastai", config, error_body)
-    machines: dict[int, dict[str, Any]] = {}
+    machines: dict[int, tuple[OfferConfig, int]] = {}
     for offer in config.offers_for("vastai"):
-        for gpus in (1, 2, 4, 8):
-            if gpus <= offer.available:
-                machine_id = 10_000 + len(machines) + 1
-                machines[machine_id] = {"offer": offer, "gpus": gpus, "rented_by": None}
+        left = offer.available
+        while left > 0:
+            machines[100 + len(machines) + 1] = (offer, min(left, MACHINE_GPUS))
+            left -= MACHINE_GPUS
 
-    def offer_json(machine_id: int) -> dict[str, Any]:
-        machine = machines[machine_id]
-        offer = machine["offer"]
+    def free_gpus(machine_id: int) -> int:
+        now = time.monotonic()
+        held: int = sum(
+            job.data["gpus"]
+            for job in state.jobs.values()
+            if job.data["machine"] == machine_id and job.phase(now) in _HELD
+        )
+        return machines[machine_id][1] - held
+
+    def offer_json(machine_id: int, gpus: int) -> dict[str, Any]:
+        offer = machines[machine_id][0]
         per_gpu = state.price(offer.usd_per_gpu_hour)
         return {
-            "id": machine_id,
-            "ask_contract_id": machine_id,
-            "bundle_id": machine_id,
+            "id": ask_id(machine_id, gpus),
+            "ask_contract_id": ask_id(machine_id, gpus),
+            "bundle_id": ask_id(machine_id, gpus),
+            "machine_id": machine_id,
             "gpu_name": names_for(offer.gpu_product).vast,
-            "num_gpus": machine["gpus"],
+            "num_gpus": gpus,
             "gpu_ram": offer.memory_gi_b * 1024,
-            "gpu_total_ram": offer.memory_gi_b * 1024 * machine["gpus"],
-            "dph_base": state.money(per_gpu * machine["gpus"]),
-            "dph_total": state.money(per_gpu * machine["gpus"]),
+            "gpu_total_ram": offer.memory_gi_b * 1024 * gpus,
+            "dph_base": state.money(per_gpu * gpus),
+            "dph_total": state.money(per_gpu * gpus),
             "geolocation": offer.region,
-            "rentable": machine["rented_by"] is None,
-            "rented": machine["rented_by"] is not None,
+            "rentable": True,
+            "rented": False,
             "verified": True,
             "reliability2": 0.99,
         }
+
+    def open_offers() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for machine_id in machines:
+            free = free_gpus(machine_id)
+            sizes = sorted({n for n in BUNDLE_SIZES if n <= free} | ({free} if free else set()))
+            rows.extend(offer_json(machine_id, n) for n in sizes)
+        return rows
 
     async def search(request: web.Request) -> web.Response:
         if request.method == "GET":
@@ -112,7 +144,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 return fail(state, 400, "q is not JSON")
         else:
             query = await read_json(request, state)
-        rows = [offer_json(m) for m in machines]
+        rows = open_offers()
         for field, condition in query.items():
             if field in ("limit", "order", "type", "allocated_storage"):
                 continue
@@ -128,35 +160,40 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         if phase == "pending" and now >= job.created + job.start_delay / 2:
             actual = "loading"
         offer = job.data["offer"]
+        started = phase != "pending"
+        end = state.end_epoch(job)
+        uptime = ((end or state.clock.now()) - state.start_epoch(job)) / 60 if started else None
         return {
             "id": int(job.id),
+            "machine_id": job.data["machine"],
             "label": job.data["label"],
             "actual_status": actual,
             "intended_status": "stopped" if phase == "stopped" else "running",
-            "cur_state": "running" if phase in ("pending", "running") else "stopped",
+            "cur_state": "running" if phase in _HELD else "stopped",
             "gpu_name": names_for(offer.gpu_product).vast,
             "num_gpus": job.data["gpus"],
             "gpu_ram": offer.memory_gi_b * 1024,
             "dph_total": state.money(job.price_per_hour),
-            "start_date": job.start_epoch() if phase != "pending" else None,
+            "start_date": round(state.start_epoch(job), 3) if started else None,
+            "uptime_mins": round(max(uptime, 0.0), 4) if uptime is not None else None,
             "public_ipaddr": "127.0.0.1",
             "image_uuid": job.data["image"],
             "status_msg": {"done": "container exited with code 0"}.get(phase, actual or ""),
         }
 
     async def create(request: web.Request) -> web.Response:
-        machine_id = int(request.match_info["offer"])
+        offer_id = int(request.match_info["offer"])
         body = await read_json(request, state)
-        machine = machines.get(machine_id)
-        if machine is None:
-            return fail(state, 404, f"no such ask {machine_id}")
+        machine_id, gpus = divmod(offer_id, 100)
+        if machine_id not in machines or not 1 <= gpus <= MACHINE_GPUS:
+            return fail(state, 404, f"no such ask {offer_id}")
         if not isinstance(body.get("image"), str) or not body["image"]:
             return web.json_response(
                 {"success": False, "error": "invalid_args", "msg": "image is required"}, status=400
             )
         label = str(body.get("label", ""))
         state.submissions[label or "-"] += 1
-        if machine["rented_by"] is not None:
+        if free_gpus(machine_id) < gpus:
             return web.json_response(
                 {"success": False, "error": "no_such_ask", "msg": "offer is no longer available"},
                 status=400,
@@ -169,8 +206,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         except ValueError:
             return fail(state, 400, "env HYBRIDGPU_ESTIMATED_DURATION is not a duration")
         instance_id = str(20_000 + state.new_id())
-        offer = machine["offer"]
-        price = state.price(offer.usd_per_gpu_hour, charged=True) * machine["gpus"]
+        offer = machines[machine_id][0]
+        price = state.price(offer.usd_per_gpu_hour, charged=True) * gpus
         state.jobs[instance_id] = SimJob(
             id=instance_id,
             key=label,
@@ -181,12 +218,11 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             data={
                 "label": label,
                 "offer": offer,
-                "gpus": machine["gpus"],
+                "gpus": gpus,
                 "image": body["image"],
                 "machine": machine_id,
             },
         )
-        machine["rented_by"] = instance_id
         state.created[instance_id] += 1
         return web.json_response({"success": True, "new_contract": int(instance_id)})
 
@@ -205,10 +241,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         return web.json_response({"instances": instance_json(job)})
 
     async def destroy(request: web.Request) -> web.Response:
-        job = state.jobs.pop(request.match_info["id"], None)
-        if job is None:
+        if state.jobs.pop(request.match_info["id"], None) is None:
             return fail(state, 404, "no such instance")
-        machines[job.data["machine"]]["rented_by"] = None
         return web.json_response({"success": True})
 
     app = web.Application(middlewares=[state.middleware(public=())])

@@ -1,0 +1,124 @@
+{{/* The operator Pod, shared by the Deployment (one replica) and the StatefulSet (several). */}}
+{{- define "hybridgpu.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "hybridgpu.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    kubectl.kubernetes.io/default-container: operator
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "hybridgpu.serviceAccountName" . }}
+  automountServiceAccountToken: true
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: operator
+      image: {{ include "hybridgpu.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - --liveness=http://0.0.0.0:{{ .Values.operator.livenessPort }}/healthz
+        {{- if eq .Values.operator.logLevel "debug" }}
+        - --verbose
+        {{- end }}
+        {{- if include "hybridgpu.peering" . }}
+        - --peering={{ include "hybridgpu.peeringName" . }}
+        {{- if gt (int .Values.replicaCount) 1 }}
+        # Distinct priorities from the StatefulSet ordinal: the highest one works, the rest wait.
+        - --priority=$(HYBRIDGPU_POD_INDEX)
+        {{- end }}
+        {{- end }}
+        {{- range .Values.operator.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      env:
+        - name: HYBRIDGPU_LOG_FORMAT
+          value: {{ .Values.operator.logFormat | quote }}
+        - name: HYBRIDGPU_METRICS_PORT
+          value: {{ .Values.operator.metricsPort | quote }}
+        - name: HYBRIDGPU_PROMETHEUS_URL
+          value: {{ .Values.operator.prometheusUrl | quote }}
+        {{- with .Values.operator.watchNamespaces }}
+        - name: HYBRIDGPU_NAMESPACES
+          value: {{ join "," . | quote }}
+        {{- end }}
+        {{- with .Values.operator.jobTolerations }}
+        - name: HYBRIDGPU_JOB_TOLERATIONS
+          value: {{ toJson . | quote }}
+        {{- end }}
+        {{- range $task, $image := .Values.operator.runtimeImages }}
+        - name: HYBRIDGPU_RUNTIME_IMAGE_{{ $task | upper | replace "-" "_" }}
+          value: {{ $image | quote }}
+        {{- end }}
+        {{- if gt (int .Values.replicaCount) 1 }}
+        - name: HYBRIDGPU_POD_INDEX
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+        {{- end }}
+        # Kopf's peer identity (POD_ID): the Pod name, stable across restarts of the same Pod.
+        - name: POD_ID
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- with .Values.operator.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: metrics
+          containerPort: {{ .Values.operator.metricsPort }}
+          protocol: TCP
+        - name: healthz
+          containerPort: {{ .Values.operator.livenessPort }}
+          protocol: TCP
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: healthz
+        initialDelaySeconds: 15
+        periodSeconds: 20
+        timeoutSeconds: 5
+        failureThreshold: 3
+      startupProbe:
+        httpGet:
+          path: /healthz
+          port: healthz
+        periodSeconds: 5
+        failureThreshold: 36
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      volumeMounts:
+        # The root filesystem is read-only; Python and Kopf only need a scratch /tmp.
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: 64Mi
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
