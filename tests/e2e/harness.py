@@ -22,6 +22,7 @@ NETWORKS = ("livepeer", "akash", "openai", "nosana", "vastai")
 BASE_PORT = int(os.environ.get("HYBRIDGPU_E2E_BASE_PORT", "28081"))
 LOGS = REPO_ROOT / ".local" / "logs"
 CREDENTIAL = "e2e-standin-key"
+METRICS_PORT = BASE_PORT + 9
 
 
 def endpoint(network: str, base_port: int = BASE_PORT) -> str:
@@ -199,7 +200,7 @@ def operator_process(kubeconfig: Path | None = None) -> Process:
             "--kubeconfig",
             str(kubeconfig or kubeconfig_path()),
             "--metrics-port",
-            "0",
+            str(METRICS_PORT),
             "--liveness",
             "",
             "--log-format",

@@ -146,7 +146,14 @@ def test_the_operator_was_refused_nothing_but_other_namespaces_secrets(
     log = stack.log.read_text(errors="replace")
     assert "Activity 'login' succeeded" in log
     assert "Not enough permissions" not in log
-    assert "APIForbiddenError" not in log
+    # A namespace being deleted also answers 403 to new objects (Kopf's Events); that is no
+    # RBAC refusal.
+    forbidden = [
+        line
+        for line in log.splitlines()
+        if "APIForbiddenError" in line and "because it is being terminated" not in line
+    ]
+    assert not forbidden, forbidden[:3]
     refusals = re.findall(r'"message":"([^"\\]*(?:\\.[^"\\]*)*)","reason":"Forbidden"', log)
     assert log.count("Reason: Forbidden") == len(refusals)
     secret_elsewhere = re.compile(

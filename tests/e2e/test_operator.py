@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,3 +311,49 @@ def test_a_budget_limit_stops_external_spend(stack: Any, namespace: str) -> None
     assert not status.get("attempts"), status
     routed = condition({"status": status}, "Routed") or {}
     assert "Budget" in routed.get("reason", "") + routed.get("message", ""), routed
+
+
+def test_deleting_a_provider_fails_its_active_jobs_over_first(stack: Any, namespace: str) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(namespace, "evicted", gpu=RTX4090, estimatedDuration="5h")
+    wait_for("running", lambda: _phase(namespace, "evicted") == "Running", timeout=90)
+    remote = get("ij", "evicted", namespace)["status"]["externalRef"]["id"]
+    assert get("ij", "evicted", namespace)["status"]["attempts"][0]["provider"] == f"{PREFIX}nosana"
+    try:
+        kubectl("delete", "cp", f"{PREFIX}nosana", "--wait=false")
+        wait_for("the provider to be gone", lambda: not get("cp", f"{PREFIX}nosana"), timeout=60)
+        attempts = get("ij", "evicted", namespace)["status"]["attempts"]
+        assert (attempts[0]["outcome"], attempts[0]["reason"]) == ("Failed", "ProviderGone")
+        assert control("nosana", "/_stats")["jobs"].get(remote) not in (None, "running")
+        wait_for(
+            "the next attempt",
+            lambda: len(get("ij", "evicted", namespace)["status"].get("attempts", [])) == 2,
+            timeout=60,
+        )
+        assert get("ij", "evicted", namespace)["status"]["attempts"][1]["provider"] in (
+            f"{PREFIX}vastai",
+            f"{PREFIX}akash",
+        )
+    finally:
+        harness.install_providers(PREFIX)
+
+
+def test_the_operator_serves_its_metrics(stack: Any) -> None:
+    url = f"http://127.0.0.1:{harness.METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    routed = re.search(
+        r'hybridgpu_decisions_total\{outcome="Routed",reason="\w+",target="[^"]+"\} ([0-9.]+)',
+        text,
+    )
+    assert routed is not None and float(routed.group(1)) >= 1, text[:2000]
+    for name in (
+        "hybridgpu_decision_duration_seconds_count",
+        'hybridgpu_jobs{phase="Succeeded"}',
+        "hybridgpu_time_to_routed_seconds_count",
+        "hybridgpu_time_to_running_seconds_count",
+        "hybridgpu_external_spend_usd_total",
+        'hybridgpu_provider_circuit_open{provider="e2e-vastai"} 0.0',
+        "hybridgpu_failovers_total",
+    ):
+        assert name in text, name

@@ -201,6 +201,7 @@ class World:
             policy=lambda ns, name: self.policy,
             provider_exists=lambda name: name in self.registry.providers,
             load_requests=no_requests,
+            telemetry_problem=lambda: "no Prometheus URL is configured",
             now=lambda: self.now,
         )
 
@@ -364,3 +365,12 @@ async def test_in_cluster_success_accrues_cost_from_pod_start() -> None:
     assert Decimal(world.status["attempts"][0]["cost"]) == Decimal("0.3")
     assert Decimal(world.status["cost"]["accrued"]) == Decimal("0.3")
     assert world.status["progress"] == {"completed": 10, "total": 10}
+
+
+async def test_a_decision_without_telemetry_says_it_used_requests_alone() -> None:
+    world = World()
+    await world.step()
+    telemetry = {c["type"]: c for c in world.status["conditions"]}["TelemetryAvailable"]
+    assert telemetry["status"] == "False"
+    assert telemetry["reason"] == "RequestsOnly"
+    assert "no Prometheus URL is configured" in telemetry["message"]

@@ -57,6 +57,8 @@ class Deps:
     """(namespace, name) -> the RoutingPolicy spec, or None when it does not exist."""
     provider_exists: Callable[[str], bool]
     load_requests: Callable[[str, InferenceJobSpec], Awaitable[list[dict[str, Any]] | None]]
+    telemetry_problem: Callable[[], str] = lambda: ""
+    """Why GPU utilisation is not available from Prometheus ("" when it is)."""
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -196,6 +198,16 @@ class JobStep:
                 return wait - (self.now - ended).total_seconds()
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
+        problem = self.deps.telemetry_problem()
+        if snapshot.telemetry_available:
+            self.set(cond.TELEMETRY, True, "Prometheus", "decided with DCGM GPU utilisation")
+        else:
+            self.set(
+                cond.TELEMETRY,
+                False,
+                "RequestsOnly",
+                f"decided on GPU requests alone: {problem or 'no GPU utilisation series'}",
+            )
         started = time.perf_counter()
         decision = decide(
             spec,

@@ -76,6 +76,7 @@ def make_deps(memo: kopf.Memo, indexes: dict[str, Any]) -> Deps:
         policy=policy,
         provider_exists=lambda name: name in indexes["compute_providers"],
         load_requests=load_requests,
+        telemetry_problem=lambda: str(memo.telemetry_error),
     )
 
 
