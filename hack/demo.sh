@@ -31,6 +31,8 @@ start operator "$PY" -m hybridgpu.cli run --kubeconfig "$KUBECONFIG" -n default 
   --liveness http://127.0.0.1:18089/healthz --prometheus-url http://127.0.0.1:19090 \
   --log-format json
 
+# A re-run starts the jobs afresh (the operator, running now, honours their finalizers).
+"$KUBECTL" delete -f examples/20-inferencejobs.yaml --ignore-not-found --timeout=60s >/dev/null
 for f in examples/*.yaml; do "$KUBECTL" apply -f "$f" >/dev/null; done
 echo "Applied examples/. Watching the InferenceJobs (Ctrl-C stops watching; all keeps running):"
 deadline=$((SECONDS + ${HYBRIDGPU_DEMO_TIMEOUT:-300}))
