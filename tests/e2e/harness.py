@@ -23,6 +23,7 @@ BASE_PORT = int(os.environ.get("HYBRIDGPU_E2E_BASE_PORT", "28081"))
 LOGS = REPO_ROOT / ".local" / "logs"
 CREDENTIAL = "e2e-standin-key"
 METRICS_PORT = BASE_PORT + 9
+LIVENESS_PORT = BASE_PORT + 8
 
 
 def endpoint(network: str, base_port: int = BASE_PORT) -> str:
@@ -202,7 +203,7 @@ def operator_process(kubeconfig: Path | None = None) -> Process:
             "--metrics-port",
             str(METRICS_PORT),
             "--liveness",
-            "",
+            f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
             "--log-format",
             "plain",
         ],

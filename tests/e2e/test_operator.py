@@ -338,6 +338,12 @@ def test_deleting_a_provider_fails_its_active_jobs_over_first(stack: Any, namesp
         harness.install_providers(PREFIX)
 
 
+def test_the_operator_answers_its_liveness_probe(stack: Any) -> None:
+    url = f"http://127.0.0.1:{harness.LIVENESS_PORT}/healthz"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+
+
 def test_the_operator_serves_its_metrics(stack: Any) -> None:
     url = f"http://127.0.0.1:{harness.METRICS_PORT}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
