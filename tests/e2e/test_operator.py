@@ -363,3 +363,23 @@ def test_the_operator_serves_its_metrics(stack: Any) -> None:
         "hybridgpu_failovers_total",
     ):
         assert name in text, name
+
+
+def test_suspend_cancels_running_work_and_resume_runs_it_again(stack: Any, namespace: str) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(namespace, "napper", gpu=RTX4090, estimatedDuration="5h")
+    wait_for("running", lambda: _phase(namespace, "napper") == "Running", timeout=90)
+    remote = get("ij", "napper", namespace)["status"]["externalRef"]["id"]
+    kubectl(
+        "patch", "ij", "napper", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    wait_for("suspended", lambda: _phase(namespace, "napper") == "Suspended", timeout=60)
+    assert control("nosana", "/_stats")["jobs"].get(remote) not in (None, "running")
+    attempts = get("ij", "napper", namespace)["status"]["attempts"]
+    assert (attempts[0]["outcome"], attempts[0]["reason"]) == ("Cancelled", "Suspended")
+    kubectl(
+        "patch", "ij", "napper", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    wait_for("running again", lambda: _phase(namespace, "napper") == "Running", timeout=90)
+    attempts = get("ij", "napper", namespace)["status"]["attempts"]
+    assert len(attempts) == 2 and attempts[1]["provider"] == f"{PREFIX}nosana"
