@@ -9,13 +9,19 @@ The relaxation knows every job in advance and may split a job across places. Con
   latest time any of those jobs could end in the replay (the external part is a small flow
   problem over jobs grouped by allowed products and bucket, not one variable per job and offer);
 * latency-sensitive jobs must meet startWithin, so they are certainly running between
-  ``arrival + startWithin`` and ``arrival + duration``: at the instants where that load peaks,
-  each pool and each external offer carries at most its GPUs. Best-effort jobs may move in
-  time (forward only).
+  ``arrival + startWithin`` and ``arrival + duration``: at the last span start before each
+  span end (where that load has its local maxima, so this is as tight as every instant; see
+  ``_peak_instants``), each pool and each external offer carries at most its GPUs.
+  Best-effort jobs may move in time (forward only).
+* optionally (``ServiceTargets``) a share of latency-sensitive jobs may be late, and
+  best-effort jobs get a start target met by all but a share of them: each such job's on-time
+  part ``y <= x`` is what the instants are charged with, and the late parts of a class sum to
+  at most its budget (``late_budget``). An integral schedule meeting the targets sets ``y = x``
+  for on-time jobs and ``y = 0`` for the late ones, so it is feasible here.
 
-Every schedule the replay can produce (with every startWithin met) satisfies these, so the
-optimum is a lower bound on its cost. The solver works in floating point; the bound is turned
-into a Decimal rounded down to 1/100 of a cent at the edge.
+Every schedule the replay can produce that meets the targets (by default: every startWithin
+met) satisfies these, so the optimum is a lower bound on its cost. The solver works in floating
+point; the bound is turned into a Decimal rounded down to 1/100 of a cent at the edge.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from hybridgpu.simulate.market import MarketOffer
 from hybridgpu.simulate.replay import GIVE_UP_AFTER_SECONDS
 from hybridgpu.simulate.workload import SimJob
 
-PEAK_INSTANTS = 300
-"""Instants of peak latency-sensitive load at which capacity is enforced."""
+PEAK_INSTANTS = 20_000
+"""At most this many local maxima of the surely-running load (the highest) get capacity rows."""
 SOLVER_TOLERANCE = 1e-7
 BUCKETS = 64
 """Arrival-time buckets for the "work arriving later runs later" constraints."""
@@ -53,14 +59,57 @@ class LowerBound:
     """GPU-hours the optimum puts on each pool or external offer."""
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceTargets:
+    """The service levels a schedule must meet to count as feasible.
+
+    ``ls_late_share`` of the jobs with a startWithin may start late; if ``be_start_within`` is
+    set, at most ``be_late_share`` of the other (best-effort) jobs may start more than that
+    after arriving (a p95 start-delay target). The defaults are the replay's hard rule: every
+    startWithin met, best-effort jobs free to wait.
+    """
+
+    ls_late_share: float = 0.0
+    be_start_within: float | None = None
+    be_late_share: float = 0.05
+
+
+def late_budget(jobs: int, share: float) -> int:
+    """The most jobs out of ``jobs`` that may miss a target met by ``1 - share`` of them.
+
+    The replay's percentile is the element at index ``int(jobs * (1 - share))`` of the sorted
+    delays, so at most ``jobs - int(jobs * (1 - share)) - 1`` are late; one more is allowed
+    here against float rounding (a larger budget only loosens the bound).
+    """
+    if jobs <= 0:
+        return 0
+    return max(jobs - int(jobs * (1 - share)), 0)
+
+
 def lower_bound(
     jobs: tuple[SimJob, ...],
     nodes: tuple[Node, ...],
     market: tuple[MarketOffer, ...],
     owned_prices: dict[str, Decimal],
     start_within: list[float | None],
+    targets: ServiceTargets | None = None,
 ) -> LowerBound:
-    """Solve the relaxation for ``jobs`` (``start_within[i]`` belongs to ``jobs[i]``)."""
+    """Solve the relaxation for ``jobs`` (``start_within[i]`` belongs to ``jobs[i]``).
+
+    ``targets`` (default: every startWithin met, nothing asked of best-effort jobs) says which
+    schedules are feasible; the result bounds the cost of each of them from below.
+    """
+    targets = targets or ServiceTargets()
+    windows: list[float | None] = [
+        w if w is not None else targets.be_start_within for w in start_within
+    ]
+    is_ls = [w is not None for w in start_within]
+    n_ls = sum(is_ls)
+    budgets = {
+        True: late_budget(n_ls, targets.ls_late_share) if targets.ls_late_share > 0 else 0,
+        False: late_budget(len(jobs) - n_ls, targets.be_late_share),
+    }
+    hard = {True: budgets[True] == 0, False: False}
     capacity: dict[str, int] = defaultdict(int)
     largest: dict[str, int] = defaultdict(int)
     for node in nodes:
@@ -68,13 +117,14 @@ def lower_bound(
         largest[node.gpu_product] = max(largest[node.gpu_product], node.gpus)
     pools = sorted(capacity)
     bounds, horizons = _arrival_buckets(jobs)
-    _, covers = _peak_instants(jobs, start_within)
+    _, covers = _peak_instants(jobs, windows)
     lp = _LP()
     # Rows filled as jobs are added; the suffix and instant rows are written at the end.
     z_row: dict[tuple[str, int], int] = {}  # GPU-hours on a resource from one arrival bucket
     group_rows: dict[tuple[tuple[str, ...] | None, int], int] = {}
     instant_rows: dict[tuple[str, int], int] = {}
     limits = dict(capacity) | {o.name: o.capacity for o in market}
+    budget_rows = {cls: lp.ub_row(float(b)) for cls, b in budgets.items()}
     bounded = unplaceable = 0
 
     def bucket_row(resource: str, bucket: int) -> int:
@@ -113,12 +163,27 @@ def lower_bound(
         if peaks:
             places += [(o.name, float(o.usd_per_gpu_hour)) for o in offers]
             resources += [o.name for o in offers]
+        # A job that may be late (within its class's budget) charges the instants only with
+        # its on-time share y <= x; the late share ends in the class's budget row.
+        soft = bool(peaks) and not hard[is_ls[i]]
+        on_time_row = lp.eq_row(1.0) if soft else -1
+        if soft:
+            late = lp.column(0.0)
+            lp.eq(on_time_row, late, 1.0)
+            lp.ub(budget_rows[is_ls[i]], late, 1.0)
         for (label, price), resource in zip(places, resources, strict=True):
             c = lp.column(price * gh, label, gh)
             lp.eq(row, c, 1.0)
             lp.eq(bucket_row(resource, bucket), c, gh)
+            charged = c
+            if soft:
+                charged = lp.column(0.0)
+                lp.eq(on_time_row, charged, 1.0)
+                link = lp.ub_row(0.0)
+                lp.ub(link, charged, 1.0)
+                lp.ub(link, c, -1.0)
             for k in peaks:
-                lp.ub(instant_row(resource, k), c, float(job.gpus))
+                lp.ub(instant_row(resource, k), charged, float(job.gpus))
         if offers and not peaks:
             e = lp.column(0.0)
             lp.eq(row, e, 1.0)
@@ -235,26 +300,37 @@ class _LP:
 def _peak_instants(
     jobs: tuple[SimJob, ...], start_within: list[float | None]
 ) -> tuple[list[float], dict[int, tuple[int, ...]]]:
-    """The instants of highest latency-sensitive load, and which jobs surely run at each.
+    """The instants at which capacity is enforced, and which jobs surely run at each.
 
     A job that must start within w of arrival a and runs d seconds is certainly running during
-    [a + w, a + d). Capacity at any set of instants is a valid constraint; the instants where
-    that load peaks are the ones that bind, so only those are kept.
+    [a + w, a + d). The load of such spans is a step function that only rises at a span's
+    start, so its maximum over any interval is reached at a start; and a start followed by
+    another start with no end between them covers a subset of the later one's spans. Enforcing
+    capacity at the last start before each end is therefore the same as enforcing it at every
+    instant (exact for this relaxation). Beyond ``PEAK_INSTANTS`` such starts, only those where
+    the load peaks are kept (still valid, looser).
     """
     spans = [
         (i, j.arrival + w, j.arrival + j.duration)
         for i, (j, w) in enumerate(zip(jobs, start_within, strict=True))
         if w is not None and j.duration > w
     ]
+    # Ends sort before starts at the same instant: a span is half-open.
     events = sorted(
-        [(b, jobs[i].gpus) for i, b, _ in spans] + [(e, -jobs[i].gpus) for i, _, e in spans]
+        [(e, -jobs[i].gpus) for i, _, e in spans] + [(b, jobs[i].gpus) for i, b, _ in spans]
     )
     load: list[tuple[float, float]] = []
     level = 0
+    rising: tuple[float, float] | None = None
     for when, delta in events:
         level += delta
         if delta > 0:
-            load.append((level, when))
+            rising = (level, when)
+        elif rising is not None:
+            load.append(rising)
+            rising = None
+    if rising is not None:
+        load.append(rising)
     chosen = sorted({when for _, when in sorted(load, reverse=True)[:PEAK_INSTANTS]})
     covers: dict[int, tuple[int, ...]] = {}
     for i, begin, end in spans:
