@@ -63,6 +63,29 @@ def test_defaults_are_filled_in_by_the_server(namespace: str) -> None:
     assert got["spec"]["policyRef"] == "default"
 
 
+def test_policy_deferral_is_off_unless_given_and_defaulted_when_given(namespace: str) -> None:
+    def policy(name: str, **spec: object) -> dict[str, object]:
+        return {
+            "apiVersion": "hybridgpu.dev/v1alpha1",
+            "kind": "RoutingPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+
+    for doc in (policy("plain"), policy("deferring", deferral={"maxPremiumPercent": 5})):
+        code, out = _apply(namespace, doc)
+        assert code == 0, out
+    got = {
+        name: json.loads(kubectl("get", "rp", name, "-n", namespace, "-o", "json").stdout)["spec"]
+        for name in ("plain", "deferring")
+    }
+    assert "deferral" not in got["plain"]
+    assert "providerSelector" not in got["plain"]["external"]
+    assert got["deferring"]["deferral"] == {"maxPremiumPercent": 5, "maxWait": "336h"}
+    code, out = _apply(namespace, policy("bad", deferral={"maxWait": "soon"}))
+    assert code != 0 and "spec.deferral.maxWait" in out
+
+
 @pytest.mark.parametrize(
     ("name", "spec", "field", "words"),
     [

@@ -144,3 +144,14 @@ def test_provider_endpoint_is_https_except_on_loopback(endpoint: str, ok: bool) 
         with pytest.raises(ValidationError) as info:
             ComputeProvider.model_validate({"spec": doc})
         assert "spec.endpoint" in _error_locs(info.value)
+
+
+def test_deferral_is_off_unless_asked_for_and_its_fields_are_checked() -> None:
+    assert RoutingPolicySpec.model_validate({}).deferral is None
+    deferral = RoutingPolicySpec.model_validate({"deferral": {}}).deferral
+    assert deferral is not None
+    assert (deferral.max_premium_percent, deferral.max_wait) == (10, timedelta(days=14))
+    with pytest.raises(ValidationError, match="maxPremiumPercent"):
+        RoutingPolicySpec.model_validate({"deferral": {"maxPremiumPercent": 5000}})
+    with pytest.raises(ValidationError, match=r"spec\.deferral\.maxWait: must be above 0"):
+        RoutingPolicySpec.model_validate({"deferral": {"maxWait": "0s"}})

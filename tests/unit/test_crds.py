@@ -66,3 +66,17 @@ def test_conditions_are_a_map_keyed_by_type() -> None:
         conditions = status["properties"]["conditions"]
         assert conditions["x-kubernetes-list-type"] == "map"
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_optional_objects_whose_absence_means_off_get_no_default() -> None:
+    rp = next(k for k in crdgen.KINDS if k.kind == "RoutingPolicy")
+    spec = crdgen.crd(rp)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = spec["properties"]
+    # The API server would otherwise turn deferral on (and an empty selector on) for everyone.
+    assert "default" not in props["deferral"]
+    assert "default" not in props["external"]["properties"]["providerSelector"]
+    assert "providerSelector" not in props["external"]["default"]
+    # Sub-objects that are always present still default to {} so their own defaults apply.
+    assert props["failover"]["default"] == {"maxAttempts": 3, "backoff": "10s"}
+    assert props["deferral"]["properties"]["maxWait"]["default"] == "336h"
+    assert "x-hybridgpu-absent-by-default" not in str(crdgen.crd(rp))

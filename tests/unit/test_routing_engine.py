@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from hybridgpu.api.computeprovider import TrustTier
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.routing.decision import to_status
 from hybridgpu.routing.engine import decide
 from hybridgpu.routing.snapshot import PerGPUHour, PerToken, PerUnit
@@ -254,3 +255,89 @@ def test_a_job_bigger_than_any_node_is_rejected_in_cluster() -> None:
     d = decide(job(placement="InCluster", gpu={"count": 8}), policy(), fixed)
     assert d.outcome == "Rejected"
     assert d.reason == "TooFewGPUs"
+
+
+# -- deferral: jobs without a startWithin wait for a cheap place ---------------------------------
+
+QUEUED = {"allocatable": 8, "in_use": 8, "release_seconds": (7200.0,)}
+
+
+def _deferring(**deferral: object) -> RoutingPolicySpec:
+    return policy(
+        deferral=deferral,
+        inCluster={
+            "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "1.00"}],
+            "spilloverUtilization": 1,
+        },
+    )
+
+
+def test_a_job_without_start_within_waits_for_the_cheap_busy_pool() -> None:
+    d = decide(
+        job(),
+        _deferring(maxPremiumPercent=25),
+        snapshot((pool(**QUEUED),), (offer(),)),
+        created_at=NOW,
+    )
+    assert d.outcome == "Wait"
+    assert d.reason == "DeferredForPrice"
+    assert d.awaiting == ("in-cluster/NVIDIA-A10",)
+    assert d.retry_after_seconds == 21600.0
+    reasons = {c.name: c.reason for c in d.candidates}
+    assert reasons == {
+        "in-cluster/NVIDIA-A10": "QueueTooLong",
+        "akash/NVIDIA-A100-SXM4-80GB": "DeferredForPrice",
+    }
+    assert "in-cluster/NVIDIA-A10" in d.message and "25%" in d.message
+
+
+def test_a_place_within_the_premium_is_taken_at_once() -> None:
+    d = decide(job(), _deferring(maxPremiumPercent=50), snapshot((pool(**QUEUED),), (offer(),)))
+    assert d.outcome == "Routed"
+    assert d.target is not None and d.target.provider == "akash"
+
+
+def test_deferral_ends_after_max_wait() -> None:
+    created = NOW - timedelta(days=15)
+    d = decide(
+        job(),
+        _deferring(maxWait="336h"),
+        snapshot((pool(**QUEUED),), (offer(),)),
+        created_at=created,
+    )
+    assert d.outcome == "Routed"
+    assert d.target is not None and d.target.provider == "akash"
+
+
+def test_the_retry_does_not_outlast_the_patience_left() -> None:
+    created = NOW - timedelta(hours=335)
+    d = decide(
+        job(),
+        _deferring(maxWait="336h"),
+        snapshot((pool(**QUEUED),), (offer(),)),
+        created_at=created,
+    )
+    assert d.reason == "DeferredForPrice"
+    assert d.retry_after_seconds == 3600.0
+
+
+def test_a_job_with_start_within_is_never_deferred() -> None:
+    d = decide(job(startWithin="10m"), _deferring(), snapshot((pool(**QUEUED),), (offer(),)))
+    assert d.outcome == "Routed"
+    assert d.target is not None and d.target.provider == "akash"
+
+
+def test_an_offer_out_of_capacity_is_waited_for_too() -> None:
+    cheap_full = offer("nosana", pricing=PerGPUHour(Decimal("0.50")), available=0)
+    d = decide(job(), _deferring(), snapshot((pool(**QUEUED),), (cheap_full, offer())))
+    assert d.reason == "DeferredForPrice"
+    assert d.awaiting == ("nosana/NVIDIA-A100-SXM4-80GB",)
+
+
+def test_with_nothing_free_the_job_waits_as_without_deferral() -> None:
+    full = offer(available=0)
+    with_deferral = decide(job(), _deferring(), snapshot((pool(**QUEUED),), (full,)))
+    without = decide(job(), policy(), snapshot((pool(**QUEUED),), (full,)))
+    assert with_deferral.reason == without.reason == "QueueTooLong"
+    assert with_deferral.retry_after_seconds == without.retry_after_seconds
+    assert with_deferral.awaiting == ()

@@ -52,25 +52,28 @@ jobs = st.builds(
 )
 
 policies = st.builds(
-    lambda w, spill, ext_cap, tier, budget, reject, in_price: RoutingPolicySpec.model_validate(
-        {
-            "weights": {"price": w[0], "latency": w[1], "reliability": w[2], "carbon": w[3]},
-            "inCluster": {
-                "spilloverUtilization": spill,
-                "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": str(in_price)}],
-            },
-            "external": {"maxPricePerGPUHour": ext_cap, "minTrustTier": tier},
-            **(
-                {
-                    "budget": {
-                        "limit": str(budget),
-                        "whenExceeded": "Reject" if reject else "InClusterOnly",
+    lambda w, spill, ext_cap, tier, budget, reject, in_price, deferral: (
+        RoutingPolicySpec.model_validate(
+            {
+                "weights": {"price": w[0], "latency": w[1], "reliability": w[2], "carbon": w[3]},
+                "inCluster": {
+                    "spilloverUtilization": spill,
+                    "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": str(in_price)}],
+                },
+                "external": {"maxPricePerGPUHour": ext_cap, "minTrustTier": tier},
+                **(
+                    {
+                        "budget": {
+                            "limit": str(budget),
+                            "whenExceeded": "Reject" if reject else "InClusterOnly",
+                        }
                     }
-                }
-                if budget is not None
-                else {}
-            ),
-        }
+                    if budget is not None
+                    else {}
+                ),
+                **({"deferral": deferral} if deferral is not None else {}),
+            }
+        )
     ),
     st.tuples(*[st.integers(0, 100)] * 4).filter(lambda w: sum(w) > 0),
     st.integers(1, 100),
@@ -79,6 +82,12 @@ policies = st.builds(
     st.none() | st.integers(0, 200),
     st.booleans(),
     money,
+    st.none()
+    | st.builds(
+        lambda pct, wait: {"maxPremiumPercent": pct, "maxWait": wait},
+        st.sampled_from([0, 10, 25, 100]),
+        st.sampled_from(["1h", "336h"]),
+    ),
 )
 
 pools = st.builds(
@@ -265,3 +274,30 @@ def test_an_infeasible_job_is_never_routed(
     ):
         d2 = decide(too_big, policy, snap)
         assert d2.target is None or d2.target.estimated_cost == 0
+
+
+@FAST
+@given(jobs, policies, snapshots)
+def test_deferral_never_takes_a_place_dearer_than_it_allows(
+    job: InferenceJobSpec, policy: RoutingPolicySpec, snap: Snapshot
+) -> None:
+    d = decide(job, policy, snap)
+    if policy.deferral is None or job.start_within is not None:
+        assert d.reason != "DeferredForPrice"
+        return
+    waitable = {"QueueTooLong", "NoCapacity", "ConcurrencyLimit"}
+    places = [
+        c for c in d.candidates if c.feasible or c.reason in (waitable | {"DeferredForPrice"})
+    ]
+    limit = min((c.estimated_cost for c in places), default=None)
+    if d.outcome == "Routed":
+        assert d.target is not None and limit is not None
+        allowed = limit * (1 + Decimal(policy.deferral.max_premium_percent) / 100)
+        assert d.target.estimated_cost <= allowed * (1 + Decimal("1e-9"))
+    if d.reason == "DeferredForPrice":
+        assert d.outcome == "Wait"
+        assert d.awaiting
+        by_name = {c.name: c for c in d.candidates}
+        assert all(by_name[n].reason in waitable for n in d.awaiting)
+        assert any(c.reason == "DeferredForPrice" for c in d.candidates)
+        assert d.retry_after_seconds is not None and d.retry_after_seconds > 0

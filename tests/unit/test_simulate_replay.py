@@ -1,19 +1,22 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridgpu.api.computeprovider import ProviderType, TrustTier
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.cli import main
 from hybridgpu.simulate.inputs import DATA, Node
 from hybridgpu.simulate.lowerbound import lower_bound
 from hybridgpu.simulate.market import MarketOffer
-from hybridgpu.simulate.replay import Replay
+from hybridgpu.simulate.replay import Action, Replay
 from hybridgpu.simulate.routers import (
     CheapestFirst,
     CloudBurst,
@@ -244,3 +247,64 @@ def test_a_late_queued_job_is_routed_again() -> None:
     assert z.backend == "External"
     assert z.start == 261.0
     assert result.slo_attainment == 1.0
+
+
+def _with_t4_price(policy: RoutingPolicySpec) -> RoutingPolicySpec:
+    api = policy.to_api()
+    api["inCluster"]["gpuPrices"] = [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}]
+    return RoutingPolicySpec.model_validate(api)
+
+
+class CountingReplay(Replay):
+    """Counts every dispatch, so a job started twice would show."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.dispatches: Counter[str] = Counter()
+
+    def _apply(self, index: int, action: Action, now: float) -> None:
+        if action.kind in ("start", "queue", "external"):
+            self.dispatches[self.jobs[index].name] += 1
+        super()._apply(index, action, now)
+
+
+def test_a_deferred_job_is_woken_when_the_cheap_gpu_frees_and_runs_once() -> None:
+    # "a" holds the only T4 for 10 h; "be" would queue past maxQueueTime (1h). Nosana is free
+    # but 4.5 x dearer: spill-when-cheaper sends "be" there, wait-for-price waits for the T4.
+    w = workload(sim_job("a", 0, 36000), sim_job("be", 10, 600))
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    nosana = offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA)
+    results = {}
+    for name in ("spill-when-cheaper", "wait-for-price"):
+        _, policy = load_policy(_policy_file(name))
+        replay = CountingReplay(w, ONE_GPU, (nosana,), OWNED, within)
+        result = replay.run(PolicyRouter(name, _with_t4_price(policy), specs))
+        results[name] = (result, {r.job.name: r for r in replay.records}, replay.dispatches)
+    spill, spill_recs, _ = results["spill-when-cheaper"]
+    assert spill_recs["be"].backend == "External"
+    deferred, recs, dispatches = results["wait-for-price"]
+    # Woken by the release at 36000 s, not by the 6 h backstop (which fell at 21610 s and found
+    # the T4 still busy); the backstop due after that is stale and must not start it again.
+    assert recs["be"].backend == "InCluster"
+    assert recs["be"].start == 36000.0
+    assert dispatches == Counter({"a": 1, "be": 1})
+    assert deferred.total_cost == Decimal("2.0333333333")  # 10 h + 10 min at $0.20
+    assert deferred.total_cost < spill.total_cost
+    assert deferred.unfinished == 0
+
+
+def test_deferral_gives_up_waiting_after_max_wait() -> None:
+    # The T4 stays busy for 20 days, past wait-for-price's 14-day maxWait; "late" arrives on day
+    # 10 so that the replay does not give up (7 days after the last arrival) before that.
+    w = workload(
+        sim_job("a", 0, 20 * 86400), sim_job("be", 10, 600), sim_job("late", 10 * 86400, 60)
+    )
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    nosana = offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA)
+    _, policy = load_policy(_policy_file("wait-for-price"))
+    replay = CountingReplay(w, ONE_GPU, (nosana,), OWNED, within)
+    replay.run(PolicyRouter("wait-for-price", _with_t4_price(policy), specs))
+    be = next(r for r in replay.records if r.job.name == "be")
+    assert be.backend == "External"
+    assert be.start == 10 + 14 * 86400 + 60.0  # maxWait, then the offer's start latency
+    assert replay.dispatches["be"] == 1

@@ -117,6 +117,10 @@ KINDS: tuple[Kind, ...] = (
 )
 
 
+_ABSENT_BY_DEFAULT = "x-hybridgpu-absent-by-default"
+"""Marks, while generating, an optional object whose model default is None."""
+
+
 def _structural(node: Any, defs: dict[str, Schema], in_status: bool) -> Any:
     if isinstance(node, list):
         return [_structural(item, defs, in_status) for item in node]
@@ -128,7 +132,8 @@ def _structural(node: Any, defs: dict[str, Schema], in_status: bool) -> Any:
         target.update(node)  # siblings of $ref (description, default) win
         node = target
     if "anyOf" in node:
-        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        any_of = node.pop("anyOf")
+        options = [o for o in any_of if o.get("type") != "null"]
         if len(options) == 1:
             rest = node
             node = dict(options[0])
@@ -136,7 +141,11 @@ def _structural(node: Any, defs: dict[str, Schema], in_status: bool) -> Any:
                 node.setdefault(key, value)
             if "description" in rest:
                 node["description"] = rest["description"]
-            return _structural(node, defs, in_status)
+            structural = _structural(node, defs, in_status)
+            if len(any_of) > 1 and "default" in rest and rest["default"] is None:
+                # Absent means something (e.g. "off"): it must not be defaulted to {}.
+                structural[_ABSENT_BY_DEFAULT] = True
+            return structural
         node["anyOf"] = options
     node = {k: v for k, v in node.items() if k not in ("title", "$defs")}
     if isinstance(node.get("description"), str):
@@ -172,9 +181,12 @@ def _structural(node: Any, defs: dict[str, Schema], in_status: bool) -> Any:
 
 def _default_empty_objects(schema: Schema) -> None:
     """Give optional sub-objects without required fields ``default: {}``, so the API server
-    fills in their own defaults and users see them with ``kubectl get -o yaml``."""
+    fills in their own defaults and users see them with ``kubectl get -o yaml``; not those
+    whose absence means something (a model default of None, e.g. ``deferral``)."""
     required = set(schema.get("required", []))
     for name, prop in schema["properties"].items():
+        if prop.pop(_ABSENT_BY_DEFAULT, False):
+            continue
         if (
             name not in required
             and prop.get("type") == "object"
@@ -191,7 +203,19 @@ def openapi_schema(model: type[BaseModel], in_status: bool = False) -> Schema:
     """The structural OpenAPI v3 schema of ``model``."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return dict(_structural(raw, defs, in_status))
+    schema = dict(_structural(raw, defs, in_status))
+    _strip_markers(schema)
+    return schema
+
+
+def _strip_markers(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop(_ABSENT_BY_DEFAULT, None)
+        for value in node.values():
+            _strip_markers(value)
+    elif isinstance(node, list):
+        for item in node:
+            _strip_markers(item)
 
 
 def crd(kind: Kind) -> Schema:

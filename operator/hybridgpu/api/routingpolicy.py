@@ -117,6 +117,23 @@ class Failover(ApiModel):
     """Pause before the next attempt."""
 
 
+class Deferral(ApiModel):
+    """Lets jobs without a startWithin wait for a cheap place rather than take a dear one now."""
+
+    max_premium_percent: int = Field(default=10, ge=0, le=1000)
+    """How much dearer, in percent of the estimated cost, a place free now may be than the
+    cheapest place that could take the job once capacity frees (an in-cluster pool with a long
+    queue, an offer out of capacity); a dearer place is not taken, the job waits instead."""
+    max_wait: Duration = timedelta(days=14)
+    """How long after its creation a job may wait so; after that it takes the best place free."""
+
+    @model_validator(mode="after")
+    def _positive_wait(self) -> Deferral:
+        if self.max_wait.total_seconds() <= 0:
+            raise ValueError("spec.deferral.maxWait: must be above 0")
+        return self
+
+
 class RoutingPolicySpec(ApiModel):
     """Weights, limits and budgets for routing the namespace's InferenceJobs."""
 
@@ -130,6 +147,9 @@ class RoutingPolicySpec(ApiModel):
     """Spending limit on external networks; none means unlimited."""
     failover: Failover = Field(default_factory=Failover)
     """Failover limits."""
+    deferral: Deferral | None = None
+    """Cost-first waiting for jobs without a startWithin; none means they take the best place
+    free now (or queue in-cluster within maxQueueTime)."""
 
 
 class RoutingPolicyStatus(StatusModel):

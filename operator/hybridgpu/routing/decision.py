@@ -56,6 +56,7 @@ class RoutingDecision:
     __slots__ = (
         "_candidates",
         "_rank",
+        "awaiting",
         "message",
         "outcome",
         "reason",
@@ -71,6 +72,9 @@ class RoutingDecision:
     """One line for an Event: where and why."""
     retry_after_seconds: float | None
     """For Wait: how soon to decide again."""
+    awaiting: tuple[str, ...]
+    """For a Wait deferred for price: the busy places it waits for; capacity coming free at
+    one of them is a reason to decide again before ``retry_after_seconds``."""
 
     def __init__(
         self,
@@ -81,6 +85,7 @@ class RoutingDecision:
         reason: str,
         message: str,
         retry_after_seconds: float | None = None,
+        awaiting: tuple[str, ...] = (),
     ) -> None:
         self.outcome = outcome
         self.target = target
@@ -93,6 +98,7 @@ class RoutingDecision:
         self.reason = reason
         self.message = message
         self.retry_after_seconds = retry_after_seconds
+        self.awaiting = awaiting
 
     @property
     def candidates(self) -> tuple[ScoredCandidate, ...]:
@@ -118,6 +124,7 @@ class RoutingDecision:
             self.reason,
             self.message,
             self.retry_after_seconds,
+            self.awaiting,
             self.candidates,
         ) == (
             other.outcome,
@@ -125,6 +132,7 @@ class RoutingDecision:
             other.reason,
             other.message,
             other.retry_after_seconds,
+            other.awaiting,
             other.candidates,
         )
 

@@ -63,6 +63,12 @@ from hybridgpu.units import format_money, parse_quantity
 FEASIBLE = "Feasible"
 LATE = "MissesStartWithin"
 """Feasible except that it starts after the job's startWithin; used only if nothing is on time."""
+DEFERRED = "DeferredForPrice"
+"""Free now, but dearer than the policy's deferral allows over a place that is only busy."""
+DEFERRAL_RECHECK_SECONDS = 21600.0
+"""Longest a deferred job waits before it is decided again; a release of capacity at one of
+the places it waits for wakes it sooner."""
+WAITABLE = frozenset({"QueueTooLong", "NoCapacity", "ConcurrencyLimit"})
 
 # Reasons that no change of capacity, price or time can lift for this job and policy.
 PERMANENT_REASONS = frozenset(
@@ -163,6 +169,8 @@ def decide(
     eligible_alloc = 0
     eligible_busy = 0
     startable_now = False
+    # The cheapest cost of a place that only lacks free capacity now (for deferral).
+    blocked_cost = math.inf
     price_for = in_policy.price_for
     for pos, (name, product, memory, allocatable, per_node, busy, wait_now, releases) in enumerate(
         pool_facts(snapshot)
@@ -191,6 +199,8 @@ def decide(
                 reason = "MaxCostExceeded"
             elif wait > max_queue:
                 reason = "QueueTooLong"
+                if pool_cost < blocked_cost:
+                    blocked_cost = float(pool_cost)
             elif wait > deadline:
                 reason = LATE
             else:
@@ -348,10 +358,9 @@ def decide(
             cost > cost_hi or (cost >= cost_lo and money(entry, quantities)[1] > max_cost)
         ):
             reason = "MaxCostExceeded"
-        elif available < need:
-            reason = "NoCapacity"
-        elif saturated:
-            reason = "ConcurrencyLimit"
+        elif available < need or saturated:
+            reason = "NoCapacity" if available < need else "ConcurrencyLimit"
+            blocked_cost = min(blocked_cost, cost)
         elif budget_left is not None and (
             cost > budget_hi or (cost >= budget_lo and money(entry, quantities)[1] > budget_left)
         ):
@@ -368,6 +377,19 @@ def decide(
             continue
         rejected.append((pos, entry, True, reason))
 
+    deferral = policy.deferral
+    if deferral is not None and deadline == math.inf and (feasible or blocked_cost < math.inf):
+        waited = 0.0 if created_at is None else (snapshot.now - created_at).total_seconds()
+        patience = deferral.max_wait.total_seconds() - waited
+        if patience > 0:
+            cheapest = min([blocked_cost, *(c[0] for c in feasible)])
+            limit = cheapest * (1 + deferral.max_premium_percent / 100) * (1 + _CLOSE)
+            kept = [c for c in feasible if c[0] <= limit]
+            if len(kept) < len(feasible):
+                rejected.extend((c[6], c[7], c[8], DEFERRED) for c in feasible if c[0] > limit)
+                if not kept:
+                    return _deferred(rejected, policy, quantities, limit, patience)
+                feasible = kept
     if feasible:
         rejected.extend((c[6], c[7], c[8], LATE) for c in late)
         return _conclude(feasible, rejected, False, policy, quantities)
@@ -380,6 +402,35 @@ def decide(
         job,
         snapshot.inventory_final,
     )
+
+
+def _deferred(
+    rejected: list[_Rejected],
+    policy: RoutingPolicySpec,
+    job: JobQuantities,
+    limit: float,
+    patience: float,
+) -> RoutingDecision:
+    """Wait for one of the cheap places that lack capacity now, rather than take a dear one."""
+    ranked = tuple(
+        sorted(
+            (_candidate(src, ext, why, job) for _, src, ext, why in rejected),
+            key=lambda c: (is_permanent(c, policy), c.estimated_cost, c.name),
+        )
+    )
+    awaited = tuple(
+        c.name for c in ranked if c.reason in WAITABLE and float(c.estimated_cost) <= limit
+    )
+    best = next(c for c in ranked if c.name == awaited[0])
+    deferral = policy.deferral
+    assert deferral is not None
+    message = (
+        f"deferred for price: {best.name} would cost ${format_money(best.estimated_cost, 2)} "
+        f"but is {best.reason}; nothing free now is within {deferral.max_premium_percent}% of it "
+        f"(waiting up to {patience:.0f}s more)"
+    )
+    retry = min(DEFERRAL_RECHECK_SECONDS, patience)
+    return RoutingDecision("Wait", None, ranked, DEFERRED, message, retry, awaited)
 
 
 def _bounds(limit: Decimal | None) -> tuple[float, float]:

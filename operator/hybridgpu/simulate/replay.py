@@ -30,6 +30,8 @@ RELEASE_HINTS = 16
 SAMPLES = 400
 """Points in the spend and utilisation time series."""
 MONEY_QUANTUM = Decimal("1e-10")
+WAKES_PER_RELEASE = 4
+"""Waiting jobs routed again at most per release of capacity (the first that fit, FIFO)."""
 
 ActionKind = Literal["start", "queue", "external", "wait", "reject"]
 
@@ -44,6 +46,9 @@ class Action:
     retry_seconds: float = 0.0
     recheck_seconds: float | None = None
     """For queue: if the job has not started this long after queueing, route it again."""
+    awaiting: tuple[str, ...] = ()
+    """For wait: places (pool products, offer names) whose freed capacity wakes the job early,
+    as the operator wakes a job deferred for price."""
 
 
 @dataclass(slots=True)
@@ -191,6 +196,10 @@ class Replay:
         self.records = [JobRecord(j, start_within(j)) for j in self.jobs]
         self._events: list[tuple[float, int, int, int]] = []
         self._seq = 0
+        self._retry_seq: dict[int, int] = {}
+        """The one retry event that is still due per waiting job; older ones are stale."""
+        self._parked: dict[str, deque[int]] = {}
+        """Jobs waiting for capacity at a place, by place, FIFO (entries may be stale)."""
         self._spend: list[tuple[float, Decimal]] = []
         self._busy: list[tuple[float, int]] = []
 
@@ -221,13 +230,18 @@ class Replay:
         give_up = last_arrival + GIVE_UP_AFTER_SECONDS
         arrived = 0
         while self._events:
-            now, kind, _, index = heapq.heappop(self._events)
+            now, kind, seq, index = heapq.heappop(self._events)
             if kind == 0:
+                product = self.node_of[index][0]
                 self._finish_in_cluster(index, now)
+                self._wake(product, router, now, give_up)
             elif kind == 1:
                 self._finish_external(index)
+                self._wake(self.records[index].target, router, now, give_up)
             elif kind == 4 and not self._dequeue(index):
                 continue  # started meanwhile: nothing to re-route
+            elif kind == 3 and self._retry_seq.pop(index, None) != seq:
+                continue  # woken early and decided since: this retry is stale
             else:
                 if kind == 2:
                     arrived += 1
@@ -246,6 +260,35 @@ class Replay:
         self._seq += 1
         # Finishes (kind 0, 1) sort before arrivals (2), retries (3) and queue rechecks (4).
         heapq.heappush(self._events, (when, kind, self._seq, index))
+
+    def _wake(self, place: str, router: Router, now: float, give_up: float) -> None:
+        """Route again the first jobs waiting for ``place`` that fit its free capacity now."""
+        parked = self._parked.get(place)
+        woken = 0
+        while parked and woken < WAKES_PER_RELEASE:
+            free = self._free_at(place)
+            fitting = next(
+                (i for i in parked if i in self._retry_seq and self.jobs[i].gpus <= free), None
+            )
+            if fitting is None:
+                break
+            parked.remove(fitting)
+            del self._retry_seq[fitting]  # its timer is now stale
+            woken += 1
+            if now > give_up:
+                self.records[fitting].rejected = "GaveUp"
+                continue
+            self._apply(fitting, router.route(fitting, self, now), now)
+        if parked is not None:
+            # Drop entries of jobs no longer waiting, so the scan above stays short.
+            self._parked[place] = deque(i for i in parked if i in self._retry_seq)
+
+    def _free_at(self, place: str) -> int:
+        pool = self.pools.get(place)
+        if pool is not None:
+            return 0 if pool.queue else max(pool.node_free, default=0)
+        state = self.offers[place]
+        return state.offer.capacity - state.in_use
 
     def _apply(self, index: int, action: Action, now: float) -> None:
         rec = self.records[index]
@@ -275,6 +318,9 @@ class Replay:
             self._push(start + job.duration, 1, index)
         elif action.kind == "wait":
             self._push(now + max(action.retry_seconds, 1.0), 3, index)
+            self._retry_seq[index] = self._seq
+            for place in action.awaiting:
+                self._parked.setdefault(place, deque()).append(index)
         else:
             rec.rejected = action.target or "Rejected"
 

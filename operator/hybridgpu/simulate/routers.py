@@ -19,6 +19,7 @@ from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.routing.decision import IN_CLUSTER
 from hybridgpu.routing.engine import decide
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
@@ -31,6 +32,7 @@ EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
 BASELINE_RETRY_SECONDS = 60.0
 SKYPILOT_PROVIDERS = frozenset({"aws", "azure", "gcp", "coreweave", "lambda", "runpod", "vastai"})
 NO_CONCURRENCY_LIMIT = 1_000_000
+IN_CLUSTER_PREFIX = f"{IN_CLUSTER}/"
 
 
 def job_spec(job: SimJob, start_within: float | None) -> InferenceJobSpec:
@@ -105,7 +107,11 @@ class PolicyRouter:
             self.spent += d.target.estimated_cost
             return Action("external", d.target.name)
         if d.outcome == "Wait":
-            return Action("wait", retry_seconds=d.retry_after_seconds or BASELINE_RETRY_SECONDS)
+            return Action(
+                "wait",
+                retry_seconds=d.retry_after_seconds or BASELINE_RETRY_SECONDS,
+                awaiting=tuple(n.removeprefix(IN_CLUSTER_PREFIX) for n in d.awaiting),
+            )
         return Action("reject", d.reason)
 
     def _offers(self, replay: Replay) -> tuple[ExternalOffer, ...]:
