@@ -242,6 +242,9 @@ class Decision(StatusModel):
     """One line a human can read: where and why."""
     retry_after_seconds: float | None = None
     """When the job waits: how soon to look again."""
+    awaiting: list[str] = Field(default_factory=list, max_length=64)
+    """When the job is deferred for price: the busy places it waits for; capacity freed at one
+    of them makes the operator decide again at once."""
     candidates: list[Candidate] = Field(default_factory=list)
     """Ranked candidates, best first, with the reason any was rejected."""
 

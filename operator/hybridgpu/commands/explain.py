@@ -27,7 +27,10 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
         return
     when = decision.time.isoformat() if decision.time else "?"
     out.write(f"Decision at {when} by policy {decision.policy!r}: {decision.outcome}\n")
-    out.write(f"  {decision.message}\n\n")
+    out.write(f"  {decision.message}\n")
+    if decision.awaiting:
+        out.write(f"  waiting for capacity at: {', '.join(decision.awaiting)}\n")
+    out.write("\n")
     header = ("#", "CANDIDATE", "FEASIBLE", "EST. COST", "$/GPU-H", "START(s)", "SCORE", "REASON")
     rows = [header]
     for i, c in enumerate(decision.candidates, 1):

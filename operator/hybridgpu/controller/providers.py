@@ -36,6 +36,42 @@ def describe_price(pricing: Pricing) -> str:
     return f"{format_money(pricing.usd_per_unit, 12)} USD per {pricing.unit}"
 
 
+def _no_dearer(old: Pricing, new: Pricing) -> bool:
+    """Whether ``old`` is certainly at most ``new`` (prices in different units are not)."""
+    if isinstance(old, PerGPUHour) and isinstance(new, PerGPUHour):
+        return old.usd <= new.usd
+    if isinstance(old, PerToken) and isinstance(new, PerToken):
+        return (
+            old.input_usd_per_million <= new.input_usd_per_million
+            and old.output_usd_per_million <= new.output_usd_per_million
+        )
+    if isinstance(old, PerUnit) and isinstance(new, PerUnit):
+        return old.unit == new.unit and old.usd_per_unit <= new.usd_per_unit
+    return False
+
+
+def improved_places(
+    before: tuple[ExternalOffer, ...], after: tuple[ExternalOffer, ...]
+) -> set[str]:
+    """Candidate names whose offers grew or got cheaper from one refresh to the next.
+
+    An offer counts unless an earlier one of the same product and region had at least its
+    availability at no higher a price; a new product or region counts.
+    """
+    old: dict[tuple[str, str], list[ExternalOffer]] = {}
+    for o in before:
+        old.setdefault((o.gpu_product, o.region), []).append(o)
+    return {
+        f"{o.provider}/{o.gpu_product}"
+        for o in after
+        if o.available > 0
+        and not any(
+            p.available >= o.available and _no_dearer(p.pricing, o.pricing)
+            for p in old.get((o.gpu_product, o.region), ())
+        )
+    }
+
+
 def offer_status(offer: ExternalOffer) -> dict[str, Any]:
     row: dict[str, Any] = {
         "gpuProduct": offer.gpu_product,

@@ -30,7 +30,7 @@ from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
-from hybridgpu.routing.engine import decide
+from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.snapshot import Snapshot
 from hybridgpu.units import format_money, parse_money
 
@@ -69,6 +69,17 @@ def candidate_name(attempt: dict[str, Any]) -> str:
     return f"{attempt.get('provider', '')}/{attempt.get('gpuProduct', '')}"
 
 
+def freed_place(attempt: dict[str, Any]) -> str:
+    """Where an attempt that ends or is cancelled may leave capacity free.
+
+    An external attempt frees a slot of the provider's concurrency limit, whatever the product,
+    hence the bare provider name (see controller/wakeup.py).
+    """
+    if attempt.get("backend") == "InCluster":
+        return candidate_name(attempt)
+    return str(attempt.get("provider", ""))
+
+
 def _money(value: Decimal) -> str:
     return format_money(value, 6)
 
@@ -94,6 +105,9 @@ class JobStep:
         """resourceVersions our patches produced, oldest first."""
         self.conditions: list[dict[str, Any]] = self.status.setdefault("conditions", [])
         self.attempts: list[dict[str, Any]] = self.status.setdefault("attempts", [])
+        self.wake_on: tuple[str, ...] = ()
+        """Places this step's decision waits for (deferred for price); capacity freed at one
+        of them is a reason to run the next step before the delay ``run`` returned."""
 
     # -- status helpers -------------------------------------------------------------------
 
@@ -222,6 +236,14 @@ class JobStep:
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
         self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
+        if decision.outcome == "Wait":
+            # The busy cheap places, and the free ones refused as too dear: an external price
+            # may drop within the premium (in-cluster prices change only with the policy).
+            self.wake_on = decision.awaiting + tuple(
+                c.name
+                for c in decision.candidates
+                if c.reason == DEFERRED and c.backend == "External"
+            )
         if decision.outcome == "Rejected":
             await self.finish(False, decision.reason, decision.message)
             return None
@@ -499,16 +521,20 @@ class JobStep:
 
     async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
         """Stop the attempt's work wherever it runs; failures here are logged, not fatal."""
+        # Notified here too, as the job's deletion cancels without ending the attempt.
+        wakeup = self.deps.registry.wakeup
         if attempt.get("backend") == "InCluster":
             name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
             await self.deps.kube.delete_batch_job(self.namespace, name)
             self.deps.registry.release(self.uid)
+            wakeup.notify(freed_place(attempt))
             return
         entry = self.deps.registry.providers.get(attempt.get("provider", ""))
         ref = self.remote_ref(attempt)
         if entry is None or ref is None:
             return
         entry.active_jobs.discard(self.uid)
+        wakeup.notify(freed_place(attempt))
         try:
             await entry.adapter.cancel(ref)
         except neterr.NetworkError as exc:
@@ -526,6 +552,7 @@ class JobStep:
                 metrics.EXTERNAL_SPEND.labels(provider=attempt.get("provider", "")).inc(
                     float(parse_money(attempt["cost"]))
                 )
+        self.deps.registry.wakeup.notify(freed_place(attempt))
 
     async def failover(
         self, attempt: dict[str, Any], reason: str, message: str, *, outcome: str = "Failed"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.networks.base import NetworkAdapter
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
 
@@ -43,6 +44,8 @@ class Registry:
         # OpenAI-compatible) run inside the operator: after a restart they are submitted again,
         # with their checkpoint, before their status means anything.
         self.submitted: set[str] = set()
+        # Jobs deferred for price sleep on this; whatever may free capacity notifies it.
+        self.wakeup = Wakeup()
 
     def offers(self) -> tuple[ExternalOffer, ...]:
         """Every usable provider's offers, with live circuit, pause and load figures."""

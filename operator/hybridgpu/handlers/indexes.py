@@ -3,13 +3,28 @@ watches so that a routing decision reads memory, not the API server."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kopf
 
 from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.controller.spend import SpendItem, spend_items
-from hybridgpu.inventory.pools import NodeRecord, PodRecord, gpu_nodes_index, gpu_pods_index
+from hybridgpu.inventory.pools import (
+    GPU_RESOURCE,
+    InvalidObject,
+    NodeRecord,
+    PodRecord,
+    gpu_nodes_index,
+    gpu_pods_index,
+    node_record,
+    pod_record,
+)
+
+T = TypeVar("T")
 
 
 @kopf.index("nodes")
@@ -53,3 +68,58 @@ def job_targets(
         return None
     policy = str(spec.get("policyRef", "default"))
     return {(namespace or "", policy): str(attempts[-1].get("provider"))}
+
+
+# Kopf calls index functions for neither deletions nor with the object's previous state, so the
+# moments GPUs come free are found by these event handlers (see controller/releases.py).
+
+
+def _record(
+    read: Callable[[kopf.Body], T | None], event: kopf.RawEvent, body: kopf.Body
+) -> T | None:
+    if event.get("type") == "DELETED":
+        return None
+    with contextlib.suppress(InvalidObject):  # the index reports it; it holds nothing we count
+        return read(body)
+    return None
+
+
+def _pod_wants_gpus(spec: kopf.Spec, **_: Any) -> bool:
+    """Filter: Kopf logs every handler call, and most pods have nothing to do with GPUs."""
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    return GPU_RESOURCE in (spec.get("overhead") or {}) or any(
+        GPU_RESOURCE in ((c.get("resources") or {}).get(kind) or {})
+        for c in containers
+        for kind in ("limits", "requests")
+    )
+
+
+def _node_has_gpus(status: kopf.Status, **_: Any) -> bool:
+    return GPU_RESOURCE in (status.get("allocatable") or {})
+
+
+def _notify(memo: kopf.Memo, freed: frozenset[str]) -> None:
+    if freed:
+        registry: Registry = memo.registry
+        registry.wakeup.notify(*sorted(freed))
+
+
+@kopf.on.event("pods", when=_pod_wants_gpus)
+def gpu_pod_released(
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    releases: InClusterReleases = memo.releases
+    _notify(memo, releases.pod(f"{namespace}/{name}", _record(pod_record, event, body)))
+
+
+@kopf.on.event("nodes", when=_node_has_gpus)
+def gpu_node_added(
+    event: kopf.RawEvent, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    releases: InClusterReleases = memo.releases
+    _notify(memo, releases.node(str(name), _record(node_record, event, body)))

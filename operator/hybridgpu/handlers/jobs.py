@@ -20,6 +20,9 @@ from hybridgpu.jobs.conditions import is_terminal, parse_timestamp
 from hybridgpu.routing.snapshot import Snapshot
 
 ERROR_DELAY = 10.0
+WAKE_SETTLE = 5.0
+"""A job deferred for price decides again at most this often on wake-ups: a burst of freed
+capacity (many pods ending at once) costs one decision and one status write, not one each."""
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -89,6 +92,7 @@ async def drive_job(
     **kwargs: Any,
 ) -> None:
     deps = make_deps(memo, kwargs)
+    wakeup = deps.registry.wakeup
     superseded: set[str] = set()
     written: dict[str, Any] | None = None
     while not stopped:
@@ -98,6 +102,8 @@ async def drive_job(
         if written is not None and current["metadata"].get("resourceVersion") in superseded:
             current = written
         step = JobStep(current, deps, lambda t, r, m: kopf.event(body, type=t, reason=r, message=m))
+        # Capacity freed while the step runs must still wake the job when it sleeps.
+        generation = wakeup.generation
         before = current["metadata"].get("resourceVersion")
         try:
             delay = await step.run()
@@ -115,7 +121,7 @@ async def drive_job(
             written = step.written
         if delay is None:
             return
-        await stopped.wait(delay)
+        await wakeup.sleep(stopped, delay, step.wake_on, since=generation, settle=WAKE_SETTLE)
 
 
 @kopf.on.delete(GROUP, VERSION, "inferencejobs")

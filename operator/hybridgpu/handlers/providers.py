@@ -13,6 +13,7 @@ from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller.providers import (
     CredentialMissing,
     ensure_adapter,
+    improved_places,
     provider_status,
     refresh,
 )
@@ -40,7 +41,12 @@ async def keep_provider(
             entry = await ensure_adapter(
                 registry, memo.kube, name, spec, dict(meta.get("labels") or {})
             )
+            # A rebuilt entry (new spec: unpaused, a higher concurrency limit...) starts with
+            # no offers, so all its offers count as new.
+            before = entry.offers if entry.ready else ()
             ready, message = await refresh(entry, now)
+            if ready:
+                registry.wakeup.notify(*sorted(improved_places(before, entry.offers)))
             interval = spec.price_refresh_interval.total_seconds()
         except ValidationError as exc:
             first = exc.errors()[0]

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from hybridgpu.controller.metrics import PhaseTally
 from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
 from hybridgpu.kube import Kube, load_client_config
 from hybridgpu.settings import SETTINGS
@@ -35,6 +36,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.worker_limit = 2000
     memo.kube = Kube(load_client_config(SETTINGS.kubeconfig))
     memo.registry = Registry()
+    memo.releases = InClusterReleases()
     memo.phases = PhaseTally()
     memo.utilization = None
     memo.telemetry_error = "" if SETTINGS.prometheus_url else "no Prometheus URL is configured"

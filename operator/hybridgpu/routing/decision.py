@@ -155,6 +155,7 @@ def to_status(decision: RoutingDecision, policy_name: str, now: datetime) -> Dec
         target=decision.target.name if decision.target else "",
         message=decision.message,
         retry_after_seconds=decision.retry_after_seconds,
+        awaiting=list(decision.awaiting[:64]),
         candidates=[
             Candidate(
                 name=c.name,

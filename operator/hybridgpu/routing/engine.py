@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Placement, Task
@@ -58,7 +58,7 @@ from hybridgpu.routing.offerfacts import (
     pool_facts,
 )
 from hybridgpu.routing.snapshot import ExternalOffer, Snapshot
-from hybridgpu.units import format_money, parse_quantity
+from hybridgpu.units import format_duration, format_money, parse_quantity
 
 FEASIBLE = "Feasible"
 LATE = "MissesStartWithin"
@@ -427,7 +427,7 @@ def _deferred(
     message = (
         f"deferred for price: {best.name} would cost ${format_money(best.estimated_cost, 2)} "
         f"but is {best.reason}; nothing free now is within {deferral.max_premium_percent}% of it "
-        f"(waiting up to {patience:.0f}s more)"
+        f"(waiting up to {format_duration(timedelta(seconds=round(patience)))} more)"
     )
     retry = min(DEFERRAL_RECHECK_SECONDS, patience)
     return RoutingDecision("Wait", None, ranked, DEFERRED, message, retry, awaited)
