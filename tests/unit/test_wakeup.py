@@ -10,12 +10,15 @@ import asyncio
 import time
 from decimal import Decimal
 
+import kopf
 import pytest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
 from hybridgpu.controller.providers import improved_places
+from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.controller.wakeup import Wakeup
+from hybridgpu.handlers.policies import wake_deferred_jobs
 from hybridgpu.inventory.pools import NodeRecord, PodRecord
 from hybridgpu.routing.snapshot import PerGPUHour, PerToken
 
@@ -69,6 +72,22 @@ async def test_a_bare_provider_wakes_every_product_of_it_and_nothing_else() -> N
     assert not pool.done()
     wakeup.notify("in-cluster")
     assert await asyncio.wait_for(pool, 1.0) is True
+
+
+async def test_notify_all_wakes_every_sleeper_and_is_not_lost_meanwhile() -> None:
+    wakeup = Wakeup()
+    _, stopped = stopper()
+    sleepers = [
+        asyncio.create_task(wakeup.sleep(stopped, LONG, (place,)))
+        for place in (RTX, "in-cluster/Tesla-T4")
+    ]
+    await settle()
+    before = wakeup.generation
+    wakeup.notify_all()
+    assert await asyncio.wait_for(asyncio.gather(*sleepers), 1.0) == [True, True]
+    # A job that was deciding while the policy changed decides again at once.
+    assert await asyncio.wait_for(wakeup.sleep(stopped, LONG, (RTX,), since=before), 1.0)
+    assert not await wakeup.sleep(stopped, 0.01, (RTX,), since=wakeup.generation)
 
 
 async def test_a_sleep_awaiting_nothing_is_not_woken() -> None:
@@ -210,3 +229,24 @@ def test_a_node_frees_capacity_when_it_appears_grows_or_is_uncordoned() -> None:
     bigger = NodeRecord("n1", "Tesla-T4", 15360, 8, True)
     assert releases.node("n1", bigger) == {"in-cluster/Tesla-T4"}
     assert releases.node("n1", None) == frozenset()  # a node going frees nothing
+
+
+def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() -> None:
+    memo = kopf.Memo()
+    memo.registry = Registry()
+    memo.policy_generations = {}
+    wakeup = memo.registry.wakeup
+
+    def event(generation: int, type: str = "MODIFIED") -> int:
+        before = wakeup.generation
+        meta = {"generation": generation}
+        wake_deferred_jobs(namespace="ns", name="p", meta=meta, memo=memo, type=type)
+        return wakeup.generation - before
+
+    assert event(1, "ADDED") == 0  # first sight (also after a restart): the daemons decide anyway
+    assert event(1) == 0  # a status patch: same generation
+    assert event(2) == 1  # the spec changed
+    assert wakeup.notified_since((RTX,), 0)
+    assert event(2) == 0
+    assert event(2, "DELETED") == 0
+    assert memo.policy_generations == {}

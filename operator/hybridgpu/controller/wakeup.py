@@ -44,6 +44,8 @@ class Wakeup:
         # providers and their products, so it is never pruned.
         self._last: dict[str, int] = {}
         self._waiters: dict[asyncio.Future[None], frozenset[str]] = {}
+        self._everything = 0
+        """Generation of the last ``notify_all``."""
 
     def notify(self, *places: str) -> None:
         """Capacity may have come free at these places (see the module docstring)."""
@@ -56,8 +58,18 @@ class Wakeup:
             if not waiter.done() and _matches(awaiting, places):
                 waiter.set_result(None)
 
+    def notify_all(self) -> None:
+        """Every waiting job should decide again (e.g. a RoutingPolicy changed)."""
+        self.generation += 1
+        self._everything = self.generation
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def notified_since(self, awaiting: Collection[str], generation: int) -> bool:
         """Whether a place in ``awaiting`` was named after ``generation``."""
+        if self._everything > generation:
+            return True
         last = self._last
         return any(
             last.get(p, 0) > generation or last.get(_provider(p), 0) > generation for p in awaiting

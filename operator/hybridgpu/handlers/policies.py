@@ -16,6 +16,27 @@ from hybridgpu.jobs import conditions as cond
 from hybridgpu.units import format_money
 
 
+@kopf.on.event(GROUP, VERSION, "routingpolicies")
+def wake_deferred_jobs(
+    namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A changed policy (a larger premium, a shorter maxWait) may end a job's deferral now.
+
+    An event handler, not on.update: it keeps no state in the object (the operator may not
+    patch RoutingPolicies, only their status). Status patches do not change the generation.
+    """
+    seen: dict[tuple[str, str], int] = memo.policy_generations
+    key = (namespace or "", name)
+    generation = int(meta.get("generation") or 0)
+    if kwargs.get("type") == "DELETED":
+        seen.pop(key, None)
+        return
+    previous = seen.get(key)
+    seen[key] = generation
+    if previous is not None and previous != generation:
+        memo.registry.wakeup.notify_all()
+
+
 @kopf.timer(GROUP, VERSION, "routingpolicies", interval=10.0, initial_delay=1.0)
 async def account_policy(
     name: str,

@@ -37,6 +37,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = Kube(load_client_config(SETTINGS.kubeconfig))
     memo.registry = Registry()
     memo.releases = InClusterReleases()
+    memo.policy_generations = {}
     memo.phases = PhaseTally()
     memo.utilization = None
     memo.telemetry_error = "" if SETTINGS.prometheus_url else "no Prometheus URL is configured"
