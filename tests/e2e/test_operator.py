@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hybridgpu.inventory.pools import expected_end
 from tests.cluster import kubectl
 from tests.e2e import harness
 from tests.e2e.harness import condition, control, get, wait_for
@@ -161,6 +162,9 @@ def test_in_cluster_job_runs_to_succeeded_on_a_fake_gpu_node(stack: Any, namespa
     )["items"]
     node = get("node", pods[0]["spec"]["nodeName"])
     assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "Tesla-T4"
+    # The pod says how long it should take, so the inventory knows when its GPU comes back.
+    assert pods[0]["metadata"]["annotations"]["hybridgpu.dev/estimated-duration"] == "10m"
+    assert expected_end(pods[0]["metadata"], pods[0]["status"], bound=True) is not None
     assert batch[0]["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
 
 

@@ -64,6 +64,9 @@ def pod(
     init_containers: list[dict[str, Any]] | None = None,
     node_selector: dict[str, str] | None = None,
     affinity_terms: list[list[dict[str, Any]]] | None = None,
+    annotations: dict[str, str] | None = None,
+    start_time: str | None = None,
+    created: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": containers if containers is not None else [container("main", gpus)]
@@ -82,12 +85,20 @@ def pod(
                 }
             }
         }
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{name}"}
+    if annotations:
+        metadata["annotations"] = annotations
+    if created:
+        metadata["creationTimestamp"] = created
+    status: dict[str, Any] = {"phase": phase}
+    if start_time:
+        status["startTime"] = start_time
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "metadata": metadata,
         "spec": spec,
-        "status": {"phase": phase},
+        "status": status,
     }
 
 

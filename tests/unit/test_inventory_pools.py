@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.snapshots import build_snapshot
 from hybridgpu.inventory.pools import (
+    ESTIMATED_DURATION_ANNOTATION,
     InvalidObject,
     NodeRecord,
     PodRecord,
@@ -18,6 +25,7 @@ from hybridgpu.inventory.pools import (
     pools_from,
     unconstrained_queued,
 )
+from hybridgpu.routing.engine import decide
 from hybridgpu.routing.snapshot import InClusterPool
 from tests.unit.inventory_objects import A100, T4, container, node, pod, wants
 
@@ -240,3 +248,143 @@ def test_bad_values_name_the_object_and_field(body: dict[str, Any], field: str) 
     with pytest.raises(InvalidObject) as info:
         extract(body)
     assert field in str(info.value)
+
+
+# -- release_seconds: when the GPUs of hybridgpu's pods are expected back -------------------
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+STARTED = "2026-11-28T11:50:00Z"  # ten minutes before NOW
+
+
+def ours(
+    name: str, gpus: int, node_name: str | None, duration: str, start: str | None = STARTED
+) -> dict[str, Any]:
+    """A pod of a hybridgpu Job: the estimated duration annotated, started at ``start``."""
+    return pod(
+        name,
+        gpus,
+        node_name,
+        "Running" if start else "Pending",
+        annotations={ESTIMATED_DURATION_ANNOTATION: duration},
+        start_time=start,
+    )
+
+
+def test_expected_end_is_start_time_plus_the_annotated_duration() -> None:
+    (record,) = gpu_pods_index(ours("a", 2, "n1", "1h30m")).values()
+    assert record.ends_at == datetime(2026, 11, 28, 13, 20, tzinfo=UTC).timestamp()
+
+
+def test_expected_end_is_unknown_without_annotation_or_start() -> None:
+    (foreign,) = gpu_pods_index(pod("x", 1, "n1", start_time=STARTED)).values()
+    assert foreign.ends_at is None
+    (unbound,) = gpu_pods_index(
+        pod("u", 1, None, "Pending", annotations={ESTIMATED_DURATION_ANNOTATION: "1h"})
+    ).values()
+    assert unbound.ends_at is None
+    (bad,) = gpu_pods_index(
+        pod("b", 1, "n1", annotations={ESTIMATED_DURATION_ANNOTATION: "soon"}, start_time=STARTED)
+    ).values()
+    assert bad.ends_at is None  # a malformed annotation is not a broken pod
+
+
+def test_bound_pod_without_start_time_falls_back_to_its_creation() -> None:
+    body = pod(
+        "b",
+        1,
+        "n1",
+        "Pending",
+        annotations={ESTIMATED_DURATION_ANNOTATION: "20m"},
+        created="2026-11-28T11:55:00Z",
+    )
+    (record,) = gpu_pods_index(body).values()
+    assert record.ends_at == datetime(2026, 11, 28, 12, 15, tzinfo=UTC).timestamp()
+    # Not bound: the creation time says nothing about when it starts.
+    del body["spec"]["nodeName"]
+    (record,) = gpu_pods_index(body).values()
+    assert record.ends_at is None
+
+
+def test_release_seconds_lists_each_gpu_of_known_pods_ascending() -> None:
+    n, p = records(
+        [node("n1", 4), node("n2", 4), node("t", 4, T4), node("off", 4, cordoned=True)],
+        [
+            ours("long", 2, "n1", "1h"),  # 50 min left
+            ours("short", 1, "n2", "20m"),  # 10 min left
+            ours("overdue", 1, "n2", "5m"),  # still running past its end: unknown
+            pod("foreign", 1, "n1", start_time=STARTED),  # not ours: unknown
+            ours("cordoned", 1, "off", "30m"),  # its node takes no work
+            ours("t4", 1, "t", "15m"),
+            ours("waiting", 2, None, "1h", start=None),  # queued, not holding GPUs
+        ],
+    )
+    result = {pool.gpu_product: pool for pool in pools_from(n, p, now=NOW)}
+    assert result[A100].release_seconds == (600.0, 3000.0, 3000.0)
+    assert result[T4].release_seconds == (300.0,)
+    assert (result[A100].in_use, result[A100].queued) == (5, 0)
+    # Without ``now`` nothing is estimated and the other figures are the same.
+    plain = {pool.gpu_product: pool for pool in pools_from(n, p)}
+    assert plain[A100].release_seconds == ()
+    assert replace(result[A100], release_seconds=()) == plain[A100]
+
+
+def test_release_seconds_stop_where_no_job_can_look() -> None:
+    # Nodes of 2 GPUs and 1 GPU queued: a wait never looks past queued + 2 = 3 releases.
+    n, p = records(
+        [node("n1", 2), node("n2", 2)],
+        [
+            ours("a", 1, "n1", "20m"),
+            ours("b", 1, "n1", "30m"),
+            ours("c", 2, "n2", "40m"),
+            pod("q", 1, None, "Pending", affinity_terms=wants(A100)),
+        ],
+    )
+    (pool,) = pools_from(n, p, now=NOW)
+    assert pool.release_seconds == (600.0, 1200.0, 1800.0)
+
+
+def test_a_decision_waits_for_the_estimated_release() -> None:
+    nodes_, pods_ = records([node("n1", 1)], [ours("busy", 1, "n1", "20m")])
+    policy = RoutingPolicySpec.model_validate(
+        {
+            "inCluster": {
+                "maxQueueTime": "5m",
+                "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "1.00"}],
+            }
+        }
+    )
+    snap = build_snapshot(
+        now=NOW,
+        nodes=nodes_,
+        pods=pods_,
+        telemetry=None,
+        registry=Registry(),
+        policy=policy,
+        policy_created=None,
+        spend=(),
+    )
+    assert snap.pools[0].release_seconds == (600.0,)
+    job = InferenceJobSpec.model_validate(
+        {
+            "task": "container",
+            "image": "busybox",
+            "input": {"requests": 1},
+            "estimatedDuration": "1h",
+            "placement": "InCluster",
+        }
+    )
+    d = decide(job, policy, snap)
+    (candidate,) = d.candidates
+    assert candidate.expected_start_seconds == 600.0
+    assert (d.outcome, d.reason) == ("Wait", "QueueTooLong")
+    # A longer queue allowance takes the pool, starting when our pod is expected to end.
+    patient = policy.model_copy(
+        update={
+            "in_cluster": policy.in_cluster.model_copy(
+                update={"max_queue_time": timedelta(minutes=15)}
+            )
+        }
+    )
+    d = decide(job, patient, snap)
+    assert d.target is not None
+    assert d.target.expected_start_seconds == 600.0

@@ -322,6 +322,10 @@ async def test_an_in_cluster_job_not_running_after_max_queue_time_is_rerouted() 
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "nvidia.com/gpu": "1"
     }
+    # The inventory reads when the pod's GPUs come back from this (inventory/pools.py).
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "hybridgpu.dev/estimated-duration": "30m"
+    }
     assert world.registry.reservations == {"uid-7": ("Tesla-T4", 1)}
     world.now = NOW + timedelta(minutes=2)
     await world.step()

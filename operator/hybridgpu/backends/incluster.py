@@ -10,7 +10,9 @@ from enum import StrEnum
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
+from hybridgpu.inventory.pools import ESTIMATED_DURATION_ANNOTATION
 from hybridgpu.jobs.conditions import parse_timestamp
+from hybridgpu.units import format_duration
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -102,6 +104,12 @@ def job_manifest(
     }
     tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     tolerations += extra_tolerations()
+    template_meta: dict[str, Any] = {"labels": labels}
+    if spec.estimated_duration:
+        # Lets the inventory estimate when the pod's GPUs come back (inventory/pools.py).
+        template_meta["annotations"] = {
+            ESTIMATED_DURATION_ANNOTATION: format_duration(spec.estimated_duration)
+        }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -125,7 +133,7 @@ def job_manifest(
             # fail over to another product or network.
             "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_meta,
                 "spec": {
                     "restartPolicy": "Never",
                     "affinity": affinity,

@@ -27,7 +27,7 @@ def build_snapshot(
     """The snapshot one decision for one policy is made on."""
     node_list = list(nodes)
     utilization = telemetry.utilization_by_product(node_list) if telemetry else None
-    pools = registry.apply_reservations(pools_from(node_list, pods, utilization))
+    pools = registry.apply_reservations(pools_from(node_list, pods, utilization, now=now))
     spent = spent_since(
         list(spend),
         period_start(now, policy_created or now, policy.budget.period) if policy.budget else now,

@@ -36,8 +36,14 @@ How the figures are counted (and why):
 * ``max_free_per_node`` is the largest ``allocatable - in_use`` of one Ready, uncordoned node:
   a job's GPUs must share a node. ``max_gpus_per_node`` is the largest node of the product,
   cordoned or not: a job asking for more can never run on it.
-* ``release_seconds`` is left empty: when GPUs come back depends on job durations the
-  operator knows, not on Node and Pod objects.
+* ``release_seconds`` (only when ``pools_from`` is given ``now``) holds, ascending, the seconds
+  until each GPU of a pod counted in ``in_use`` is expected back: one entry per GPU, from the
+  pod's start (``status.startTime``; ``creationTimestamp`` for a bound pod without one) plus the
+  ``hybridgpu.dev/estimated-duration`` annotation the operator puts on the pods of its Jobs
+  (the InferenceJob's ``estimatedDuration``). Pods without it (not made by hybridgpu) and pods
+  still running past their expected end are left out as unknown; the engine assumes the
+  policy's maxQueueTime for GPUs beyond the known ones. The list is cut at ``queued`` plus the
+  biggest node's GPUs, the most any job's wait can look at.
 """
 
 from __future__ import annotations
@@ -45,16 +51,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from hybridgpu.gpu_products import TRACE_GPU_PRODUCTS
 from hybridgpu.routing.snapshot import InClusterPool
-from hybridgpu.units import quantity_value
+from hybridgpu.units import parse_duration, quantity_value
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
+ESTIMATED_DURATION_ANNOTATION = "hybridgpu.dev/estimated-duration"
+"""On the pods of hybridgpu's in-cluster Jobs: the InferenceJob's ``estimatedDuration``."""
 UNLABELLED_PRODUCT = "unknown"
 """Pool name for nodes that offer nvidia.com/gpu but carry no GPU Feature Discovery labels."""
 
@@ -97,6 +106,8 @@ class PodRecord:
     """GPU products the pod's node selection accepts; None when it names none."""
     container: str
     """First container that requests GPUs (dcgm-exporter attributes a GPU to a container)."""
+    ends_at: float | None = None
+    """Expected end, Unix seconds: start plus the estimated-duration annotation; None: unknown."""
 
     @property
     def key(self) -> str:
@@ -256,11 +267,39 @@ def pod_products(spec: Mapping[str, Any]) -> frozenset[str] | None:
     return accepted
 
 
+def _timestamp(value: object) -> float:
+    """Unix seconds of a Kubernetes timestamp (RFC 3339); ValueError if it is not one."""
+    parsed = datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def expected_end(meta: Mapping[str, Any], status: Mapping[str, Any], bound: bool) -> float | None:
+    """When a pod is expected to finish (Unix seconds), or None when that is not known.
+
+    Known only for pods carrying the estimated-duration annotation (hybridgpu's own) that have
+    started: ``status.startTime``, else the creation time of a pod already bound to a node.
+    A malformed annotation or timestamp makes the end unknown rather than the pod invalid.
+    """
+    duration = (meta.get("annotations") or {}).get(ESTIMATED_DURATION_ANNOTATION)
+    if not duration:
+        return None
+    started = status.get("startTime") or (meta.get("creationTimestamp") if bound else None)
+    if not started:
+        return None
+    try:
+        return _timestamp(started) + parse_duration(str(duration)).total_seconds()
+    except (ValueError, OverflowError):
+        return None
+
+
 def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
     """A compact record of a Pod, or None if it requests no GPUs or has terminated."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
-    phase = str((body.get("status") or {}).get("phase") or "Pending")
+    status = body.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
     if phase in _TERMINATED_PHASES:
         return None
     where = f"Pod {_name(body)}"
@@ -275,14 +314,16 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
         ),
         "",
     )
+    node = spec.get("nodeName") or None
     return PodRecord(
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta.get("name") or ""),
-        node=spec.get("nodeName") or None,
+        node=node,
         phase=phase,
         gpus=gpus,
         products=pod_products(spec),
         container=container,
+        ends_at=expected_end(meta, status, node is not None),
     )
 
 
@@ -316,21 +357,29 @@ def pools_from(
     nodes: Iterable[NodeRecord],
     pods: Iterable[PodRecord],
     utilization: Mapping[str, float] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> tuple[InClusterPool, ...]:
     """One ``InClusterPool`` per GPU product, sorted by product name.
 
     ``utilization`` maps a GPU product to its mean DCGM utilisation in percent (see
     ``inventory.telemetry``); products missing from it get ``utilization_percent=None``.
     A product whose nodes are all NotReady or cordoned still gets a pool, with nothing
-    allocatable, so that routing can say why it was not chosen.
+    allocatable, so that routing can say why it was not chosen. With ``now`` the pools carry
+    ``release_seconds`` (see the module docstring); without it that stays empty.
     """
     pod_list = list(pods)
     used = gpus_in_use_by_node(pod_list)
     queued: dict[str, int] = defaultdict(int)
+    # Node -> (seconds until a pod on it is expected to end, its GPUs), pods not yet overdue.
+    ends: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    clock = now.timestamp() if now is not None else None
     for pod in pod_list:
         if pod.pending_unbound and pod.products:
             for product in pod.products:
                 queued[product] += pod.gpus
+        elif pod.node and pod.active and pod.ends_at and clock and pod.ends_at > clock:
+            ends[pod.node].append((pod.ends_at - clock, pod.gpus))
 
     by_product: dict[str, list[NodeRecord]] = defaultdict(list)
     for node in nodes:
@@ -344,6 +393,16 @@ def pools_from(
         # Differing labels within one product would be odd; promise only what every node has.
         memory_bytes = min(memories) * MIB if memories else 0
         free_per_node = [max(n.allocatable - used.get(n.name, 0), 0) for n in ready]
+        biggest = max(n.allocatable for n in members)
+        releases: tuple[float, ...] = ()
+        if ends:
+            known = [
+                left for n in ready for left, gpus in ends.get(n.name, ()) for _ in range(gpus)
+            ]
+            if known:
+                known.sort()
+                # A job's wait looks at most at the GPUs the queue wants plus its own.
+                releases = tuple(known[: queued.get(product, 0) + biggest])
         pools.append(
             InClusterPool(
                 gpu_product=product,
@@ -354,7 +413,8 @@ def pools_from(
                 utilization_percent=None if utilization is None else utilization.get(product),
                 max_free_per_node=max(free_per_node, default=0),
                 # Cordoning is temporary; a node's size is not, so count every node here.
-                max_gpus_per_node=max(n.allocatable for n in members),
+                max_gpus_per_node=biggest,
+                release_seconds=releases,
             )
         )
     return tuple(pools)
