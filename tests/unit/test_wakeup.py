@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
 import kopf
 import pytest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
-from hybridgpu.controller.providers import improved_places
+from hybridgpu.controller.providers import improved_places, wake_for_refresh
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.controller.wakeup import Wakeup
@@ -192,6 +193,27 @@ def test_offers_that_grew_or_got_cheaper_are_named() -> None:
     # Prices in another unit cannot be compared: the offer counts as changed.
     tokens = offer("akash", pricing=PerToken(Decimal("0.1"), Decimal("0.2")))
     assert improved_places(before, (full, tokens)) == {"akash/NVIDIA-A100-SXM4-80GB"}
+
+
+async def test_a_place_no_job_can_await_yet_wakes_every_deferred_job() -> None:
+    wakeup = Wakeup()
+    _, stopped = stopper()
+    cheap = offer("nosana", pricing=PerGPUHour(Decimal("0.30")))
+    h100 = offer("nosana", product="NVIDIA-H100-80GB-HBM3", pricing=PerGPUHour(Decimal("1.00")))
+
+    async def woken_by(before: tuple[Any, ...], after: tuple[Any, ...]) -> bool:
+        # The sleeper awaits another network's place by name.
+        sleeper = asyncio.create_task(wakeup.sleep(stopped, 0.5, ("akash/NVIDIA-A10",)))
+        await settle()
+        wake_for_refresh(wakeup, before, after)
+        return await asyncio.wait_for(sleeper, 2.0)
+
+    assert await woken_by((), (cheap,))  # a provider that just became usable
+    assert await woken_by((cheap,), (cheap, h100))  # a product it did not offer before
+    assert not await woken_by((cheap,), (cheap,))  # nothing new
+    grown = offer("nosana", available=16, pricing=PerGPUHour(Decimal("0.30")))
+    assert not await woken_by((cheap,), (grown,))  # grew: only jobs awaiting it by name
+    assert wakeup.notified_since(("nosana/NVIDIA-A100-SXM4-80GB",), wakeup.generation - 1)
 
 
 def _pod(phase: str, node: str | None = "n1", products: frozenset[str] | None = None) -> PodRecord:

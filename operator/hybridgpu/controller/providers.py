@@ -9,6 +9,7 @@ from typing import Any
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller import metrics
 from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube
 from hybridgpu.networks import errors as neterr
@@ -70,6 +71,25 @@ def improved_places(
             for p in old.get((o.gpu_product, o.region), ())
         )
     }
+
+
+def wake_for_refresh(
+    wakeup: Wakeup, before: tuple[ExternalOffer, ...], after: tuple[ExternalOffer, ...]
+) -> None:
+    """Wake the deferred jobs a refresh may concern.
+
+    Jobs await places by name, so a place no job can know yet (a provider that just became
+    usable, a product or region it did not offer before) wakes every waiting job; an offer
+    that only grew or got cheaper wakes those awaiting it.
+    """
+    places = improved_places(before, after)
+    if not places:
+        return
+    known = {(o.gpu_product, o.region) for o in before}
+    if not before or any((o.gpu_product, o.region) not in known for o in after):
+        wakeup.notify_all()
+    else:
+        wakeup.notify(*sorted(places))
 
 
 def offer_status(offer: ExternalOffer) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller.providers import (
     CredentialMissing,
     ensure_adapter,
-    improved_places,
     provider_status,
     refresh,
+    wake_for_refresh,
 )
 from hybridgpu.controller.registry import Registry
 
@@ -46,7 +46,7 @@ async def keep_provider(
             before = entry.offers if entry.ready else ()
             ready, message = await refresh(entry, now)
             if ready:
-                registry.wakeup.notify(*sorted(improved_places(before, entry.offers)))
+                wake_for_refresh(registry.wakeup, before, entry.offers)
             interval = spec.price_refresh_interval.total_seconds()
         except ValidationError as exc:
             first = exc.errors()[0]
