@@ -45,7 +45,7 @@ while (( SECONDS < deadline )); do
   sleep 3
 done
 echo
-echo "Why did a job go where it went?   .venv/bin/hybridgpu explain bargain-hunter"
+echo "Why did a job go where it went?   .venv/bin/hybridgpu explain bargain-hunter --kubeconfig $KUBECONFIG"
 echo "Providers:                        $KUBECTL get cp"
 echo "Operator metrics:                 curl -s 127.0.0.1:18080/metrics | grep hybridgpu_"
 echo "Prometheus:                       http://127.0.0.1:19090"

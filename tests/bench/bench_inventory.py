@@ -16,6 +16,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.unit.inventory_objects import container, node, pod, wants
 
 from hybridgpu.gpu_products import TRACE_GPU_PRODUCTS
-from hybridgpu.inventory.pools import gpu_nodes_index, gpu_pods_index, pools_from
+from hybridgpu.inventory.pools import (
+    ESTIMATED_DURATION_ANNOTATION,
+    gpu_nodes_index,
+    gpu_pods_index,
+    pools_from,
+)
 from hybridgpu.telemetry.dcgm_exporter import fake_gpus, render_metrics
 
 PRODUCTS = sorted(TRACE_GPU_PRODUCTS.values())
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def build(
@@ -43,6 +50,16 @@ def build(
             product = PRODUCTS[i % len(PRODUCTS)][0]
             pod_bodies.append(
                 pod(f"p{i}", 1 + i % 4, None, "Pending", affinity_terms=wants(product))
+            )
+        elif i % 2:  # half the running ones are hybridgpu's, with an estimated end
+            pod_bodies.append(
+                pod(
+                    f"p{i}",
+                    1 + i % 2,
+                    f"n{i % nodes:05d}",
+                    annotations={ESTIMATED_DURATION_ANNOTATION: f"{60 + i % 120}m"},
+                    start_time="2026-11-28T11:00:00Z",
+                )
             )
         else:
             pod_bodies.append(pod(f"p{i}", 1 + i % 2, f"n{i % nodes:05d}"))
@@ -80,7 +97,8 @@ def main() -> None:
 
     node_records, pod_records = extract()
     t_extract = timed(extract, args.repeat)
-    t_pools = timed(lambda: pools_from(node_records, pod_records), args.repeat)
+    # As the operator calls it: with the release estimates of the pods that have one.
+    t_pools = timed(lambda: pools_from(node_records, pod_records, now=NOW), args.repeat)
 
     # Kopf keeps only what the index functions return; measure what survives the bodies.
     payload = json.dumps([node_bodies, pod_bodies])

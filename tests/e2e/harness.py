@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,45 @@ def standins_process(config: Path) -> Process:
             str(BASE_PORT),
         ],
     )
+
+
+def answers(network: str) -> bool:
+    """Whether the stand-in of ``network`` is up."""
+    try:
+        control(network, "/_stats")
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def running_stack(config: Path, prefix: str, operator: Process | None = None) -> Iterator[Process]:
+    """Stand-ins from ``config``, ComputeProviders named ``prefix<network>`` and an operator
+    (``operator_process()`` unless given), ready once it has refreshed the container
+    markets' offers; everything is stopped on the way out."""
+    standins = standins_process(config)
+    standins.start()
+    try:
+        wait_for("stand-ins", lambda: answers("nosana"), timeout=30)
+        install_providers(prefix)
+        operator = operator or operator_process()
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        operator.start()
+        try:
+            wait_for(
+                "providers refreshed by this operator",
+                lambda: all(
+                    (get("cp", f"{prefix}{n}").get("status") or {}).get("lastRefreshTime", "")
+                    >= started
+                    for n in ("nosana", "vastai", "akash")
+                ),
+                timeout=60,
+            )
+            yield operator
+        finally:
+            operator.kill()
+    finally:
+        standins.kill()
 
 
 def operator_process(kubeconfig: Path | None = None) -> Process:

@@ -14,7 +14,6 @@ than take a 50x dearer free pool, and starts on an A10 as soon as one of those p
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from hybridgpu.backends.incluster import LABEL_JOB, job_manifest
 from tests.cluster import kubectl
 from tests.e2e import harness
 from tests.e2e.harness import condition, get, wait_for
-from tests.e2e.test_operator import EXTERNAL_ONLY, PREFIX, RTX4090, _answers, _job, _phase, _policy
+from tests.e2e.test_operator import EXTERNAL_ONLY, PREFIX, RTX4090, _job, _phase, _policy
 
 pytestmark = pytest.mark.e2e
 NOSANA = f"{PREFIX}nosana"
@@ -44,24 +43,8 @@ def one_gpu_on_nosana(
         if offer["network"] == "nosana":
             offer["available"] = 1
     config.write_text(yaml.safe_dump(doc))
-    standins = harness.standins_process(config)
-    standins.start()
-    wait_for("stand-ins", lambda: _answers("nosana"), timeout=30)
-    harness.install_providers(PREFIX)
-    operator = harness.operator_process()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    operator.start()
-    wait_for(
-        "providers refreshed by this operator",
-        lambda: all(
-            (get("cp", f"{PREFIX}{n}").get("status") or {}).get("lastRefreshTime", "") >= started
-            for n in ("nosana", "vastai", "akash")
-        ),
-        timeout=60,
-    )
-    yield operator
-    operator.kill()
-    standins.kill()
+    with harness.running_stack(config, PREFIX) as operator:
+        yield operator
 
 
 def _nosana_free() -> int:

@@ -9,7 +9,6 @@ the token is refused what the chart does not grant.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +17,9 @@ import yaml
 
 from tests.cluster import kubeconfig_path, kubectl
 from tests.e2e import harness
-from tests.e2e.harness import get, wait_for
 from tests.e2e.test_helm_install import helm, install
 from tests.e2e.test_operator import (
     PREFIX,
-    _answers,
     test_deleting_a_running_job_cancels_its_remote_work,
     test_in_cluster_job_runs_to_succeeded_on_a_fake_gpu_node,
     test_overflow_goes_to_the_cheapest_feasible_network,
@@ -88,32 +85,12 @@ def stack(
     """test_operator's stack, with the operator logged in as the chart's ServiceAccount."""
     tmp = tmp_path_factory.mktemp("helm-rbac")
     config = harness.standin_config(tmp / "standins.yaml")
-    standins = harness.standins_process(config)
-    standins.start()
-    try:
-        wait_for("stand-ins", lambda: _answers("vastai"), timeout=30)
-        harness.install_providers(PREFIX)
-        operator = harness.operator_process(kubeconfig=token_kubeconfig(tmp / "kubeconfig"))
-        # A log of its own, so that only this operator's requests are judged.
-        operator.log = harness.LOGS / "e2e-helm-rbac-operator.log"
-        operator.log.write_text("")
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        operator.start()
-        try:
-            wait_for(
-                "providers refreshed by the operator with the ServiceAccount's token",
-                lambda: all(
-                    (get("cp", f"{PREFIX}{n}").get("status") or {}).get("lastRefreshTime", "")
-                    >= started
-                    for n in ("nosana", "vastai", "akash")
-                ),
-                timeout=60,
-            )
-            yield operator
-        finally:
-            operator.kill()
-    finally:
-        standins.kill()
+    operator = harness.operator_process(kubeconfig=token_kubeconfig(tmp / "kubeconfig"))
+    # A log of its own, so that only this operator's requests are judged.
+    operator.log = harness.LOGS / "e2e-helm-rbac-operator.log"
+    operator.log.write_text("")
+    with harness.running_stack(config, PREFIX, operator) as running:
+        yield running
 
 
 def _can(verb: str, resource: str, namespace: str | None = None) -> bool:

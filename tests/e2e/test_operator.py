@@ -28,32 +28,8 @@ CONTAINER_MARKETS = [f"{PREFIX}nosana", f"{PREFIX}vastai", f"{PREFIX}akash"]
 @pytest.fixture(scope="module")
 def stack(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Process]:
     config = harness.standin_config(tmp_path_factory.mktemp("standins") / "standins.yaml")
-    standins = harness.standins_process(config)
-    standins.start()
-    wait_for("stand-ins", lambda: _answers("vastai"), timeout=30)
-    harness.install_providers(PREFIX)
-    operator = harness.operator_process()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    operator.start()
-    wait_for(
-        "providers refreshed by this operator",
-        lambda: all(
-            (get("cp", f"{PREFIX}{n}").get("status") or {}).get("lastRefreshTime", "") >= started
-            for n in ("nosana", "vastai", "akash")
-        ),
-        timeout=60,
-    )
-    yield operator
-    operator.kill()
-    standins.kill()
-
-
-def _answers(network: str) -> bool:
-    try:
-        control(network, "/_stats")
-    except OSError:
-        return False
-    return True
+    with harness.running_stack(config, PREFIX) as operator:
+        yield operator
 
 
 def _policy(namespace: str, **spec: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,3 +45,14 @@ def test_the_operator_command_does_not_load_the_simulator() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_explain_without_a_usable_kubeconfig_says_how_to_give_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "kubeconfig"
+    empty.write_text("")
+    assert main(["explain", "some-job", "--kubeconfig", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the cluster" in err
+    assert "--kubeconfig" in err and "KUBECONFIG" in err

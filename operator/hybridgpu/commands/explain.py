@@ -13,7 +13,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("explain", help="show why a job went where it went")
     parser.add_argument("name", help="InferenceJob name")
     parser.add_argument("-n", "--namespace", default="default")
-    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
     parser.set_defaults(func=run)
 
 
@@ -64,8 +64,16 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
 def run(args: argparse.Namespace) -> int:
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
 
-    config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    try:
+        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    except ConfigException as exc:
+        print(
+            f"cannot reach the cluster: {exc} (pass --kubeconfig FILE or set KUBECONFIG)",
+            file=sys.stderr,
+        )
+        return 2
     api = client.CustomObjectsApi()
     try:
         body = api.get_namespaced_custom_object(

@@ -51,11 +51,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from hybridgpu.gpu_products import TRACE_GPU_PRODUCTS
+from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.snapshot import InClusterPool
 from hybridgpu.units import parse_duration, quantity_value
 
@@ -267,14 +268,6 @@ def pod_products(spec: Mapping[str, Any]) -> frozenset[str] | None:
     return accepted
 
 
-def _timestamp(value: object) -> float:
-    """Unix seconds of a Kubernetes timestamp (RFC 3339); ValueError if it is not one."""
-    parsed = datetime.fromisoformat(str(value))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
 def expected_end(meta: Mapping[str, Any], status: Mapping[str, Any], bound: bool) -> float | None:
     """When a pod is expected to finish (Unix seconds), or None when that is not known.
 
@@ -286,12 +279,12 @@ def expected_end(meta: Mapping[str, Any], status: Mapping[str, Any], bound: bool
     if not duration:
         return None
     started = status.get("startTime") or (meta.get("creationTimestamp") if bound else None)
-    if not started:
-        return None
     try:
-        return _timestamp(started) + parse_duration(str(duration)).total_seconds()
+        start = parse_timestamp(started)
+        seconds = parse_duration(str(duration)).total_seconds()
     except (ValueError, OverflowError):
         return None
+    return None if start is None else start.timestamp() + seconds
 
 
 def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
@@ -371,15 +364,15 @@ def pools_from(
     pod_list = list(pods)
     used = gpus_in_use_by_node(pod_list)
     queued: dict[str, int] = defaultdict(int)
-    # Node -> (seconds until a pod on it is expected to end, its GPUs), pods not yet overdue.
-    ends: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    # Node -> seconds until each GPU of its pods is expected back, pods not yet overdue.
+    ends: dict[str, list[float]] = defaultdict(list)
     clock = now.timestamp() if now is not None else None
     for pod in pod_list:
         if pod.pending_unbound and pod.products:
             for product in pod.products:
                 queued[product] += pod.gpus
         elif pod.node and pod.active and pod.ends_at and clock and pod.ends_at > clock:
-            ends[pod.node].append((pod.ends_at - clock, pod.gpus))
+            ends[pod.node].extend([pod.ends_at - clock] * pod.gpus)
 
     by_product: dict[str, list[NodeRecord]] = defaultdict(list)
     for node in nodes:
@@ -396,13 +389,9 @@ def pools_from(
         biggest = max(n.allocatable for n in members)
         releases: tuple[float, ...] = ()
         if ends:
-            known = [
-                left for n in ready for left, gpus in ends.get(n.name, ()) for _ in range(gpus)
-            ]
-            if known:
-                known.sort()
-                # A job's wait looks at most at the GPUs the queue wants plus its own.
-                releases = tuple(known[: queued.get(product, 0) + biggest])
+            known = [left for n in ready for left in ends.get(n.name, ())]
+            # A job's wait looks at most at the GPUs the queue wants plus its own.
+            releases = tuple(sorted(known)[: queued.get(product, 0) + biggest])
         pools.append(
             InClusterPool(
                 gpu_product=product,

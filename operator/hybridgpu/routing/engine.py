@@ -388,7 +388,9 @@ def decide(
             if len(kept) < len(feasible):
                 rejected.extend((c[6], c[7], c[8], DEFERRED) for c in feasible if c[0] > limit)
                 if not kept:
-                    return _deferred(rejected, policy, quantities, limit, patience)
+                    return _deferred(
+                        rejected, policy, quantities, limit, patience, deferral.max_premium_percent
+                    )
                 feasible = kept
     if feasible:
         rejected.extend((c[6], c[7], c[8], LATE) for c in late)
@@ -410,6 +412,7 @@ def _deferred(
     job: JobQuantities,
     limit: float,
     patience: float,
+    premium_percent: int,
 ) -> RoutingDecision:
     """Wait for one of the cheap places that lack capacity now, rather than take a dear one."""
     ranked = tuple(
@@ -422,11 +425,9 @@ def _deferred(
         c.name for c in ranked if c.reason in WAITABLE and float(c.estimated_cost) <= limit
     )
     best = next(c for c in ranked if c.name == awaited[0])
-    deferral = policy.deferral
-    assert deferral is not None
     message = (
         f"deferred for price: {best.name} would cost ${format_money(best.estimated_cost, 2)} "
-        f"but is {best.reason}; nothing free now is within {deferral.max_premium_percent}% of it "
+        f"but is {best.reason}; nothing free now is within {premium_percent}% of it "
         f"(waiting up to {format_duration(timedelta(seconds=round(patience)))} more)"
     )
     retry = min(DEFERRAL_RECHECK_SECONDS, patience)
