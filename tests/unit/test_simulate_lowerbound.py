@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from hybridgpu.simulate.inputs import Node
 from hybridgpu.simulate.lowerbound import (
@@ -18,7 +17,17 @@ from hybridgpu.simulate.replay import Replay
 from hybridgpu.simulate.routers import CheapestFirst, CloudBurst, InClusterFifo
 from hybridgpu.simulate.workload import SimJob
 
-from .test_simulate_replay import CLOUD, GIB, NETWORK, OWNED, T4, sim_job, within, workload
+from .test_simulate_replay import (
+    CLOUD,
+    GIB,
+    NETWORK,
+    OWNED,
+    T4,
+    jobs_strategy,
+    sim_job,
+    within,
+    workload,
+)
 
 NODES = (Node("n0", T4, 16 * GIB, 2),)
 
@@ -52,21 +61,6 @@ def test_a_late_allowance_loosens_and_a_best_effort_target_tightens() -> None:
         jobs, NODES, market, OWNED, sw, ServiceTargets(be_start_within=600.0, be_late_share=0.0)
     )
     assert loose.cost_usd < base.cost_usd < tight.cost_usd
-
-
-jobs_strategy = st.lists(
-    st.builds(
-        lambda i, a, d, g, ls: sim_job(f"j{i}", float(a), float(d), g, ls),
-        st.integers(0, 10_000),
-        st.integers(0, 20_000),
-        st.integers(1, 20_000),
-        st.integers(1, 2),
-        st.booleans(),
-    ),
-    min_size=1,
-    max_size=25,
-    unique_by=lambda j: j.name,
-)
 
 
 @settings(max_examples=40, deadline=None)
