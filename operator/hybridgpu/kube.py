@@ -40,6 +40,10 @@ def _plain(obj: Any) -> Any:
     return client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
+class Conflict(Exception):
+    """A version-checked write found the object changed since it was read: re-read, recompute."""
+
+
 class Kube:
     """The reads and writes the operator does outside Kopf's own patching."""
 
@@ -65,30 +69,67 @@ class Kube:
         return found
 
     async def patch_job_status(
-        self, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch the status subresource of an InferenceJob; returns the patched object."""
-        patched: dict[str, Any] = await self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            JOBS,
-            name,
-            {"status": patch},
-        )
+        """Merge-patch the status subresource of an InferenceJob; returns the patched object.
+
+        With ``resource_version`` the API server applies the patch only to that version of the
+        object (optimistic concurrency, as Kueue's ApplyAdmissionStatus): a status computed
+        from an older read raises ``Conflict`` instead of overwriting what another writer did.
+        """
+        return await self._patch_status(JOBS, namespace, name, patch, resource_version)
+
+    async def patch_policy_status(
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._patch_status(POLICIES, namespace, name, patch, resource_version)
+
+    async def _patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            patched: dict[str, Any] = await self._call(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"{plural} {namespace}/{name} changed since it was read") from None
+            raise
         return patched
 
-    async def patch_policy_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        await self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            POLICIES,
-            name,
-            {"status": patch},
-        )
+    async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A RoutingPolicy, or None when it is gone."""
+        try:
+            found: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, POLICIES, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     async def patch_provider_status(self, name: str, patch: dict[str, Any]) -> None:
         await self._call(
@@ -142,6 +183,9 @@ class Kube:
         pods = await self._call(self._core.list_namespaced_pod, namespace, label_selector=selector)
         result: list[dict[str, Any]] = _plain(pods)["items"]
         return result
+
+    async def post_event(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call(self._core.create_namespaced_event, namespace, body)
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value of one Secret key, or None when the Secret or key is missing."""

@@ -53,8 +53,8 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
         "get_namespaced_custom_object",
     ),
     ("hybridgpu.dev", "inferencejobs", "list"): (
-        OPERATOR / "handlers/jobs.py",
-        '@kopf.daemon(GROUP, VERSION, "inferencejobs"',
+        OPERATOR / "handlers/indexes.py",
+        '@kopf.index(GROUP, VERSION, "inferencejobs")',
     ),
     ("hybridgpu.dev", "inferencejobs", "watch"): (
         OPERATOR / "handlers/jobs.py",
@@ -72,6 +72,10 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
         OPERATOR / "handlers/policies.py",
         '@kopf.timer(GROUP, VERSION, "routingpolicies"',
     ),
+    ("hybridgpu.dev", "routingpolicies", "get"): (
+        OPERATOR / "controller/ledger_writes.py",
+        "await kube.get_policy(",
+    ),
     ("hybridgpu.dev", "routingpolicies", "patch"): (
         OPERATOR / "handlers/startup.py",
         "AnnotationsProgressStorage",
@@ -87,10 +91,18 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
     ("batch", "jobs", "create"): (OPERATOR / "kube.py", "create_namespaced_job"),
     ("batch", "jobs", "get"): (OPERATOR / "kube.py", "read_namespaced_job"),
     ("batch", "jobs", "delete"): (OPERATOR / "kube.py", "delete_namespaced_job"),
+    ("batch", "jobs", "list"): (
+        OPERATOR / "handlers/indexes.py",
+        '@kopf.on.event("batch", "v1", "jobs"',
+    ),
+    ("batch", "jobs", "watch"): (
+        OPERATOR / "handlers/indexes.py",
+        '@kopf.on.event("batch", "v1", "jobs"',
+    ),
     ("", "pods", "list"): (OPERATOR / "kube.py", "list_namespaced_pod"),
     ("", "pods", "watch"): (OPERATOR / "handlers/indexes.py", '@kopf.index("pods")'),
     ("", "configmaps", "get"): (OPERATOR / "kube.py", "read_namespaced_config_map"),
-    ("", "events", "create"): (OPERATOR / "handlers/jobs.py", "kopf.event(body"),
+    ("", "events", "create"): (OPERATOR / "kube.py", "create_namespaced_event"),
     ("", "secrets", "get"): (OPERATOR / "kube.py", "read_namespaced_secret"),
     ("kopf.dev", "clusterkopfpeerings", "list"): (
         KOPF / "_core/engines/peering.py",

@@ -77,6 +77,10 @@ def test_optional_objects_whose_absence_means_off_get_no_default() -> None:
     assert "default" not in props["external"]["properties"]["providerSelector"]
     assert "providerSelector" not in props["external"]["default"]
     # Sub-objects that are always present still default to {} so their own defaults apply.
-    assert props["failover"]["default"] == {"maxAttempts": 3, "backoff": "10s"}
+    assert props["failover"]["default"] == {
+        "maxAttempts": 3,
+        "backoff": "10s",
+        "maxRunTimeFactor": 2.0,
+    }
     assert props["deferral"]["properties"]["maxWait"]["default"] == "336h"
     assert "x-hybridgpu-absent-by-default" not in str(crdgen.crd(rp))

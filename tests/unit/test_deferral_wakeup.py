@@ -8,6 +8,7 @@ providers daemons themselves (Kopf handlers called as plain coroutines).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import logging
@@ -18,17 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-import pytest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.commands import explain
+from hybridgpu.controller.claims import Holdings, job_hold
+from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.providers import improved_places
 from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.handlers import indexes as index_handlers
-from hybridgpu.handlers import jobs as job_handlers
 from hybridgpu.handlers import providers as provider_handlers
 from hybridgpu.routing.engine import DEFERRAL_RECHECK_SECONDS
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
@@ -137,14 +138,16 @@ async def test_a_job_ending_at_the_awaited_provider_wakes_the_deferred_one() -> 
     for name, o in zip(("cheap", "dear"), first.offers, strict=True):
         registry.providers[name].offers = (o,)
 
-    def live(world: World) -> Deps:
-        # Offers as the registry gives them: with the providers' running jobs counted.
-        return replace(
-            world.deps(),
-            snapshot=lambda ns, name, p: Snapshot(now=world.now, offers=registry.offers()),
-        )
-
     second = World(policy=DEFERRING)
+
+    def live(world: World) -> Deps:
+        # Offers with the slots the jobs' statuses hold (controller/claims.py) counted.
+        def snapshot(ns: str, name: str, p: Any) -> Snapshot:
+            held = Holdings.of([first.kube.obj, second.kube.obj], ())
+            return Snapshot(now=world.now, offers=held.offers(registry.offers(), {}))
+
+        return replace(world.deps(), snapshot=snapshot)
+
     second.registry = registry
     second.kube.obj["metadata"].update(name="k", uid="uid-8")
     events: Events = []
@@ -183,11 +186,11 @@ async def test_cancelling_an_in_cluster_attempt_notifies_its_pool() -> None:
         policy={"inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.1"}]}},
     )
     await run_step(world, [])
-    assert world.registry.reservations == {"uid-7": ("Tesla-T4", 1)}
+    assert job_hold(world.kube.obj, ()) is not None
     mark = world.registry.wakeup.generation
     world.kube.obj["spec"]["suspend"] = True
     await run_step(world, [])
-    assert world.registry.reservations == {}
+    assert job_hold(world.kube.obj, ()) is None
     assert world.registry.wakeup.notified_since(("in-cluster/Tesla-T4",), mark)
     assert not world.registry.wakeup.notified_since(("in-cluster/NVIDIA-A10",), mark)
 
@@ -252,17 +255,15 @@ class OperatorKube(FakeKube):
     async def patch_provider_status(self, name: str, status: dict[str, Any]) -> None:
         self.log.append(f"provider status {name}")
 
+    async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.obj)
 
-async def test_the_daemons_wake_a_deferred_job_when_the_provider_refresh_shows_capacity(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    events: Events = []
+    async def post_event(self, ns: str, body: dict[str, Any]) -> None:
+        self.log.append(f"event {body['reason']}")
 
-    def record_event(body: Any, *, type: str, reason: str, message: str) -> None:
-        events.append((type, reason, message))
 
-    monkeypatch.setattr(kopf, "event", record_event)
-    monkeypatch.setattr(job_handlers, "WAKE_SETTLE", 0.05)
+async def test_the_runtime_wakes_a_deferred_job_when_the_provider_refresh_shows_capacity() -> None:
+    """The admission loop, work queue and providers daemon together, on fakes."""
     world = World(policy=DEFERRING)
     kube = OperatorKube(world.kube.obj, world.log)
     job = kube.obj
@@ -279,29 +280,31 @@ async def test_the_daemons_wake_a_deferred_job_when_the_provider_refresh_shows_c
     # The providers daemon must find the adapter current, not build a real one.
     assert registry.providers["cheap"].spec == ComputeProviderSpec.model_validate(provider_spec)
     registry.providers["cheap"].offers = (full(cheap_offer),)
-    memo = kopf.Memo(kube=kube, registry=registry, utilization=None, telemetry_error="")
-    indexes: dict[str, Any] = {
-        "routing_policies": {("ns", "default"): [(DEFERRING, "")]},
-        "job_spend": {},
-        "gpu_nodes": {},
-        "gpu_pods": {},
-        "compute_providers": {"cheap": [True], "dear": [True]},
-    }
-    log = logging.getLogger("test")
-    stop_job, job_stopped = stopper()
-    daemon = asyncio.create_task(
-        job_handlers.drive_job(stopped=job_stopped, body=job, memo=memo, logger=log, **indexes)
+    inventory = Inventory(
+        nodes=lambda: (),
+        pods=lambda: (),
+        policies=lambda ns, name: (DEFERRING, "", {}) if (ns, name) == ("ns", "default") else None,
+        all_policies=lambda: [(("ns", "default"), {})],
+        provider_exists=lambda name: name in ("cheap", "dear"),
+        telemetry=lambda: None,
+        telemetry_problem=lambda: "",
     )
+    runtime = JobRuntime(kube, registry, inventory)  # type: ignore[arg-type]
+    memo = kopf.Memo(kube=kube, registry=registry, jobs=runtime)
+    log = logging.getLogger("test")
+    loops = asyncio.create_task(runtime.run())
     try:
+        runtime.observe(copy.deepcopy(job))
+        runtime.queue.schedule("uid-7", 0.0)
         await until(lambda: (job.get("status") or {}).get("decision") is not None)
         routed = conditions(job["status"])["Routed"]
         assert (routed["status"], routed["reason"]) == ("False", "DeferredForPrice")
+        assert runtime.admission.waiting == {"uid-7"}
         patches = world.log.count("patch")
 
-        registry.wakeup.notify("akash", "in-cluster")  # capacity elsewhere: no new decision
+        registry.wakeup.notify("akash", "in-cluster")  # decided again: nothing changed, no write
         await asyncio.sleep(0.2)
         assert world.log.count("patch") == patches
-        assert not daemon.done()
 
         # The providers daemon refreshes the cheap network, which has GPUs again.
         networks["cheap"].offers = (cheap_offer,)
@@ -319,11 +322,14 @@ async def test_the_daemons_wake_a_deferred_job_when_the_provider_refresh_shows_c
         await until(lambda: bool(job["status"].get("attempts")))
         assert time.monotonic() - started < 2.0  # not the 6 h retry
         assert job["status"]["attempts"][0]["provider"] == "cheap"
+        # The admission loop wrote the intent; the work queue then submitted it.
+        await until(lambda: bool(job["status"]["externalRef"].get("id")))
+        assert [k for k, _ in networks["cheap"].submissions] == ["uid-7-1"]
         assert "provider status cheap" in world.log
-        assert ("Normal", "Routed") in [(t, r) for t, r, _ in events]
+        await until(lambda: "event Routed" in world.log)
         stop_provider.set()
         await asyncio.wait_for(refresher, 2.0)
     finally:
-        stop_job.set()
-        await asyncio.wait_for(daemon, 2.0)
-    assert daemon.exception() is None
+        loops.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loops

@@ -10,8 +10,6 @@ import pytest
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
-from hybridgpu.controller.registry import Registry
-from hybridgpu.controller.snapshots import build_snapshot
 from hybridgpu.inventory.pools import (
     ESTIMATED_DURATION_ANNOTATION,
     InvalidObject,
@@ -26,7 +24,7 @@ from hybridgpu.inventory.pools import (
     unconstrained_queued,
 )
 from hybridgpu.routing.engine import decide
-from hybridgpu.routing.snapshot import InClusterPool
+from hybridgpu.routing.snapshot import InClusterPool, Snapshot
 from tests.unit.inventory_objects import A100, T4, container, node, pod, wants
 
 
@@ -353,16 +351,7 @@ def test_a_decision_waits_for_the_estimated_release() -> None:
             }
         }
     )
-    snap = build_snapshot(
-        now=NOW,
-        nodes=nodes_,
-        pods=pods_,
-        telemetry=None,
-        registry=Registry(),
-        policy=policy,
-        policy_created=None,
-        spend=(),
-    )
+    snap = Snapshot(now=NOW, pools=pools_from(nodes_, pods_, now=NOW))
     assert snap.pools[0].release_seconds == (600.0,)
     job = InferenceJobSpec.model_validate(
         {

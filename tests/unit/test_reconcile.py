@@ -18,8 +18,10 @@ import pytest
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType, TrustTier
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.claims import job_hold
 from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.kube import Conflict
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
@@ -39,14 +41,19 @@ class FakeKube:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
 
-    async def patch_job_status(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_job_status(
+        self, ns: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        meta = self.obj["metadata"]
+        if resource_version is not None and resource_version != meta["resourceVersion"]:
+            self.log.append("conflict")
+            raise Conflict(f"{name} changed")
         status = self.obj.setdefault("status", {})
         for key, value in patch.items():
             if value is None:
                 status.pop(key, None)
             else:
                 status[key] = copy.deepcopy(value)
-        meta = self.obj["metadata"]
         meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         self.log.append("patch")
         return copy.deepcopy(self.obj)
@@ -326,13 +333,20 @@ async def test_an_in_cluster_job_not_running_after_max_queue_time_is_rerouted() 
     assert job["spec"]["template"]["metadata"]["annotations"] == {
         "hybridgpu.dev/estimated-duration": "30m"
     }
-    assert world.registry.reservations == {"uid-7": ("Tesla-T4", 1)}
+    # No Pod yet: the attempt's status holds its GPU (derived, see controller/claims.py).
+    hold = job_hold(world.kube.obj, pod_owners=())
+    assert hold is not None and (hold.gpu_product, hold.gpus, hold.reserve_gpus) == (
+        "Tesla-T4",
+        1,
+        True,
+    )
+    assert job_hold(world.kube.obj, pod_owners={"ns/j/1"}).reserve_gpus is False  # type: ignore[union-attr]
     world.now = NOW + timedelta(minutes=2)
     await world.step()
     attempt = world.status["attempts"][0]
     assert (attempt["outcome"], attempt["reason"]) == ("Requeued", "QueueTimeout")
     assert "delete j-a1" in world.log
-    assert world.registry.reservations == {}
+    assert job_hold(world.kube.obj, pod_owners=()) is None
     await world.step()
     assert world.status["attempts"][1]["gpuProduct"] == RTX  # the T4 pool is excluded now
 

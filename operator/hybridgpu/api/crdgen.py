@@ -84,8 +84,10 @@ KINDS: tuple[Kind, ...] = (
             "and carbon, in-cluster prices, allowed external networks, budget and failover."
         ),
         columns=(
-            {"name": "Spent", "type": "string", "jsonPath": ".status.spent"},
             {"name": "Limit", "type": "string", "jsonPath": ".spec.budget.limit"},
+            {"name": "Committed", "type": "string", "jsonPath": ".status.committed"},
+            {"name": "Spent", "type": "string", "jsonPath": ".status.spent"},
+            {"name": "Remaining", "type": "string", "jsonPath": ".status.remaining"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ),
         spec_required=False,

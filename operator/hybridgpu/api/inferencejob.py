@@ -294,10 +294,13 @@ class Attempt(StatusModel):
     """The network's id, if external."""
     start_time: datetime | None = None
     """When the attempt was dispatched."""
+    running_since: datetime | None = None
+    """When the attempt was first seen running (its deadline counts from here)."""
     end_time: datetime | None = None
     """When the attempt ended."""
     outcome: str = ""
-    """Running, Succeeded, Failed or Cancelled."""
+    """Dispatching (intent written, not yet submitted), Pending, Running, Succeeded, Failed,
+    Requeued (not started in time in-cluster; not counted against maxAttempts) or Cancelled."""
     reason: str = ""
     """Why it ended, in a word (CamelCase)."""
     message: str = ""
@@ -306,6 +309,13 @@ class Attempt(StatusModel):
     """What the attempt cost, in US dollars."""
     price_per_gpu_hour: Money | None = None
     """Price per GPU-hour the attempt was routed at, US dollars."""
+    estimated_cost: Money | None = None
+    """What the attempt was expected to cost when admitted, US dollars: held against the
+    budget until the attempt ends."""
+    policy_ref: str = ""
+    """The RoutingPolicy whose budget the attempt is charged to (fixed at admission)."""
+    gpus: int | None = None
+    """GPUs the attempt holds."""
 
 
 class CostStatus(StatusModel):

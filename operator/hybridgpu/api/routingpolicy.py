@@ -115,6 +115,9 @@ class Failover(ApiModel):
     """How many backends a job may try in all."""
     backoff: Duration = timedelta(seconds=10)
     """Pause before the next attempt."""
+    max_run_time_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+    """An attempt running longer than the job's estimatedDuration times this is cancelled
+    (reason DeadlineExceeded) and the job fails over."""
 
 
 class Deferral(ApiModel):
@@ -147,18 +150,42 @@ class RoutingPolicySpec(ApiModel):
     """Spending limit on external networks; none means unlimited."""
     failover: Failover = Field(default_factory=Failover)
     """Failover limits."""
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    """Admission order between policies: jobs of a higher priority are decided first, then
+    oldest first. Jobs of one policy are always decided oldest first."""
     deferral: Deferral | None = None
     """Cost-first waiting for jobs without a startWithin; none means they take the best place
     free now (or queue in-cluster within maxQueueTime)."""
 
 
+class RetiredSpend(StatusModel):
+    """External spend of a deleted InferenceJob, kept so that deleting jobs gives no budget back."""
+
+    cost: Money
+    """What the job's attempts charged to this policy cost, US dollars."""
+    at: datetime | None = None
+    """When the last of those attempts ended."""
+    job: str = ""
+    """The InferenceJob's name, to tell when it is gone for good."""
+
+
 class RoutingPolicyStatus(StatusModel):
-    """Spend and routing counts for the current budget period."""
+    """The spend ledger of the current budget period, and routing counts."""
 
     spent: Money | None = None
-    """US dollars spent on external networks in the current period."""
+    """US dollars spent on external networks in the current period: the accrued cost of
+    attempts charged to this policy, including those of jobs deleted since."""
+    committed: Money | None = None
+    """spent plus what running attempts are still expected to cost (the larger of their
+    estimate and their accrued cost): the figure admission holds against the limit."""
+    remaining: Money | None = None
+    """budget.limit minus committed (0 when over); absent without a budget."""
     period_start: datetime | None = None
     """When the current budget period began."""
+    retired: dict[str, RetiredSpend] = Field(default_factory=dict)
+    """Spend of jobs deleted in this period, by UID, until it is folded into retiredSpent."""
+    retired_spent: Money | None = None
+    """Spend of deleted jobs of this period already folded in, US dollars."""
     routed_jobs: dict[str, int] = Field(default_factory=dict)
     """Jobs routed per target (in-cluster or provider name) in the current period."""
     conditions: list[Condition] = conditions_field()

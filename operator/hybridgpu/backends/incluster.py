@@ -10,14 +10,14 @@ from enum import StrEnum
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
-from hybridgpu.inventory.pools import ESTIMATED_DURATION_ANNOTATION
+from hybridgpu.inventory.pools import ATTEMPT_LABEL, ESTIMATED_DURATION_ANNOTATION, OWNER_LABEL
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.units import format_duration
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
-LABEL_JOB = "hybridgpu.dev/inferencejob"
-LABEL_ATTEMPT = "hybridgpu.dev/attempt"
+LABEL_JOB = OWNER_LABEL
+LABEL_ATTEMPT = ATTEMPT_LABEL
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hybridgpu"}
 
 # Runtimes for tasks that name a model rather than an image; overridable per task with

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,6 +61,32 @@ class Deps:
     telemetry_problem: Callable[[], str] = lambda: ""
     """Why GPU utilisation is not available from Prometheus ("" when it is)."""
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    policy_spent: Callable[[str, str], Decimal | None] = lambda _ns, _name: None
+    """(namespace, policy) -> accrued external spend of its current budget period, as last
+    accounted; running attempts are cancelled once it passes the limit."""
+    dispatch_inline: bool = True
+    """Submit right after writing the intent. The admission loop turns this off: it writes
+    the intent and leaves the submission to the job's next step, off the admission path."""
+
+
+class Plan(Enum):
+    """What a routing step decided to do, before its status is written."""
+
+    FINISH = "finish"
+    BACKOFF = "backoff"
+    WAIT = "wait"
+    DISPATCH = "dispatch"
+    REJECT = "reject"
+
+
+@dataclass
+class RoutePlan:
+    kind: Plan
+    delay: float | None = None
+    decision: RoutingDecision | None = None
+    target: ScoredCandidate | None = None
+    reason: str = ""
+    message: str = ""
 
 
 def candidate_name(attempt: dict[str, Any]) -> str:
@@ -91,6 +118,8 @@ class JobStep:
         self.deps = deps
         self.emit = emit
         self.meta = body.get("metadata") or {}
+        self.rv: str | None = self.meta.get("resourceVersion")
+        """The version this status was read at: every write is conditional on it."""
         self.name: str = self.meta["name"]
         self.namespace: str = self.meta["namespace"]
         self.uid: str = self.meta.get("uid", "")
@@ -101,8 +130,6 @@ class JobStep:
         self.now = deps.now()
         self.written: dict[str, Any] | None = None
         """The object as our last status patch left it (the watch may not have caught up)."""
-        self.versions: list[str] = []
-        """resourceVersions our patches produced, oldest first."""
         self.conditions: list[dict[str, Any]] = self.status.setdefault("conditions", [])
         self.attempts: list[dict[str, Any]] = self.status.setdefault("attempts", [])
         self.wake_on: tuple[str, ...] = ()
@@ -127,10 +154,13 @@ class JobStep:
         return changed
 
     async def save(self) -> None:
+        """Write what changed, only onto the version it was computed from (else Conflict)."""
         changed = self.patch()
         if changed:
-            self.written = await self.deps.kube.patch_job_status(self.namespace, self.name, changed)
-            self.versions.append(str(self.written["metadata"].get("resourceVersion")))
+            self.written = await self.deps.kube.patch_job_status(
+                self.namespace, self.name, changed, resource_version=self.rv
+            )
+            self.rv = self.written["metadata"].get("resourceVersion")
             self.original = copy.deepcopy(self.status)
 
     def _sum_cost(self) -> None:
@@ -193,23 +223,42 @@ class JobStep:
         await self.save()
         return 10.0
 
+    def needs_admission(self) -> tuple[InferenceJobSpec, RoutingPolicySpec] | None:
+        """The job's spec and policy when its next step is a routing decision, else None."""
+        if cond.is_terminal(self.status) or self.active_attempt() is not None:
+            return None
+        try:
+            spec = InferenceJobSpec.model_validate(self.raw_spec)
+        except ValidationError:
+            return None
+        if spec.suspend:
+            return None
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        return None if policy is None else (spec, policy)
+
     async def route(self, spec: InferenceJobSpec, policy: RoutingPolicySpec) -> float | None:
+        return await self.commit_route(spec, self.plan_route(spec, policy))
+
+    def plan_route(self, spec: InferenceJobSpec, policy: RoutingPolicySpec) -> RoutePlan:
+        """Decide where the job goes and put it in status, without writing anything yet."""
+        if cond.is_true(self.conditions, cond.SUSPENDED):
+            self.set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false: routing again")
+            self.emit("Normal", "Resumed", "spec.suspend is false: routing again")
         failed = [a for a in self.attempts if a.get("outcome") in ("Failed", "Requeued")]
         counted = [a for a in self.attempts if a.get("outcome") == "Failed"]
         if len(counted) >= policy.failover.max_attempts:
             last = counted[-1]
-            await self.finish(
-                False,
-                "MaxAttemptsReached",
-                f"{len(counted)} attempts failed; last: "
+            return RoutePlan(
+                Plan.FINISH,
+                reason="MaxAttemptsReached",
+                message=f"{len(counted)} attempts failed; last: "
                 f"{last.get('message') or last.get('reason')}",
             )
-            return None
         if self.attempts:
             ended = cond.parse_timestamp(self.attempts[-1].get("endTime"))
             wait = policy.failover.backoff.total_seconds()
             if ended and (self.now - ended).total_seconds() < wait:
-                return wait - (self.now - ended).total_seconds()
+                return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
         problem = self.deps.telemetry_problem()
@@ -235,7 +284,7 @@ class JobStep:
         metrics.DECISIONS.labels(
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
-        self.status["decision"] = to_status(decision, spec.policy_ref, self.now).to_api()
+        self.record_decision(to_status(decision, spec.policy_ref, self.now).to_api())
         if decision.outcome == "Wait":
             # The busy cheap places, and the free ones refused as too dear: an external price
             # may drop within the premium (in-cluster prices change only with the policy).
@@ -245,32 +294,67 @@ class JobStep:
                 if c.reason == DEFERRED and c.backend == "External"
             )
         if decision.outcome == "Rejected":
-            await self.finish(False, decision.reason, decision.message)
-            return None
+            return RoutePlan(
+                Plan.REJECT, decision=decision, reason=decision.reason, message=decision.message
+            )
         if decision.outcome == "Wait" or decision.target is None:
-            return await self.wait(decision)
-        return await self.dispatch(spec, decision, decision.target)
+            self.prepare_wait(decision)
+            return RoutePlan(Plan.WAIT, decision=decision, delay=decision.retry_after_seconds)
+        self.prepare_dispatch(spec, decision, decision.target)
+        return RoutePlan(Plan.DISPATCH, decision=decision, target=decision.target)
 
-    async def wait(self, decision: RoutingDecision) -> float:
+    def record_decision(self, decision: dict[str, Any]) -> None:
+        """Keep the previous decision's time when nothing else changed: a job decided again
+        and again while it waits costs no status write."""
+        previous = self.original.get("decision")
+        if isinstance(previous, dict) and {**previous, "time": None} == {
+            **decision,
+            "time": None,
+        }:
+            decision = {**decision, "time": previous.get("time")}
+        self.status["decision"] = decision
+
+    async def commit_route(self, spec: InferenceJobSpec, plan: RoutePlan) -> float | None:
+        """Write what ``plan_route`` put in status, then act on it."""
+        if plan.kind is Plan.BACKOFF:
+            return plan.delay
+        if plan.kind in (Plan.FINISH, Plan.REJECT):
+            await self.finish(False, plan.reason, plan.message)
+            return None
+        if plan.kind is Plan.WAIT:
+            await self.save()
+            return plan.delay or 30.0
+        assert plan.target is not None
+        await self.save()  # the intent first: a crash from here on resumes this attempt
+        if not self.deps.dispatch_inline:
+            return 0.0
+        attempt = self.attempts[-1]
+        if plan.target.backend == "External":
+            return await self.submit_external(spec, attempt)
+        return await self.create_in_cluster(spec, attempt)
+
+    def prepare_wait(self, decision: RoutingDecision) -> None:
         previous = cond.find(self.conditions, cond.ROUTED)
         if previous is None or previous.get("reason") != decision.reason:
             self.emit("Normal", "Waiting", decision.message)
         self.set(cond.ROUTED, False, decision.reason, decision.message)
-        await self.save()
-        return decision.retry_after_seconds or 30.0
 
-    async def dispatch(
+    def prepare_dispatch(
         self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
-    ) -> float | None:
+    ) -> None:
+        """Put the attempt's intent in status: number, key, placement and what it holds."""
         number = len(self.attempts) + 1
         attempt: dict[str, Any] = {
             "attempt": number,
             "backend": target.backend,
             "provider": target.provider,
             "gpuProduct": target.gpu_product,
+            "gpus": spec.gpu.count,
+            "policyRef": spec.policy_ref,
             "startTime": cond.timestamp(self.now),
             "outcome": "Dispatching",
             "pricePerGPUHour": _money(target.price_per_gpu_hour),
+            "estimatedCost": _money(target.estimated_cost),
         }
         self.attempts.append(attempt)
         self.status["placement"] = {
@@ -288,21 +372,13 @@ class JobStep:
                 "idempotencyKey": f"{self.uid}-{number}",
                 "attempt": number,
             }
-            entry = self.deps.registry.providers.get(target.provider)
-            if entry is not None:
-                entry.active_jobs.add(self.uid)
         else:
             self.status.pop("externalRef", None)
-            self.deps.registry.reserve(self.uid, target.gpu_product, spec.gpu.count)
         self.set(cond.ROUTED, True, decision.reason, decision.message)
         self.emit("Normal", "Routed", decision.message)
         created = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         if created and number == 1:
             metrics.TIME_TO_ROUTED.observe((self.now - created).total_seconds())
-        await self.save()  # the intent first: a crash from here on resumes this attempt
-        if target.backend == "External":
-            return await self.submit_external(spec, attempt)
-        return await self.create_in_cluster(spec, attempt)
 
     # -- in-cluster -----------------------------------------------------------------------
 
@@ -325,12 +401,10 @@ class JobStep:
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
     ) -> float | None:
         if attempt.get("outcome") == "Dispatching":
-            self.deps.registry.reserve(self.uid, attempt["gpuProduct"], spec.gpu.count)
             return await self.create_in_cluster(spec, attempt)
         job_name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
         job = await self.deps.kube.get_batch_job(self.namespace, job_name)
         if job is None:
-            self.deps.registry.release(self.uid)
             return await self.failover(attempt, "JobLost", f"batch/v1 Job {job_name} disappeared")
         state = incluster.job_state(job)
         pods = await self.deps.kube.list_pods(
@@ -338,11 +412,6 @@ class JobStep:
             f"{incluster.LABEL_JOB}={self.name},{incluster.LABEL_ATTEMPT}={attempt['attempt']}",
         )
         started = incluster.pod_running(pods)
-        if started is not None or state in (
-            incluster.JobState.SUCCEEDED,
-            incluster.JobState.FAILED,
-        ):
-            self.deps.registry.release(self.uid)
         if started is not None and attempt.get("outcome") == "Pending":
             attempt["outcome"] = "Running"
             self.mark_running(started)
@@ -361,13 +430,16 @@ class JobStep:
             return await self.failover(attempt, "JobFailed", f"batch/v1 Job {job_name} failed")
         if started is not None:
             self.accrue_in_cluster(spec, attempt, started, self.now)
+            breach = self.limit_breach(spec, policy, attempt, started)
+            if breach is not None:
+                await self.deps.kube.delete_batch_job(self.namespace, job_name)
+                return await self.stop_for_limit(attempt, *breach)
             await self.save()
             return POLL_RUNNING
         since = cond.parse_timestamp(attempt.get("startTime")) or self.now
         max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
         if (self.now - since).total_seconds() > max_queue:
             await self.deps.kube.delete_batch_job(self.namespace, job_name)
-            self.deps.registry.release(self.uid)
             return await self.failover(
                 attempt,
                 "QueueTimeout",
@@ -479,6 +551,12 @@ class JobStep:
         if remote.state == "Running" and attempt.get("outcome") != "Running":
             attempt["outcome"] = "Running"
             self.mark_running(self.now)
+        breach = self.limit_breach(
+            spec, policy, attempt, cond.parse_timestamp(attempt.get("runningSince"))
+        )
+        if breach is not None:
+            await self.cancel_attempt(attempt)
+            return await self.stop_for_limit(attempt, *breach)
         await self.save()
         return POLL_RUNNING if remote.state == "Running" else POLL_PENDING
 
@@ -517,6 +595,61 @@ class JobStep:
             attempt, "ProviderGone", f"ComputeProvider {name} is being deleted or is gone"
         )
 
+    # -- limits on running work -----------------------------------------------------------
+
+    def limit_breach(
+        self,
+        spec: InferenceJobSpec,
+        policy: RoutingPolicySpec | None,
+        attempt: dict[str, Any],
+        running_since: datetime | None,
+    ) -> tuple[str, str, bool] | None:
+        """(reason, message, whether the job fails for good) when a running attempt has passed
+        the job's maxCost, its policy's budget or its deadline."""
+        accrued = sum((parse_money(a["cost"]) for a in self.attempts if a.get("cost")), Decimal(0))
+        if spec.max_cost is not None and accrued > spec.max_cost:
+            return (
+                "MaxCostExceeded",
+                f"accrued {_money(accrued)} USD, above spec.maxCost {spec.max_cost}",
+                True,
+            )
+        if (
+            policy is not None
+            and policy.budget is not None
+            and attempt.get("backend") == "External"
+        ):
+            spent = self.deps.policy_spent(
+                self.namespace, attempt.get("policyRef") or spec.policy_ref
+            )
+            if spent is not None and spent > policy.budget.limit:
+                return (
+                    "BudgetExceeded",
+                    f"RoutingPolicy {spec.policy_ref} has spent {_money(spent)} USD, above its "
+                    f"budget.limit of {policy.budget.limit}",
+                    False,
+                )
+        factor = policy.failover.max_run_time_factor if policy is not None else 2.0
+        started = running_since or cond.parse_timestamp(attempt.get("startTime"))
+        allowed = spec.estimated_duration.total_seconds() * factor
+        if started is not None and (self.now - started).total_seconds() > allowed:
+            return (
+                "DeadlineExceeded",
+                f"running for more than estimatedDuration x {factor:g} ({int(allowed)}s)",
+                False,
+            )
+        return None
+
+    async def stop_for_limit(
+        self, attempt: dict[str, Any], reason: str, message: str, final: bool
+    ) -> float | None:
+        """End an attempt cancelled for a limit; the job fails over, or fails on maxCost."""
+        if not final:
+            return await self.failover(attempt, reason, message)
+        self.end_attempt(attempt, "Failed", reason, message)
+        self.status.pop("externalRef", None)
+        await self.finish(False, reason, message)
+        return None
+
     # -- shared endings -------------------------------------------------------------------
 
     async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
@@ -526,7 +659,6 @@ class JobStep:
         if attempt.get("backend") == "InCluster":
             name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
             await self.deps.kube.delete_batch_job(self.namespace, name)
-            self.deps.registry.release(self.uid)
             wakeup.notify(freed_place(attempt))
             return
         entry = self.deps.registry.providers.get(attempt.get("provider", ""))
@@ -572,6 +704,8 @@ class JobStep:
         return 0.5
 
     def mark_running(self, started: datetime) -> None:
+        if self.attempts:
+            self.attempts[-1]["runningSince"] = cond.timestamp(started)
         first = self.status.get("startTime") is None
         if first:
             self.status["startTime"] = cond.timestamp(started)
@@ -590,7 +724,6 @@ class JobStep:
         self.set(type_, True, reason, message)
         self.set(cond.RUNNING, False, reason, message)
         self.status["completionTime"] = cond.timestamp(self.now)
-        self.deps.registry.release(self.uid)
         self.emit("Normal" if ok else "Warning", reason, message)
         await self.save()
 

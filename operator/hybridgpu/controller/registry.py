@@ -1,4 +1,4 @@
-"""In-memory state the operator process keeps: adapters, offers and GPU reservations.
+"""In-memory state the operator process keeps: adapters and offers.
 
 Nothing here is the truth of a job (that is the InferenceJob status); it is a cache that a
 restarted operator rebuilds from ComputeProviders and job statuses.
@@ -12,7 +12,7 @@ from datetime import datetime
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.networks.base import NetworkAdapter
-from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
+from hybridgpu.routing.snapshot import ExternalOffer
 
 
 @dataclass
@@ -33,13 +33,10 @@ class ProviderEntry:
 
 
 class Registry:
-    """Adapters by provider name, and in-cluster GPUs promised but not yet bound."""
+    """Adapters by provider name (what jobs hold is derived from their statuses: claims.py)."""
 
     def __init__(self) -> None:
         self.providers: dict[str, ProviderEntry] = {}
-        # uid -> (product, gpus): routed in-cluster, Pod not bound yet. Decisions made in the
-        # same instant must not all see the same free GPU.
-        self.reservations: dict[str, tuple[str, int]] = {}
         # Idempotency keys this process has submitted. Client-driven batches (Livepeer,
         # OpenAI-compatible) run inside the operator: after a restart they are submitted again,
         # with their checkpoint, before their status means anything.
@@ -73,35 +70,3 @@ class Registry:
                     )
                 )
         return tuple(out)
-
-    def reserve(self, uid: str, product: str, gpus: int) -> None:
-        self.reservations[uid] = (product, gpus)
-
-    def release(self, uid: str) -> None:
-        self.reservations.pop(uid, None)
-
-    def apply_reservations(self, pools: tuple[InClusterPool, ...]) -> tuple[InClusterPool, ...]:
-        """Pools with GPUs of reserved-but-unbound jobs counted as in use.
-
-        A job's loop releases its reservation once its Pod is seen running; until then the GPUs
-        may be counted twice for a poll interval, which errs on the side of not overbooking.
-        """
-        if not self.reservations:
-            return pools
-        held: dict[str, int] = {}
-        for product, gpus in self.reservations.values():
-            held[product] = held.get(product, 0) + gpus
-        return tuple(
-            replace(
-                p,
-                in_use=p.in_use + held.get(p.gpu_product, 0),
-                max_free_per_node=(
-                    None
-                    if p.max_free_per_node is None
-                    else max(p.max_free_per_node - held.get(p.gpu_product, 0), 0)
-                ),
-            )
-            if p.gpu_product in held
-            else p
-            for p in pools
-        )

@@ -14,7 +14,7 @@ concurrency limit and the queue of an unknown pool are not tied to one product.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 
@@ -46,12 +46,19 @@ class Wakeup:
         self._waiters: dict[asyncio.Future[None], frozenset[str]] = {}
         self._everything = 0
         """Generation of the last ``notify_all``."""
+        self.listeners: list[Callable[[], None]] = []
+        """Called on every notification (the admission loop decides its waiting jobs again)."""
+
+    def _tell(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def notify(self, *places: str) -> None:
         """Capacity may have come free at these places (see the module docstring)."""
         if not places:
             return
         self.generation += 1
+        self._tell()
         for place in places:
             self._last[place] = self.generation
         for waiter, awaiting in self._waiters.items():
@@ -62,6 +69,7 @@ class Wakeup:
         """Every waiting job should decide again (e.g. a RoutingPolicy changed)."""
         self.generation += 1
         self._everything = self.generation
+        self._tell()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)

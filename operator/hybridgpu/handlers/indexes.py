@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import kopf
 
 from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
-from hybridgpu.controller.spend import SpendItem, spend_items
 from hybridgpu.inventory.pools import (
     GPU_RESOURCE,
+    OWNER_LABEL,
     InvalidObject,
     NodeRecord,
     PodRecord,
@@ -39,24 +40,21 @@ def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodRecord]:
 
 @kopf.index(GROUP, VERSION, "routingpolicies")
 def routing_policies(
-    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-) -> dict[tuple[str, str], tuple[dict[str, Any], str]]:
-    return {(namespace or "", name): (dict(spec), str(meta.get("creationTimestamp", "")))}
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[tuple[str, str], tuple[dict[str, Any], str, dict[str, Any]]]:
+    """Spec, creation time and the spend ledger (``claims.Ledger``) of each policy."""
+    ledger = {k: status[k] for k in ("periodStart", "retired", "retiredSpent") if k in status}
+    return {(namespace or "", name): (dict(spec), str(meta.get("creationTimestamp", "")), ledger)}
 
 
 @kopf.index(GROUP, VERSION, "computeproviders")
 def compute_providers(name: str, **_: Any) -> dict[str, bool]:
     return {name: True}
-
-
-@kopf.index(GROUP, VERSION, "inferencejobs")
-def job_spend(
-    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> dict[tuple[str, str], tuple[SpendItem, ...]] | None:
-    items = spend_items(dict(status))
-    if not items:
-        return None
-    return {(namespace or "", str(spec.get("policyRef", "default"))): items}
 
 
 @kopf.index(GROUP, VERSION, "inferencejobs")
@@ -115,6 +113,20 @@ def gpu_pod_released(
 ) -> None:
     releases: InClusterReleases = memo.releases
     _notify(memo, releases.pod(f"{namespace}/{name}", _record(pod_record, event, body)))
+    owner = (body.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL)
+    if owner:
+        runtime: JobRuntime = memo.jobs
+        runtime.poke(namespace or "default", owner)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={OWNER_LABEL: kopf.PRESENT})
+def attempt_job_changed(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """An in-cluster attempt's batch/v1 Job changed (completed, failed): track it now rather
+    than at its next poll."""
+    runtime: JobRuntime = memo.jobs
+    runtime.poke(namespace or "default", str(labels[OWNER_LABEL]))
 
 
 @kopf.on.event("nodes", when=_node_has_gpus)

@@ -1,4 +1,4 @@
-"""RoutingPolicy handlers: spend and routing counts of the current budget period in status."""
+"""RoutingPolicy handlers: the spend ledger and routing counts of the budget period in status."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from pydantic import ValidationError
 
 from hybridgpu.api.common import GROUP, VERSION
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
-from hybridgpu.controller.spend import SpendItem, period_start, spent_since
+from hybridgpu.controller.jobloop import JobRuntime
+from hybridgpu.controller.ledger import account
 from hybridgpu.jobs import conditions as cond
-from hybridgpu.units import format_money
+from hybridgpu.kube import Conflict
 
 
 @kopf.on.event(GROUP, VERSION, "routingpolicies")
 def wake_deferred_jobs(
     namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """A changed policy (a larger premium, a shorter maxWait) may end a job's deferral now.
-
-    An event handler, not on.update: it keeps no state in the object (the operator may not
-    patch RoutingPolicies, only their status). Status patches do not change the generation.
-    """
+    """A changed policy (a larger budget, a larger premium, a shorter maxWait) may let waiting
+    jobs in now. An event handler, not on.update: it keeps no state in the object (the operator
+    may not patch RoutingPolicies, only their status). Status patches do not change the
+    generation."""
     seen: dict[tuple[str, str], int] = memo.policy_generations
     key = (namespace or "", name)
     generation = int(meta.get("generation") or 0)
@@ -47,11 +47,12 @@ async def account_policy(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    job_spend: kopf.Index[tuple[str, str], tuple[SpendItem, ...]] = kwargs["job_spend"]
+    runtime: JobRuntime = memo.jobs
     job_targets: kopf.Index[tuple[str, str], str] = kwargs["job_targets"]
     namespace = namespace or ""
     now = datetime.now(UTC)
     generation = int(meta.get("generation") or 0)
+    version = str(meta.get("resourceVersion"))
     conditions = [dict(c) for c in status.get("conditions") or []]
     try:
         policy = RoutingPolicySpec.model_validate(dict(spec))
@@ -69,32 +70,28 @@ async def account_policy(
         )
         await memo.kube.patch_policy_status(namespace, name, {"conditions": conditions})
         return
-    created = cond.parse_timestamp(meta.get("creationTimestamp")) or now
-    start = period_start(now, created, policy.budget.period) if policy.budget else created
-    items = [i for group in job_spend.get((namespace, name), []) for i in group]
-    spent = spent_since(items, start)
-    routed = Counter(job_targets.get((namespace, name), []))
-    cond.set_condition(
-        conditions, "Valid", True, "Valid", "the policy is valid", generation=generation, now=now
+    key = (namespace, name)
+    start = runtime.period_start(key, policy, now)
+    gone = set()
+    for uid, entry in (status.get("retired") or {}).items():
+        if uid in runtime.cache or uid in runtime.finished:
+            continue
+        found = await memo.kube.get_job(namespace, str((entry or {}).get("job") or ""))
+        if found is None or found["metadata"].get("uid") != uid:
+            gone.add(uid)
+    patch = account(
+        policy=policy,
+        status=dict(status),
+        holdings=runtime.holdings(),
+        key=key,
+        start=start,
+        gone=gone,
+        routed=Counter(job_targets.get(key, [])),
+        generation=generation,
+        now=now,
     )
-    if policy.budget is not None:
-        exceeded = spent >= policy.budget.limit
-        cond.set_condition(
-            conditions,
-            "BudgetExceeded",
-            exceeded,
-            "LimitReached" if exceeded else "WithinBudget",
-            f"spent {format_money(spent)} of {format_money(policy.budget.limit)} USD this period"
-            + (f"; {policy.budget.when_exceeded.value} applies" if exceeded else ""),
-            generation=generation,
-            now=now,
-        )
-    patch = {
-        "spent": format_money(spent, 6),
-        "periodStart": cond.timestamp(start),
-        "routedJobs": dict(sorted(routed.items())),
-        "conditions": conditions,
-        "observedGeneration": generation,
-    }
-    if any(status.get(k) != v for k, v in patch.items()):
-        await memo.kube.patch_policy_status(namespace, name, patch)
+    if patch:
+        try:
+            await memo.kube.patch_policy_status(namespace, name, patch, resource_version=version)
+        except Conflict:
+            return  # changed meanwhile (a job's spend was retired): the next tick recomputes

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from hybridgpu.api.common import GROUP, VERSION
 from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.providers import (
     CredentialMissing,
     ensure_adapter,
@@ -67,10 +68,12 @@ async def drain_provider(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: A
     if entry is None:
         return
     entry.draining = True
-    if entry.active_jobs:
-        raise kopf.TemporaryError(
-            f"waiting for {len(entry.active_jobs)} jobs to fail over", delay=2.0
-        )
+    runtime: JobRuntime = memo.jobs
+    active = runtime.jobs_on(name)
+    if active:
+        for uid in active:
+            runtime.queue.schedule(uid, 0.0)
+        raise kopf.TemporaryError(f"waiting for {len(active)} jobs to fail over", delay=2.0)
     del registry.providers[name]
     await entry.adapter.aclose()
     logger.info("provider %s drained and removed", name)

@@ -10,9 +10,11 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.metrics import PhaseTally
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
+from hybridgpu.inventory.pools import index_values
 from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
 from hybridgpu.kube import Kube, load_client_config
 from hybridgpu.settings import SETTINGS
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     # Keep Kopf's bookkeeping in annotations under our group, out of the users' status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hybridgpu.dev")
@@ -44,6 +46,31 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if SETTINGS.metrics_port:
         start_http_server(SETTINGS.metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
     memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
+    memo.jobs = JobRuntime(memo.kube, memo.registry, _inventory(memo, kwargs))
+    memo.jobs_task = asyncio.create_task(memo.jobs.run())
+
+
+def _inventory(memo: kopf.Memo, indexes: dict[str, Any]) -> Inventory:
+    """The runtime's live views on Kopf's indexes (they stay current as watches flow)."""
+    policies: kopf.Index[tuple[str, str], tuple[dict[str, Any], str, dict[str, Any]]]
+    policies = indexes["routing_policies"]
+
+    def policy(namespace: str, name: str) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
+        found = policies.get((namespace, name))
+        return next(iter(found)) if found else None
+
+    def all_policies() -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        return [(key, next(iter(values))[2]) for key, values in policies.items() if values]
+
+    return Inventory(
+        nodes=lambda: index_values(indexes["gpu_nodes"]),
+        pods=lambda: index_values(indexes["gpu_pods"]),
+        policies=policy,
+        all_policies=all_policies,
+        provider_exists=lambda name: name in indexes["compute_providers"],
+        telemetry=lambda: memo.utilization,
+        telemetry_problem=lambda: str(memo.telemetry_error),
+    )
 
 
 @kopf.on.login()
@@ -59,11 +86,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("telemetry_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("jobs_task", "telemetry_task"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     registry: Registry | None = memo.get("registry")
     if registry is not None:
         for entry in list(registry.providers.values()):

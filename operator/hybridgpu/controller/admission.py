@@ -1,0 +1,226 @@
+"""One admission loop: jobs that need a decision are decided in order, each on a snapshot
+that already holds back what the decisions before it promised.
+
+Kueue's scheduler does the same (take the queue heads, snapshot the cache, assign, *reserve*
+in the cache, then write). Here the reservations are ``claims.Holdings``, derived from the job
+statuses the cache holds, plus what this cycle has promised so far; nothing is a counter that
+a restart could lose. Writes are version-checked: a decision computed from a stale status ends
+in a 409, a re-read, and a new decision in the next cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.claims import Charge, Holdings, PolicyKey
+from hybridgpu.controller.reconcile import Deps, Emit, JobStep, Plan, RoutePlan
+from hybridgpu.jobs.conditions import parse_timestamp
+from hybridgpu.kube import Conflict
+from hybridgpu.routing.decision import ScoredCandidate
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
+
+log = logging.getLogger(__name__)
+
+BATCH_WINDOW = 0.02
+"""Seconds to gather a burst of arrivals into one cycle."""
+WRITE_CONCURRENCY = 32
+
+
+@dataclass
+class World:
+    """The capacity one admission cycle decides on; ``take`` holds back what a decision took."""
+
+    now: datetime
+    pools: tuple[InClusterPool, ...]
+    offers: tuple[ExternalOffer, ...]
+    holdings: Holdings
+    period_start: Callable[[PolicyKey, RoutingPolicySpec], datetime]
+    telemetry_available: bool = False
+    _snapshots: dict[PolicyKey, Snapshot] = field(default_factory=dict)
+
+    def snapshot(self, namespace: str, name: str, policy: RoutingPolicySpec) -> Snapshot:
+        key = (namespace, name)
+        found = self._snapshots.get(key)
+        if found is None:
+            since = self.period_start(key, policy)
+            found = Snapshot(
+                now=self.now,
+                pools=self.pools,
+                offers=self.offers,
+                budget_spent=self.holdings.committed(key, since),
+                telemetry_available=self.telemetry_available,
+            )
+            self._snapshots[key] = found
+        return found
+
+    def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate) -> None:
+        """Hold what a decision promised, so the next decision cannot promise it again."""
+        if target.backend == "InCluster":
+            self.pools = tuple(
+                replace(
+                    p,
+                    in_use=p.in_use + gpus,
+                    max_free_per_node=(
+                        None if p.max_free_per_node is None else max(p.max_free_per_node - gpus, 0)
+                    ),
+                )
+                if p.gpu_product == target.gpu_product
+                else p
+                for p in self.pools
+            )
+        else:
+            self.offers = tuple(
+                replace(
+                    o,
+                    active_jobs=o.active_jobs + 1,
+                    available=(
+                        max(o.available - gpus, 0)
+                        if o.gpu_product == target.gpu_product
+                        else o.available
+                    ),
+                )
+                if o.provider == target.provider
+                else o
+                for o in self.offers
+            )
+            self.holdings.charge(Charge(policy, target.estimated_cost, None))
+        # Every policy's snapshot shares the pools and offers; budgets are per policy but a
+        # rebuilt snapshot costs little next to a promise made twice.
+        self._snapshots.clear()
+
+
+@dataclass
+class Candidate:
+    step: JobStep
+    spec: InferenceJobSpec
+    policy: RoutingPolicySpec
+    priority: int
+    created: datetime | None
+
+
+class Admission:
+    """The queue of jobs that need a decision, and the loop that decides them."""
+
+    def __init__(
+        self,
+        *,
+        deps: Callable[[], Deps],
+        bodies: Callable[[str], dict[str, object] | None],
+        world: Callable[[], World],
+        emit_for: Callable[[dict[str, object]], Emit],
+        done: Callable[[str, dict[str, object] | None, float | None], None],
+        reread: Callable[[str, str, str], Awaitable[None]],
+        priority: Callable[[str, str], int] = lambda _ns, _name: 0,
+    ) -> None:
+        self._deps = deps
+        self._bodies = bodies
+        self._world = world
+        self._emit_for = emit_for
+        self._done = done
+        self._reread = reread
+        self._priority = priority
+        self._pending: set[str] = set()
+        self.waiting: set[str] = set()
+        """Jobs whose last decision was to wait: any change of capacity decides them again."""
+        self._event = asyncio.Event()
+        self.cycles = 0
+
+    def request(self, uid: str) -> None:
+        self._pending.add(uid)
+        self._event.set()
+
+    def forget(self, uid: str) -> None:
+        self._pending.discard(uid)
+        self.waiting.discard(uid)
+
+    def wake(self) -> None:
+        """Capacity, prices or policies changed: every waiting job is decided again."""
+        if self.waiting:
+            self._pending |= self.waiting
+            self._event.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._event.wait()
+            await asyncio.sleep(BATCH_WINDOW)
+            self._event.clear()
+            uids, self._pending = self._pending, set()
+            try:
+                await self.cycle(uids)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("admission cycle failed; its jobs are retried")
+                for uid in uids:
+                    self._done(uid, None, 10.0)
+
+    def _candidates(self, uids: Iterable[str], deps: Deps) -> list[Candidate]:
+        out = []
+        for uid in uids:
+            body = self._bodies(uid)
+            if body is None:
+                self.waiting.discard(uid)
+                continue
+            step = JobStep(dict(body), deps, self._emit_for(body))
+            needs = step.needs_admission()
+            if needs is None:  # something else to do first (track, suspend, fail): the worker
+                self.waiting.discard(uid)
+                self._done(uid, None, 0.0)
+                continue
+            spec, policy = needs
+            out.append(
+                Candidate(
+                    step,
+                    spec,
+                    policy,
+                    self._priority(step.namespace, spec.policy_ref),
+                    parse_timestamp(step.meta.get("creationTimestamp")),
+                )
+            )
+        return out
+
+    async def cycle(self, uids: Iterable[str]) -> None:
+        """Decide every job in ``uids`` that needs it, in order, then write the decisions."""
+        world = self._world()
+        deps = replace(self._deps(), snapshot=world.snapshot, dispatch_inline=False)
+        candidates = self._candidates(uids, deps)
+        candidates.sort(key=lambda c: (-c.priority, c.created or world.now, c.step.uid))
+        writes = []
+        for c in candidates:
+            plan = c.step.plan_route(c.spec, c.policy)
+            if plan.kind is Plan.DISPATCH and plan.target is not None:
+                world.take((c.step.namespace, c.spec.policy_ref), c.spec.gpu.count, plan.target)
+            writes.append((c, plan))
+        self.cycles += 1
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def write(c: Candidate, plan: RoutePlan) -> None:
+            async with limit:
+                await self._commit(c, plan)
+
+        await asyncio.gather(*(write(c, p) for c, p in writes))
+
+    async def _commit(self, c: Candidate, plan: RoutePlan) -> None:
+        step = c.step
+        try:
+            delay = await step.commit_route(c.spec, plan)
+        except Conflict:
+            # Another writer (or a spec change) moved the job on: re-read, decide again.
+            await self._reread(step.namespace, step.name, step.uid)
+            self.request(step.uid)
+            return
+        except Exception:
+            log.exception("writing the decision of %s/%s failed", step.namespace, step.name)
+            self._done(step.uid, step.written, 10.0)
+            return
+        if plan.kind is Plan.WAIT:
+            self.waiting.add(step.uid)
+        else:
+            self.waiting.discard(step.uid)
+        self._done(step.uid, step.written, delay)

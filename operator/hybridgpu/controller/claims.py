@@ -1,0 +1,245 @@
+"""What unfinished jobs hold, derived from their statuses: GPUs, offer capacity, provider
+slots and budget dollars.
+
+Admission subtracts these from the snapshot before deciding, so no two decisions promise the
+same GPU, slot or dollar. They are a cache of the jobs' statuses (as Kueue's scheduler cache is
+of its Workloads), never a counter of their own: a restarted operator derives the same figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from hybridgpu.jobs.conditions import parse_timestamp
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
+from hybridgpu.units import parse_money
+
+ACTIVE_OUTCOMES = frozenset({"Dispatching", "Pending", "Running"})
+
+PolicyKey = tuple[str, str]
+"""(namespace, RoutingPolicy name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Capacity held by a job's active attempt."""
+
+    uid: str
+    backend: str
+    provider: str
+    gpu_product: str
+    gpus: int
+    started: datetime | None
+    reserve_gpus: bool
+    """In-cluster and no Pod of the attempt seen yet: its GPUs are held by this reservation.
+    Once the Pod exists the inventory counts it instead (never both)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one external attempt counts against its policy's budget."""
+
+    policy: PolicyKey
+    amount: Decimal
+    """Committed: the accrued cost once ended; the larger of estimate and accrued before."""
+    ended: datetime | None
+    """None while the attempt is active (it counts in every period until it ends)."""
+    uid: str = ""
+    accrued: Decimal = Decimal(0)
+    """What it has cost so far."""
+
+
+def _money(value: object) -> Decimal:
+    return parse_money(str(value)) if value else Decimal(0)
+
+
+def job_charges(body: Mapping[str, Any]) -> tuple[Charge, ...]:
+    """Budget charges of one job: accrued cost of ended external attempts, and the larger of
+    estimate and accrued cost of an active one, each to the policy it was admitted under."""
+    meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    uid = str(meta.get("uid") or "")
+    default_policy = str((body.get("spec") or {}).get("policyRef") or "default")
+    out = []
+    for attempt in (body.get("status") or {}).get("attempts") or []:
+        if attempt.get("backend") != "External":
+            continue
+        policy = (namespace, str(attempt.get("policyRef") or default_policy))
+        accrued = _money(attempt.get("cost"))
+        if attempt.get("outcome") in ACTIVE_OUTCOMES:
+            amount = max(accrued, _money(attempt.get("estimatedCost")))
+            out.append(Charge(policy, amount, None, uid, accrued))
+        elif accrued:
+            ended = parse_timestamp(attempt.get("endTime"))
+            out.append(Charge(policy, accrued, ended, uid, accrued))
+    return tuple(out)
+
+
+def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | None:
+    """The capacity a job's active attempt holds, if it has one."""
+    attempts = (body.get("status") or {}).get("attempts") or []
+    if not attempts or attempts[-1].get("outcome") not in ACTIVE_OUTCOMES:
+        return None
+    attempt = attempts[-1]
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    gpus = int(attempt.get("gpus") or (spec.get("gpu") or {}).get("count") or 1)
+    in_cluster = attempt.get("backend") == "InCluster"
+    owner = f"{meta.get('namespace')}/{meta.get('name')}/{attempt.get('attempt')}"
+    return Hold(
+        uid=str(meta.get("uid") or ""),
+        backend=str(attempt.get("backend") or ""),
+        provider=str(attempt.get("provider") or ""),
+        gpu_product=str(attempt.get("gpuProduct") or ""),
+        gpus=gpus,
+        started=parse_timestamp(attempt.get("startTime")),
+        reserve_gpus=in_cluster and owner not in pod_owners,
+    )
+
+
+def committed(charges: Iterable[Charge], since: datetime) -> Decimal:
+    """Charges of attempts still active or ended in the period that began at ``since``."""
+    return sum((c.amount for c in charges if c.ended is None or c.ended >= since), Decimal(0))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The part of a policy's spend that outlives its jobs, from the RoutingPolicy's status."""
+
+    period_start: datetime | None = None
+    retired: Mapping[str, tuple[Decimal, datetime | None]] = field(default_factory=dict)
+    """uid -> (cost, when) of deleted jobs, not yet folded into ``retired_spent``."""
+    retired_spent: Decimal = Decimal(0)
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> Ledger:
+        status = status or {}
+        retired = {
+            str(uid): (_money(entry.get("cost")), parse_timestamp(entry.get("at")))
+            for uid, entry in (status.get("retired") or {}).items()
+            if isinstance(entry, Mapping)
+        }
+        return cls(
+            period_start=parse_timestamp(status.get("periodStart")),
+            retired=retired,
+            retired_spent=_money(status.get("retiredSpent")),
+        )
+
+    def base(self, since: datetime) -> Decimal:
+        """Spend of deleted jobs in the period that began at ``since``."""
+        folded = self.retired_spent if self.period_start == since else Decimal(0)
+        return folded + sum(
+            (cost for cost, at in self.retired.values() if at is None or at >= since),
+            Decimal(0),
+        )
+
+
+@dataclass
+class Holdings:
+    """Everything unfinished jobs hold, summed, and what admission adds during one cycle."""
+
+    reserved: Counter[str] = field(default_factory=Counter)
+    """product -> GPUs reserved in-cluster without a Pod yet."""
+    provider_jobs: Counter[str] = field(default_factory=Counter)
+    """provider -> active external attempts (its maxConcurrentJobs slots)."""
+    offer_taken: list[Hold] = field(default_factory=list)
+    """External holds, to subtract from offers refreshed before they started."""
+    charges: dict[PolicyKey, list[Charge]] = field(default_factory=dict)
+    ledgers: dict[PolicyKey, Ledger] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        bodies: Iterable[Mapping[str, Any]],
+        pod_owners: Collection[str],
+        *,
+        finished: Iterable[Charge] = (),
+        ledgers: Mapping[PolicyKey, Ledger] | None = None,
+    ) -> Holdings:
+        """What ``bodies`` (unfinished jobs) hold, plus the charges of finished jobs."""
+        held = cls(ledgers=dict(ledgers or {}))
+        for charge in finished:
+            held.charge(charge)
+        for body in bodies:
+            for charge in job_charges(body):
+                held.charge(charge)
+            hold = job_hold(body, pod_owners)
+            if hold is not None:
+                held.add(hold)
+        return held
+
+    def add(self, hold: Hold) -> None:
+        if hold.backend == "InCluster":
+            if hold.reserve_gpus:
+                self.reserved[hold.gpu_product] += hold.gpus
+            return
+        self.provider_jobs[hold.provider] += 1
+        self.offer_taken.append(hold)
+
+    def charge(self, charge: Charge) -> None:
+        self.charges.setdefault(charge.policy, []).append(charge)
+
+    def _live(self, policy: PolicyKey) -> list[Charge]:
+        """Charges of jobs that exist; a deleted job's are in the ledger instead."""
+        retired = self.ledgers[policy].retired if policy in self.ledgers else {}
+        return [c for c in self.charges.get(policy, ()) if c.uid not in retired]
+
+    def _base(self, policy: PolicyKey, since: datetime) -> Decimal:
+        ledger = self.ledgers.get(policy)
+        return ledger.base(since) if ledger is not None else Decimal(0)
+
+    def committed(self, policy: PolicyKey, since: datetime) -> Decimal:
+        """Spent plus what active attempts are still expected to cost: what admission holds
+        against the budget."""
+        return self._base(policy, since) + committed(self._live(policy), since)
+
+    def spent(self, policy: PolicyKey, since: datetime) -> Decimal:
+        """What external work charged to the policy has cost so far in the period."""
+        return self._base(policy, since) + sum(
+            (c.accrued for c in self._live(policy) if c.ended is None or c.ended >= since),
+            Decimal(0),
+        )
+
+    def pools(self, pools: tuple[InClusterPool, ...]) -> tuple[InClusterPool, ...]:
+        """Pools with reserved GPUs counted as in use."""
+        held = self.reserved
+        if not held:
+            return pools
+        return tuple(
+            replace(
+                p,
+                in_use=p.in_use + held[p.gpu_product],
+                max_free_per_node=(
+                    None
+                    if p.max_free_per_node is None
+                    else max(p.max_free_per_node - held[p.gpu_product], 0)
+                ),
+            )
+            if held.get(p.gpu_product)
+            else p
+            for p in pools
+        )
+
+    def offers(
+        self, offers: tuple[ExternalOffer, ...], refreshed: Mapping[str, datetime | None]
+    ) -> tuple[ExternalOffer, ...]:
+        """Offers with provider slots in use, and with the capacity taken by attempts that
+        started after the provider's last refresh (an older one is in the offer already)."""
+        taken: Counter[tuple[str, str]] = Counter()
+        for hold in self.offer_taken:
+            since = refreshed.get(hold.provider)
+            if since is None or hold.started is None or hold.started >= since:
+                taken[(hold.provider, hold.gpu_product)] += hold.gpus
+        return tuple(
+            replace(
+                o,
+                active_jobs=self.provider_jobs[o.provider],
+                available=max(o.available - taken[(o.provider, o.gpu_product)], 0),
+            )
+            for o in offers
+        )

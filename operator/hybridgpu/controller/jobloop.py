@@ -1,0 +1,348 @@
+"""The operator's job machinery: cache, work queue, admission and Events, wired together.
+
+Kopf feeds it (watch events, indexes) and it does the rest in a few tasks, whatever the
+number of jobs: an unfinished job is a cached body and a timer, not a daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import yaml
+
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.controller.admission import Admission, World
+from hybridgpu.controller.claims import (
+    Charge,
+    Holdings,
+    Ledger,
+    PolicyKey,
+    job_charges,
+    job_hold,
+)
+from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
+from hybridgpu.controller.events import EventPoster
+from hybridgpu.controller.jobcache import JobCache
+from hybridgpu.controller.periods import period_start
+from hybridgpu.controller.reconcile import Deps, JobStep
+from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.workqueue import WorkQueue
+from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
+from hybridgpu.inventory.telemetry import GpuTelemetry
+from hybridgpu.jobs import conditions as cond
+from hybridgpu.kube import Conflict, Kube
+from hybridgpu.routing.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURES = 8
+"""Consecutive unexpected errors on one job before it is failed (backoff 10 s doubling to
+5 min: about 20 minutes), so one job's bug never loops forever or takes others down."""
+WORKERS = 16
+DELETED_GRACE = 120.0
+
+_KEPT_META = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job step reads of an InferenceJob: managedFields and Kopf's annotations (a
+    copy of the spec) would double the cache for nothing."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in _KEPT_META if k in meta},
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+    }
+
+
+@dataclass
+class Inventory:
+    """Live views the operator's Kopf indexes and loops keep current."""
+
+    nodes: Callable[[], Iterable[NodeRecord]]
+    pods: Callable[[], Iterable[PodRecord]]
+    policies: Callable[[str, str], tuple[Mapping[str, Any], str, Mapping[str, Any]] | None]
+    """(namespace, name) -> (spec, creationTimestamp, status) of a RoutingPolicy."""
+    all_policies: Callable[[], Iterable[tuple[PolicyKey, Mapping[str, Any]]]]
+    """Every RoutingPolicy's key and status (for the ledgers)."""
+    provider_exists: Callable[[str], bool]
+    telemetry: Callable[[], GpuTelemetry | None]
+    telemetry_problem: Callable[[], str]
+
+
+class JobRuntime:
+    def __init__(self, kube: Kube, registry: Registry, inventory: Inventory) -> None:
+        self.kube = kube
+        self.registry = registry
+        self.inventory = inventory
+        self.cache = JobCache()
+        self.finished: dict[str, tuple[Charge, ...]] = {}
+        """uid -> budget charges of finished jobs (their bodies are not kept)."""
+        self.names: dict[tuple[str, str], str] = {}
+        self.deleted: dict[str, tuple[float, tuple[Charge, ...]]] = {}
+        """uid -> (when, charges) of jobs deleted in the last DELETED_GRACE seconds."""
+        self.queue = WorkQueue(self.work, workers=WORKERS)
+        self.events = EventPoster(kube.post_event)
+        self.failures: dict[str, int] = {}
+        self._parsed: dict[PolicyKey, tuple[str, RoutingPolicySpec]] = {}
+        self.admission = Admission(
+            deps=self.deps,
+            bodies=self.cache.get,
+            world=self.world,
+            emit_for=self.events.emit_for,
+            done=self.done,
+            reread=self.reread,
+            priority=self.priority,
+        )
+        registry.wakeup.listeners.append(self.admission.wake)
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> bool:
+        """A newer body of a job (watch event or our own write); True when it is news."""
+        job = slim(body)
+        meta = job["metadata"]
+        uid = str(meta.get("uid") or "")
+        self.names[(str(meta.get("namespace")), str(meta.get("name")))] = uid
+        if cond.is_terminal(job["status"]):
+            charges = job_charges(job)
+            if charges:
+                self.finished[uid] = charges
+            self.cache.forget(uid)
+            self.queue.cancel(uid)
+            self.admission.forget(uid)
+            return False
+        return self.cache.observe(job)
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        """The job is gone from the API server.
+
+        Its charges still count for a while: the policy's ledger entry for it (written before
+        the finalizer was released) may reach the policy index after this deletion does.
+        Once it has, ``Holdings`` counts the ledger entry instead (never both).
+        """
+        body = self.cache.get(uid)
+        charges = job_charges(body) if body is not None else self.finished.get(uid, ())
+        if charges:
+            self.deleted[uid] = (time.monotonic(), charges)
+        self.cache.forget(uid)
+        self.finished.pop(uid, None)
+        self.names.pop((namespace, name), None)
+        self.queue.cancel(uid)
+        self.admission.forget(uid)
+        self.failures.pop(uid, None)
+
+    def poke(self, namespace: str, name: str) -> None:
+        """Something the job waits on changed (its Pod, its batch Job): work on it now."""
+        uid = self.names.get((namespace, name))
+        if uid is not None and uid in self.cache:
+            self.queue.schedule(uid, 0.0)
+
+    def jobs_on(self, provider: str) -> list[str]:
+        """UIDs of jobs whose active attempt runs on ``provider``."""
+        out = []
+        for body in self.cache.values():
+            hold = job_hold(body, ())
+            if hold is not None and hold.backend == "External" and hold.provider == provider:
+                out.append(hold.uid)
+        return out
+
+    # -- what a step may touch ------------------------------------------------------------
+
+    def policy(self, namespace: str, name: str) -> RoutingPolicySpec | None:
+        found = self.inventory.policies(namespace, name)
+        if found is None:
+            self._parsed.pop((namespace, name), None)
+            return None
+        text = json.dumps(found[0], sort_keys=True, default=str)
+        cached = self._parsed.get((namespace, name))
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        parsed = RoutingPolicySpec.model_validate(dict(found[0]))
+        self._parsed[(namespace, name)] = (text, parsed)
+        return parsed
+
+    def priority(self, namespace: str, name: str) -> int:
+        policy = self.policy(namespace, name)
+        return policy.priority if policy is not None else 0
+
+    def period_start(self, key: PolicyKey, policy: RoutingPolicySpec, now: datetime) -> datetime:
+        found = self.inventory.policies(*key)
+        created = cond.parse_timestamp(found[1]) if found else None
+        if policy.budget is None:
+            return now
+        return period_start(now, created or now, policy.budget.period)
+
+    def holdings(self) -> Holdings:
+        horizon = time.monotonic() - DELETED_GRACE
+        for uid in [u for u, (when, _) in self.deleted.items() if when < horizon]:
+            del self.deleted[uid]
+        pods = list(self.inventory.pods())
+        owners = {p.owner for p in pods if p.owner}
+        ledgers = {key: Ledger.from_status(status) for key, status in self.inventory.all_policies()}
+        return Holdings.of(
+            self.cache.values(),
+            owners,
+            finished=[
+                *(c for group in self.finished.values() for c in group),
+                *(c for _, group in self.deleted.values() for c in group),
+            ],
+            ledgers=ledgers,
+        )
+
+    def spent(self, namespace: str, name: str) -> Decimal | None:
+        policy = self.policy(namespace, name)
+        if policy is None:
+            return None
+        now = datetime.now(UTC)
+        return self.holdings().spent(
+            (namespace, name), self.period_start((namespace, name), policy, now)
+        )
+
+    def world(self) -> World:
+        now = datetime.now(UTC)
+        nodes = list(self.inventory.nodes())
+        pods = list(self.inventory.pods())
+        telemetry = self.inventory.telemetry()
+        utilization = telemetry.utilization_by_product(nodes) if telemetry else None
+        held = self.holdings()
+        refreshed = {name: e.refreshed for name, e in self.registry.providers.items()}
+        return World(
+            now=now,
+            pools=held.pools(pools_from(nodes, pods, utilization, now=now)),
+            offers=held.offers(self.registry.offers(), refreshed),
+            holdings=held,
+            period_start=lambda key, policy: self.period_start(key, policy, now),
+            telemetry_available=telemetry is not None,
+        )
+
+    def snapshot(self, namespace: str, name: str, policy: RoutingPolicySpec) -> Snapshot:
+        """A one-off snapshot (outside admission, e.g. for quote-like reads)."""
+        return self.world().snapshot(namespace, name, policy)
+
+    async def load_requests(
+        self, namespace: str, spec: InferenceJobSpec
+    ) -> list[dict[str, Any]] | None:
+        ref = spec.input.config_map_ref
+        if ref is None:
+            return None
+        text = await self.kube.read_config_map_key(namespace, ref.name, ref.key)
+        if text is None:
+            raise TemporaryJobError(
+                f"spec.input.configMapRef: ConfigMap {ref.name} has no key {ref.key}", delay=30
+            )
+        try:
+            loaded = yaml.safe_load(text) if not text.lstrip().startswith("[") else json.loads(text)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise PermanentJobError(
+                f"spec.input.configMapRef: {ref.name}/{ref.key} is neither JSON nor YAML: {exc}"
+            ) from None
+        if not isinstance(loaded, list) or not all(isinstance(i, dict) for i in loaded):
+            raise PermanentJobError(
+                f"spec.input.configMapRef: {ref.name}/{ref.key} is not a list of requests"
+            )
+        return [dict(item) for item in loaded]
+
+    def deps(self) -> Deps:
+        return Deps(
+            kube=self.kube,
+            registry=self.registry,
+            snapshot=self.snapshot,
+            policy=self.policy,
+            provider_exists=self.inventory.provider_exists,
+            load_requests=self.load_requests,
+            telemetry_problem=self.inventory.telemetry_problem,
+            policy_spent=self.spent,
+        )
+
+    # -- the work -------------------------------------------------------------------------
+
+    def done(self, uid: str, written: Mapping[str, Any] | None, delay: float | None) -> None:
+        if written is not None:
+            self.observe(written)
+        if delay is not None and uid in self.cache:
+            self.queue.schedule(uid, delay)
+
+    async def reread(self, namespace: str, name: str, uid: str) -> None:
+        fresh = await self.kube.get_job(namespace, name)
+        if fresh is None:
+            self.forget(namespace, name, uid)
+        else:
+            self.observe(fresh)
+
+    async def work(self, uid: str) -> float | None:
+        body = self.cache.get(uid)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # gone, or being deleted: the finalizer's handler cleans up
+        step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+        if step.needs_admission() is not None:
+            self.admission.request(uid)
+            return None
+        try:
+            delay = await step.run()
+        except Conflict:
+            await self.reread(step.namespace, step.name, uid)
+            return 0.0
+        except TemporaryJobError as exc:
+            log.warning("%s/%s: %s", step.namespace, step.name, exc)
+            delay = exc.delay
+        except PermanentJobError as exc:
+            await self.fail(uid, exc.reason, str(exc))
+            return None
+        except Exception as exc:
+            count = self.failures.get(uid, 0) + 1
+            self.failures[uid] = count
+            log.exception(
+                "%s/%s: reconciling failed (%d in a row)", step.namespace, step.name, count
+            )
+            if count >= MAX_FAILURES:
+                await self.fail(uid, "ReconcileError", f"{count} steps in a row failed: {exc}")
+                return None
+            delay = min(10.0 * 2 ** (count - 1), 300.0)
+        else:
+            self.failures.pop(uid, None)
+        if step.written is not None:
+            self.observe(step.written)
+        return delay
+
+    async def fail(self, uid: str, reason: str, message: str) -> None:
+        """End one job as Failed with its reason; its running work is cancelled first."""
+        for _ in range(3):
+            body = self.cache.get(uid)
+            if body is None:
+                return
+            step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+            try:
+                current = step.active_attempt()
+                if current is not None:
+                    await step.cancel_attempt(current)
+                    step.end_attempt(current, "Failed", reason, message)
+                await step.finish(False, reason, message)
+            except Conflict:
+                await self.reread(step.namespace, step.name, uid)
+                continue
+            if step.written is not None:
+                self.observe(step.written)
+            return
+
+    async def run(self) -> None:
+        await asyncio.gather(self.queue.run(), self.admission.run(), self.events.run())
