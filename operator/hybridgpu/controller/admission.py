@@ -18,7 +18,7 @@ from datetime import datetime
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
-from hybridgpu.controller.claims import Charge, Holdings, PolicyKey
+from hybridgpu.controller.claims import Charge, Holdings, PolicyKey, reserve
 from hybridgpu.controller.reconcile import Deps, Emit, JobStep, Plan, RoutePlan
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.kube import Conflict
@@ -59,19 +59,12 @@ class World:
             self._snapshots[key] = found
         return found
 
-    def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate) -> None:
+    def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""
         if target.backend == "InCluster":
+            back = target.expected_start_seconds + runs_for
             self.pools = tuple(
-                replace(
-                    p,
-                    in_use=p.in_use + gpus,
-                    max_free_per_node=(
-                        None if p.max_free_per_node is None else max(p.max_free_per_node - gpus, 0)
-                    ),
-                )
-                if p.gpu_product == target.gpu_product
-                else p
+                reserve(p, gpus, [back] * gpus) if p.gpu_product == target.gpu_product else p
                 for p in self.pools
             )
         else:
@@ -195,7 +188,12 @@ class Admission:
         for c in candidates:
             plan = c.step.plan_route(c.spec, c.policy)
             if plan.kind is Plan.DISPATCH and plan.target is not None:
-                world.take((c.step.namespace, c.spec.policy_ref), c.spec.gpu.count, plan.target)
+                world.take(
+                    (c.step.namespace, c.spec.policy_ref),
+                    c.spec.gpu.count,
+                    plan.target,
+                    c.spec.estimated_duration.total_seconds(),
+                )
             writes.append((c, plan))
         self.cycles += 1
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)

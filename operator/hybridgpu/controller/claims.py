@@ -17,7 +17,7 @@ from typing import Any
 
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
-from hybridgpu.units import parse_money
+from hybridgpu.units import parse_duration, parse_money
 
 ACTIVE_OUTCOMES = frozenset({"Dispatching", "Pending", "Running"})
 
@@ -38,6 +38,8 @@ class Hold:
     reserve_gpus: bool
     """In-cluster and no Pod of the attempt seen yet: its GPUs are held by this reservation.
     Once the Pod exists the inventory counts it instead (never both)."""
+    runs_for: float | None = None
+    """The job's estimatedDuration in seconds: when reserved GPUs are expected back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,10 @@ def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | Non
     spec = body.get("spec") or {}
     gpus = int(attempt.get("gpus") or (spec.get("gpu") or {}).get("count") or 1)
     in_cluster = attempt.get("backend") == "InCluster"
+    try:
+        runs_for: float | None = parse_duration(str(spec.get("estimatedDuration"))).total_seconds()
+    except (TypeError, ValueError):
+        runs_for = None
     owner = f"{meta.get('namespace')}/{meta.get('name')}/{attempt.get('attempt')}"
     return Hold(
         uid=str(meta.get("uid") or ""),
@@ -99,6 +105,7 @@ def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | Non
         gpus=gpus,
         started=parse_timestamp(attempt.get("startTime")),
         reserve_gpus=in_cluster and owner not in pod_owners,
+        runs_for=runs_for,
     )
 
 
@@ -145,6 +152,7 @@ class Holdings:
 
     reserved: Counter[str] = field(default_factory=Counter)
     """product -> GPUs reserved in-cluster without a Pod yet."""
+    reserved_holds: list[Hold] = field(default_factory=list)
     provider_jobs: Counter[str] = field(default_factory=Counter)
     """provider -> active external attempts (its maxConcurrentJobs slots)."""
     offer_taken: list[Hold] = field(default_factory=list)
@@ -177,6 +185,7 @@ class Holdings:
         if hold.backend == "InCluster":
             if hold.reserve_gpus:
                 self.reserved[hold.gpu_product] += hold.gpus
+                self.reserved_holds.append(hold)
             return
         self.provider_jobs[hold.provider] += 1
         self.offer_taken.append(hold)
@@ -205,21 +214,23 @@ class Holdings:
             Decimal(0),
         )
 
-    def pools(self, pools: tuple[InClusterPool, ...]) -> tuple[InClusterPool, ...]:
-        """Pools with reserved GPUs counted as in use."""
+    def pools(
+        self, pools: tuple[InClusterPool, ...], now: datetime | None = None
+    ) -> tuple[InClusterPool, ...]:
+        """Pools with reserved GPUs counted as in use, and expected back after the job's
+        estimatedDuration (from its start, once known)."""
         held = self.reserved
         if not held:
             return pools
+        releases: dict[str, list[float]] = {}
+        for hold in self.reserved_holds:
+            if hold.runs_for is None:
+                continue
+            elapsed = (now - hold.started).total_seconds() if now and hold.started else 0.0
+            back = max(hold.runs_for - max(elapsed, 0.0), 0.0)
+            releases.setdefault(hold.gpu_product, []).extend([back] * hold.gpus)
         return tuple(
-            replace(
-                p,
-                in_use=p.in_use + held[p.gpu_product],
-                max_free_per_node=(
-                    None
-                    if p.max_free_per_node is None
-                    else max(p.max_free_per_node - held[p.gpu_product], 0)
-                ),
-            )
+            reserve(p, held[p.gpu_product], releases.get(p.gpu_product, ()))
             if held.get(p.gpu_product)
             else p
             for p in pools
@@ -243,3 +254,18 @@ class Holdings:
             )
             for o in offers
         )
+
+
+def reserve(pool: InClusterPool, gpus: int, releases: Iterable[float] = ()) -> InClusterPool:
+    """``pool`` with ``gpus`` more in use, coming back after ``releases`` seconds."""
+    extra = tuple(releases)
+    return replace(
+        pool,
+        in_use=pool.in_use + gpus,
+        max_free_per_node=(
+            None if pool.max_free_per_node is None else max(pool.max_free_per_node - gpus, 0)
+        ),
+        release_seconds=(
+            tuple(sorted((*pool.release_seconds, *extra))) if extra else pool.release_seconds
+        ),
+    )

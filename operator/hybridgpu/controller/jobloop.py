@@ -228,7 +228,7 @@ class JobRuntime:
         refreshed = {name: e.refreshed for name, e in self.registry.providers.items()}
         return World(
             now=now,
-            pools=held.pools(pools_from(nodes, pods, utilization, now=now)),
+            pools=held.pools(pools_from(nodes, pods, utilization, now=now), now),
             offers=held.offers(self.registry.offers(), refreshed),
             holdings=held,
             period_start=lambda key, policy: self.period_start(key, policy, now),

@@ -1,0 +1,400 @@
+"""The admission loop: decisions made in the same moment never promise the same GPU, provider
+slot or budget dollar, and what jobs hold is rebuilt from their statuses after a restart.
+
+Driven through ``JobRuntime`` (cache, admission, work queue) on an in-memory API server that
+checks resourceVersions the way the real one does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller.claims import Holdings, Ledger, job_charges
+from hybridgpu.controller.jobloop import Inventory, JobRuntime
+from hybridgpu.controller.ledger import account
+from hybridgpu.controller.reconcile import JobStep
+from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.inventory.pools import node_record, pod_record
+from hybridgpu.kube import Conflict
+from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
+
+from .inventory_objects import A100, node, pod
+from .routing_fixtures import offer, policy
+from .test_reconcile import FakeNetwork
+
+NOW = datetime.now(UTC)
+
+
+@dataclass
+class FakeApi:
+    """InferenceJobs by name, with resourceVersion preconditions on status patches."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    batch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = 1
+
+    def add(self, name: str, spec: dict[str, Any], created: datetime = NOW) -> dict[str, Any]:
+        self.version += 1
+        body = {
+            "apiVersion": "hybridgpu.dev/v1alpha1",
+            "kind": "InferenceJob",
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": f"uid-{name}",
+                "generation": 1,
+                "resourceVersion": str(self.version),
+                "creationTimestamp": created.isoformat(),
+            },
+            "spec": spec,
+        }
+        self.jobs[name] = body
+        return copy.deepcopy(body)
+
+    async def patch_job_status(
+        self, ns: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        obj = self.jobs[name]
+        if resource_version is not None and resource_version != obj["metadata"]["resourceVersion"]:
+            self.log.append(f"409 {name}")
+            raise Conflict(name)
+        status = obj.setdefault("status", {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = copy.deepcopy(value)
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(obj)
+
+    async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.jobs.get(name))
+
+    async def post_event(self, ns: str, body: dict[str, Any]) -> None:
+        self.log.append(f"event {body['reason']}")
+
+    async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.batch.setdefault(manifest["metadata"]["name"], manifest)
+        return manifest
+
+
+def external_job(**kw: Any) -> dict[str, Any]:
+    spec = {
+        "task": "container",
+        "image": "busybox",
+        "input": {"requests": 1},
+        "gpu": {"count": 1},
+        "estimatedDuration": "1h",
+        "placement": "External",
+    }
+    spec.update(kw)
+    return spec
+
+
+def in_cluster_job(**kw: Any) -> dict[str, Any]:
+    return external_job(placement="InCluster", gpu={"count": 1, "products": [A100]}, **kw)
+
+
+class Cluster:
+    """An API server, GPU nodes, providers and one RoutingPolicy, wired to a JobRuntime."""
+
+    def __init__(
+        self,
+        *,
+        policy_spec: dict[str, Any] | None = None,
+        gpus: int = 0,
+        offers: tuple[ExternalOffer, ...] = (),
+        max_concurrent: dict[str, int] | None = None,
+        ledger: dict[str, Any] | None = None,
+    ) -> None:
+        self.api = FakeApi()
+        self.policy_spec = policy_spec or {}
+        self.ledger = ledger or {}
+        self.nodes = [node_record(node("n1", gpus))] if gpus else []
+        self.pods: list[Any] = []
+        self.registry = Registry()
+        for provider in {o.provider for o in offers}:
+            self.registry.providers[provider] = ProviderEntry(
+                name=provider,
+                spec=ComputeProviderSpec.model_validate(
+                    {
+                        "type": "akash",
+                        "endpoint": "https://x.test",
+                        "maxConcurrentJobs": (max_concurrent or {}).get(provider, 100),
+                    }
+                ),
+                adapter=FakeNetwork(provider, self.api.log),
+                offers=tuple(o for o in offers if o.provider == provider),
+                ready=True,
+                refreshed=NOW - timedelta(minutes=1),
+            )
+        self.runtime = self.restart()
+
+    def restart(self) -> JobRuntime:
+        """A fresh operator process: nothing in memory but what the API server says."""
+        inventory = Inventory(
+            nodes=lambda: self.nodes,
+            pods=lambda: self.pods,
+            policies=lambda ns, name: (
+                (self.policy_spec, NOW.isoformat(), self.ledger)
+                if (ns, name) == ("ns", "default")
+                else None
+            ),
+            all_policies=lambda: [(("ns", "default"), self.ledger)],
+            provider_exists=lambda name: name in self.registry.providers,
+            telemetry=lambda: None,
+            telemetry_problem=lambda: "",
+        )
+        self.runtime = JobRuntime(self.api, self.registry, inventory)  # type: ignore[arg-type]
+        for body in self.api.jobs.values():
+            self.runtime.observe(copy.deepcopy(body))
+        return self.runtime
+
+    async def burst(self, count: int, spec: dict[str, Any]) -> None:
+        uids = []
+        for i in range(count):
+            body = self.api.add(f"j{i:04d}", spec, NOW + timedelta(milliseconds=i))
+            self.runtime.observe(body)
+            uids.append(body["metadata"]["uid"])
+        await self.runtime.admission.cycle(uids)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [j.get("status") or {} for j in self.api.jobs.values()]
+
+    def dispatched(self) -> list[dict[str, Any]]:
+        return [s["attempts"][-1] for s in self.statuses() if s.get("attempts")]
+
+
+def routed_reason(status: dict[str, Any]) -> tuple[str, str]:
+    by_type = {c["type"]: c for c in status.get("conditions") or []}
+    failed = by_type.get("Failed")
+    if failed and failed["status"] == "True":
+        return ("Failed", failed["reason"])
+    return (
+        "Routed" if by_type["Routed"]["status"] == "True" else "Waiting",
+        by_type["Routed"]["reason"],
+    )
+
+
+async def test_a_burst_against_a_budget_dispatches_exactly_what_fits() -> None:
+    # 30 one-hour jobs at $0.39/GPU-h under a $2.00 budget: 5 fit ($1.95), the 6th would not.
+    cluster = Cluster(
+        policy_spec={
+            "inCluster": {"enabled": False},
+            "budget": {"limit": "2.00", "whenExceeded": "Reject"},
+        },
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    await cluster.burst(30, external_job())
+    dispatched = cluster.dispatched()
+    assert len(dispatched) == 5
+    committed = sum(Decimal(a["estimatedCost"]) for a in dispatched)
+    assert committed == Decimal("1.95")
+    outcomes = Counter(routed_reason(s)[0] for s in cluster.statuses())
+    assert outcomes == {"Routed": 5, "Failed": 25}
+    rejected = cluster.api.jobs["j0029"]["status"]
+    assert routed_reason(rejected) == ("Failed", "BudgetExceeded")
+    assert {c["reason"] for c in rejected["decision"]["candidates"]} == {"BudgetExceeded"}
+    # The oldest jobs got the budget.
+    assert all(cluster.api.jobs[f"j{i:04d}"]["status"].get("attempts") for i in range(5))
+    holdings = cluster.runtime.holdings()
+    assert holdings.committed(("ns", "default"), NOW - timedelta(days=1)) == Decimal("1.95")
+
+
+async def test_in_cluster_only_budget_overflow_waits_instead() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}, "budget": {"limit": "2.00"}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    await cluster.burst(8, external_job(placement="Any"))
+    assert len(cluster.dispatched()) == 5
+    waiting = [s for s in cluster.statuses() if not s.get("attempts")]
+    assert len(waiting) == 3
+    assert all(routed_reason(s)[0] in ("Waiting", "Failed") for s in waiting)
+    assert all(
+        {c["reason"] for c in s["decision"]["candidates"]} == {"BudgetExceeded"} for s in waiting
+    )
+
+
+async def test_a_burst_on_free_gpus_takes_them_all_and_never_more() -> None:
+    policy_spec = {
+        "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]}
+    }
+    cluster = Cluster(policy_spec=policy_spec, gpus=1000)
+    await cluster.burst(1000, in_cluster_job(estimatedDuration="2h"))
+    # Room for all: none is told to wait while GPUs are free.
+    assert len(cluster.dispatched()) == 1000
+    await cluster.burst(0, in_cluster_job())
+    more = []
+    for i in range(3):
+        body = cluster.api.add(f"late{i}", in_cluster_job(estimatedDuration="2h"))
+        cluster.runtime.observe(body)
+        more.append(body["metadata"]["uid"])
+    await cluster.runtime.admission.cycle(more)
+    late = [cluster.api.jobs[f"late{i}"]["status"] for i in range(3)]
+    assert all(not s.get("attempts") for s in late)  # the 1,000 reserved GPUs are not free
+    assert {routed_reason(s) for s in late} == {("Waiting", "QueueTooLong")}
+
+
+async def test_a_reservation_gives_way_to_its_pod_and_is_never_counted_twice() -> None:
+    policy_spec = {
+        "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]}
+    }
+    cluster = Cluster(policy_spec=policy_spec, gpus=4)
+    await cluster.burst(2, in_cluster_job())
+    world = cluster.runtime.world()
+    (pool,) = world.pools
+    assert (pool.allocatable, pool.in_use) == (4, 2)
+    # The Pods of both attempts are bound now: the inventory counts them, the claims let go.
+    pods = [pod(f"p{i}", 1, "n1", "Running", namespace="ns") for i in range(2)]
+    for i, body in enumerate(pods):
+        body["metadata"]["labels"] = {
+            "hybridgpu.dev/inferencejob": f"j{i:04d}",
+            "hybridgpu.dev/attempt": "1",
+        }
+    cluster.pods = [pod_record(p) for p in pods]
+    assert {p.owner for p in cluster.pods} == {"ns/j0000/1", "ns/j0001/1"}
+    (pool,) = cluster.runtime.world().pools
+    assert (pool.allocatable, pool.in_use) == (4, 2)
+
+
+async def test_provider_slots_and_offer_capacity_are_held_between_decisions() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(
+            offer("akash", A100, PerGPUHour(Decimal("0.30")), available=4),
+            offer("vast", A100, PerGPUHour(Decimal("0.50")), available=100),
+        ),
+        max_concurrent={"akash": 3},
+    )
+    await cluster.burst(10, external_job())
+    providers = Counter(a["provider"] for a in cluster.dispatched())
+    # The cheap network has 4 GPUs but 3 job slots; the rest goes to the dearer one.
+    assert providers == {"akash": 3, "vast": 7}
+
+
+async def test_a_restart_rebuilds_what_jobs_hold_from_their_statuses() -> None:
+    cluster = Cluster(
+        policy_spec={
+            "inCluster": {"enabled": False},
+            "budget": {"limit": "2.00", "whenExceeded": "Reject"},
+        },
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    await cluster.burst(3, external_job())
+    assert len(cluster.dispatched()) == 3
+    cluster.restart()  # nothing in memory
+    since = NOW - timedelta(days=1)
+    assert cluster.runtime.holdings().committed(("ns", "default"), since) == Decimal("1.17")
+    await cluster.burst(0, external_job())
+    later = []
+    for i in range(4):
+        body = cluster.api.add(f"after{i}", external_job())
+        cluster.runtime.observe(body)
+        later.append(body["metadata"]["uid"])
+    await cluster.runtime.admission.cycle(later)
+    # $0.83 was left: two more fit, not four.
+    assert len(cluster.dispatched()) == 5
+
+
+async def test_a_decision_from_a_stale_status_gets_a_409_and_never_dispatches_twice() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    body = cluster.api.add("j", external_job())
+    stale = copy.deepcopy(body)
+    cluster.runtime.observe(body)
+    await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
+    assert len(cluster.api.jobs["j"]["status"]["attempts"]) == 1
+    # A second writer still holding the old version decides again: the API server refuses.
+    step = JobStep(stale, cluster.runtime.deps(), lambda *_: None)
+    with pytest.raises(Conflict):
+        await step.run()
+    assert "409 j" in cluster.api.log
+    assert len(cluster.api.jobs["j"]["status"]["attempts"]) == 1
+    # The admission loop, given the stale body, re-reads and leaves the job as it is.
+    cluster.runtime.cache.forget(body["metadata"]["uid"])
+    cluster.runtime.cache.observe(stale)
+    await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
+    assert len(cluster.api.jobs["j"]["status"]["attempts"]) == 1
+    assert cluster.runtime.cache.get(body["metadata"]["uid"])["status"]["attempts"]  # type: ignore[index]
+
+
+def test_spend_stays_with_the_policy_an_attempt_was_admitted_under() -> None:
+    body = {
+        "metadata": {"namespace": "ns", "uid": "u"},
+        "spec": {"policyRef": "other"},  # edited after the attempt ran
+        "status": {
+            "attempts": [
+                {
+                    "backend": "External",
+                    "policyRef": "default",
+                    "outcome": "Succeeded",
+                    "cost": "1.50",
+                    "endTime": NOW.isoformat(),
+                },
+                {
+                    "backend": "External",
+                    "policyRef": "default",
+                    "outcome": "Running",
+                    "cost": "0.10",
+                    "estimatedCost": "0.40",
+                },
+            ]
+        },
+    }
+    charges = job_charges(body)
+    assert {c.policy for c in charges} == {("ns", "default")}
+    held = Holdings.of([body], ())
+    since = NOW - timedelta(hours=1)
+    assert held.committed(("ns", "default"), since) == Decimal("1.90")
+    assert held.spent(("ns", "default"), since) == Decimal("1.60")
+    assert held.committed(("ns", "other"), since) == Decimal(0)
+
+
+def test_a_deleted_jobs_spend_stays_in_the_ledger_and_is_folded_once_it_is_gone() -> None:
+    start = NOW - timedelta(hours=1)
+    status = {
+        "periodStart": start.isoformat().replace("+00:00", "Z"),
+        "retired": {"u": {"cost": "1.50", "at": NOW.isoformat(), "job": "j"}},
+        "retiredSpent": "0.25",
+    }
+    pol = policy(budget={"limit": "2.00"})
+    ledger = Ledger.from_status(status)
+    held = Holdings.of([], (), ledgers={("ns", "default"): ledger})
+    assert held.committed(("ns", "default"), start) == Decimal("1.75")
+    # Still being deleted: not folded. Gone: folded into retiredSpent, the entry dropped.
+    args = {
+        "policy": pol,
+        "key": ("ns", "default"),
+        "start": start,
+        "routed": Counter(),
+        "generation": 1,
+        "now": NOW,
+    }
+    patch = account(status=status, holdings=held, gone=set(), **args)  # type: ignore[arg-type]
+    assert "retired" not in patch and Decimal(patch["committed"]) == Decimal("1.75")
+    assert Decimal(patch["remaining"]) == Decimal("0.25")
+    patch = account(status=status, holdings=held, gone={"u"}, **args)  # type: ignore[arg-type]
+    assert patch["retired"] == {"u": None}
+    assert Decimal(patch["retiredSpent"]) == Decimal("1.75")
+    assert Decimal(patch["committed"]) == Decimal("1.75")
+    # A new period starts afresh.
+    later = account(
+        status=status,
+        holdings=held,
+        gone={"u"},
+        **{**args, "start": NOW + timedelta(hours=1)},  # type: ignore[arg-type]
+    )
+    assert Decimal(later["committed"]) == 0
