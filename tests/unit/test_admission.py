@@ -7,6 +7,7 @@ checks resourceVersions the way the real one does.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller import jobloop
 from hybridgpu.controller.claims import Holdings, Ledger, job_charges
 from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.ledger import account
@@ -398,3 +400,91 @@ def test_a_deleted_jobs_spend_stays_in_the_ledger_and_is_folded_once_it_is_gone(
         **{**args, "start": NOW + timedelta(hours=1)},  # type: ignore[arg-type]
     )
     assert Decimal(later["committed"]) == 0
+
+
+async def run_limits(
+    spec: dict[str, Any], policy_spec: dict[str, Any], cost: str
+) -> dict[str, Any]:
+    """A running external job whose network reports ``cost`` accrued so far."""
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}, **policy_spec},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    await cluster.burst(1, external_job(**spec))
+    network = cluster.registry.providers["akash"].adapter
+    network.accrued = Decimal(cost)  # type: ignore[union-attr]
+    uid = "uid-j0000"
+    for _ in range(2):  # submit, then track
+        await cluster.runtime.work(uid)
+    if spec.get("estimatedDuration") == "1s":
+        await asyncio.sleep(1.2)
+    await cluster.runtime.work(uid)
+    return cluster.api.jobs["j0000"]["status"]
+
+
+async def test_running_work_past_max_cost_is_cancelled_and_the_job_fails_saying_so() -> None:
+    status = await run_limits({"maxCost": "0.50"}, {}, "0.75")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "MaxCostExceeded")
+    assert "spec.maxCost" in failed["message"]
+    assert status["attempts"][0]["outcome"] == "Failed"
+
+
+async def test_running_work_past_the_budget_is_cancelled_and_fails_over() -> None:
+    status = await run_limits({}, {"budget": {"limit": "0.50"}}, "0.75")
+    first = status["attempts"][0]
+    assert (first["outcome"], first["reason"]) == ("Failed", "BudgetExceeded")
+    assert "budget.limit" in first["message"]
+
+
+async def test_running_work_past_its_deadline_is_cancelled_and_fails_over() -> None:
+    status = await run_limits(
+        {"estimatedDuration": "1s"}, {"failover": {"maxRunTimeFactor": 1.0, "backoff": "0s"}}, "0"
+    )
+    assert status["attempts"][0]["reason"] == "DeadlineExceeded"
+    assert "estimatedDuration x 1" in status["attempts"][0]["message"]
+
+
+async def test_a_permanent_input_error_fails_the_job_with_its_reason() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+
+    async def not_a_list(ns: str, name: str, key: str) -> str:
+        return "just: a mapping"
+
+    cluster.api.read_config_map_key = not_a_list  # type: ignore[attr-defined]
+    await cluster.burst(
+        1, external_job(input={"requests": 1, "configMapRef": {"name": "in", "key": "k"}})
+    )
+    for _ in range(2):
+        await cluster.runtime.work("uid-j0000")
+    status = cluster.api.jobs["j0000"]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "InvalidInput")
+    assert "spec.input.configMapRef" in failed["message"]
+    assert status["phase"] == "Failed"
+
+
+async def test_a_step_that_keeps_failing_fails_its_job_not_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobloop, "MAX_FAILURES", 3)
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
+    )
+    await cluster.burst(1, external_job())
+    network = cluster.registry.providers["akash"].adapter
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug in one adapter")
+
+    network.submit = broken  # type: ignore[method-assign]
+    delays = [await cluster.runtime.work("uid-j0000") for _ in range(3)]
+    assert delays[:2] == [10.0, 20.0] and delays[2] is None
+    status = cluster.api.jobs["j0000"]["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ReconcileError"
+    assert "a bug in one adapter" in failed["message"]

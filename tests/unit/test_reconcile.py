@@ -83,6 +83,7 @@ class FakeNetwork:
     state: str = "Running"
     price: Decimal | None = None
     crash_on_submit: bool = False
+    accrued: Decimal = Decimal("0.05")
     submissions: list[tuple[str, Checkpoint | None]] = field(default_factory=list)
     created: dict[str, str] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
@@ -113,7 +114,7 @@ class FakeNetwork:
             self.state,
             completed=3,
             total=10,
-            accrued_usd=Decimal("0.05"),
+            accrued_usd=self.accrued,
             price_per_gpu_hour=self.price,
             checkpoint=Checkpoint.from_done([0, 1, 2]),
         )
