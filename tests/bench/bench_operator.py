@@ -1,12 +1,13 @@
-"""Operator throughput and memory on the local control plane (issue 5's figures).
+"""Operator throughput and memory on the local control plane (issue 10's targets).
 
-    .venv/bin/python tests/bench/bench_operator.py [--jobs 500] [--idle-jobs 5000]
+    .venv/bin/python tests/bench/bench_operator.py [--jobs 1000] [--idle-jobs 10000]
 
 1. Creates ``--jobs`` InferenceJobs at once (8 client threads) that fit on one fake node with
-   1,000 GPUs, and watches them until every one has Routed=True: prints jobs/s and the
-   creation-to-routed latency (client clock: create call issued -> watch event seen).
+   1,000 GPUs, and watches them until every one has Routed=True: prints jobs/s, the
+   creation-to-routed latency (client clock: create call issued -> watch event seen) and how
+   many were ever told to wait (Routed=False) although the GPUs were free.
 2. Creates ``--idle-jobs`` suspended InferenceJobs and prints the operator's resident memory once
-   it has seen them all (each unfinished job has its own Kopf daemon).
+   it has seen them all (an unfinished job is a cached body and a timer, no daemon).
 
 Needs the local cluster (`make cluster-up`) and starts its own operator; cleans up after itself.
 """
@@ -116,8 +117,14 @@ def watch_until(
             conditions = (obj.get("status") or {}).get("conditions") or []
             if any(c["type"] == wanted and c["status"] == "True" for c in conditions):
                 seen.setdefault(obj["metadata"]["name"], time.monotonic())
+            elif any(c["type"] == wanted and c["status"] == "False" for c in conditions):
+                WAITED.add(obj["metadata"]["name"])
             if len(seen) >= count or time.monotonic() > deadline:
                 w.stop()
+
+
+WAITED: set[str] = set()
+"""Jobs seen with the watched condition False before it became True."""
 
 
 def wait_node_ready() -> None:
@@ -133,8 +140,8 @@ def rss_mib(pid: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--idle-jobs", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--idle-jobs", type=int, default=10000)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
 
@@ -163,6 +170,7 @@ def main() -> int:
         elapsed = max(routed.values()) - start if routed else float("nan")
         latencies = sorted(routed[n] - created[n] for n in routed)
         print(f"jobs created at once: {args.jobs}; routed: {len(routed)}")
+        print(f"told to wait on the way: {len(WAITED & set(routed))}")
         print(f"all routed after {elapsed:.1f}s: {len(routed) / elapsed:.1f} jobs/s")
         print(
             f"creation->routed p50 {statistics.median(latencies):.2f}s "

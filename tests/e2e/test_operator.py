@@ -8,6 +8,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,126 @@ def test_suspend_cancels_running_work_and_resume_runs_it_again(stack: Any, names
     wait_for("running again", lambda: _phase(namespace, "napper") == "Running", timeout=90)
     attempts = get("ij", "napper", namespace)["status"]["attempts"]
     assert len(attempts) == 2 and attempts[1]["provider"] == f"{PREFIX}nosana"
+
+
+def _jobs(namespace: str, names: list[str], **spec: Any) -> None:
+    """Create several InferenceJobs in one request, as a burst arrives."""
+    base: dict[str, Any] = {
+        "task": "container",
+        "image": "ghcr.io/example/batch:1",
+        "input": {"requests": 10},
+        "gpu": {"count": 1},
+        "estimatedDuration": "10m",
+    }
+    base.update(spec)
+    items = [
+        {
+            "apiVersion": "hybridgpu.dev/v1alpha1",
+            "kind": "InferenceJob",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": base,
+        }
+        for name in names
+    ]
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+
+
+def _decided(namespace: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    def all_decided() -> dict[str, dict[str, Any]] | None:
+        items = json.loads(kubectl("get", "ij", "-n", namespace, "-o", "json").stdout)["items"]
+        statuses = {i["metadata"]["name"]: i.get("status") or {} for i in items}
+        done = all(
+            s.get("attempts") or condition({"status": s}, "Failed") for s in statuses.values()
+        )
+        return statuses if len(statuses) == len(names) and done else None
+
+    found: dict[str, dict[str, Any]] = wait_for("every job decided", all_decided, timeout=120)
+    return found
+
+
+def test_a_burst_against_a_budget_dispatches_exactly_what_fits(stack: Any, namespace: str) -> None:
+    limit = Decimal("1.00")
+    _policy(
+        namespace,
+        **{
+            **EXTERNAL_ONLY,
+            "budget": {"limit": str(limit), "period": "720h", "whenExceeded": "Reject"},
+        },
+    )
+    names = [f"burst-{i:02d}" for i in range(12)]
+    _jobs(namespace, names, gpu=RTX4090, estimatedDuration="1h")
+    statuses = _decided(namespace, names)
+    dispatched = [s["attempts"][0] for s in statuses.values() if s.get("attempts")]
+    rejected = [s for s in statuses.values() if not s.get("attempts")]
+    committed = sum((Decimal(a["estimatedCost"]) for a in dispatched), Decimal(0))
+    assert dispatched and rejected, statuses
+    assert committed <= limit
+    for status in rejected:
+        failed = condition({"status": status}, "Failed") or {}
+        assert failed.get("reason") == "BudgetExceeded", status
+        # Nothing that would have fitted was refused.
+        over = [c for c in status["decision"]["candidates"] if c["reason"] == "BudgetExceeded"]
+        assert over, status["decision"]
+        cheapest = min(Decimal(c["estimatedCost"]) for c in over)
+        assert cheapest > limit - committed
+    # The ledger in the policy's status, and kubectl's columns for it.
+    wait_for(
+        "the committed spend in the policy status",
+        lambda: (
+            Decimal((get("rp", "default", namespace).get("status") or {}).get("committed") or "0")
+            == committed
+        ),
+        timeout=30,
+    )
+    status = get("rp", "default", namespace)["status"]
+    assert Decimal(status["remaining"]) == limit - committed
+    header = kubectl("get", "rp", "default", "-n", namespace).stdout.splitlines()[0].split()
+    assert header[:5] == ["NAME", "LIMIT", "COMMITTED", "SPENT", "REMAINING"]
+    # Deleting the jobs gives no budget back.
+    spent_before = Decimal(status["spent"])
+    running = [n for n, s in statuses.items() if s.get("attempts")]
+    kubectl("delete", "ij", *running, "-n", namespace, "--timeout=60s")
+    wait_for(
+        "the deleted jobs' spend in the ledger",
+        lambda: (
+            (get("rp", "default", namespace).get("status") or {}).get("retired")
+            or Decimal(
+                (get("rp", "default", namespace).get("status") or {}).get("retiredSpent") or 0
+            )
+        ),
+        timeout=30,
+    )
+    time.sleep(12)  # a ledger tick after the deletions
+    after = get("rp", "default", namespace)["status"]
+    assert Decimal(after["spent"]) >= spent_before
+
+
+def test_a_burst_on_free_gpus_is_all_routed_and_none_waits(stack: Any, namespace: str) -> None:
+    _policy(
+        namespace,
+        inCluster={"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]},
+        external={"enabled": False},
+    )
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    products: dict[str, int] = {}
+    for node in nodes:
+        product = node["metadata"]["labels"].get("nvidia.com/gpu.product")
+        if product:
+            products[product] = products.get(product, 0) + int(
+                node["status"]["allocatable"].get("nvidia.com/gpu", 0)
+            )
+    product, gpus = max(products.items(), key=lambda kv: kv[1])
+    count = min(gpus // 2, 40)
+    names = [f"gpu-{i:02d}" for i in range(count)]
+    _jobs(
+        namespace,
+        names,
+        gpu={"count": 1, "products": [product]},
+        placement="InCluster",
+        estimatedDuration="2h",
+    )
+    statuses = _decided(namespace, names)
+    waited = [n for n, s in statuses.items() if not s.get("attempts")]
+    assert not waited, {n: statuses[n].get("decision", {}).get("message") for n in waited}

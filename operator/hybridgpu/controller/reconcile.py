@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 ACTIVE = ("Dispatching", "Pending", "Running")
 POLL_PENDING = 2.0
 POLL_RUNNING = 5.0
+POLL_IN_CLUSTER = 30.0
+"""In-cluster attempts are tracked on their Pod and batch/v1 Job watch events; this poll is a
+backstop only."""
 RETRY_SOON = 5.0
 
 Emit = Callable[[str, str, str], None]
@@ -395,7 +398,7 @@ class JobStep:
         attempt["outcome"] = "Pending"
         attempt["externalId"] = manifest["metadata"]["name"]
         await self.save()
-        return POLL_PENDING
+        return POLL_IN_CLUSTER
 
     async def track_in_cluster(
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
@@ -435,7 +438,7 @@ class JobStep:
                 await self.deps.kube.delete_batch_job(self.namespace, job_name)
                 return await self.stop_for_limit(attempt, *breach)
             await self.save()
-            return POLL_RUNNING
+            return POLL_IN_CLUSTER
         since = cond.parse_timestamp(attempt.get("startTime")) or self.now
         max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
         if (self.now - since).total_seconds() > max_queue:
@@ -447,7 +450,7 @@ class JobStep:
                 outcome="Requeued",
             )
         await self.save()
-        return POLL_PENDING
+        return POLL_IN_CLUSTER
 
     def accrue_in_cluster(
         self, spec: InferenceJobSpec, attempt: dict[str, Any], start: datetime, end: datetime
