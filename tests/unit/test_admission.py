@@ -488,3 +488,26 @@ async def test_a_step_that_keeps_failing_fails_its_job_not_the_operator(
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "ReconcileError"
     assert "a bug in one adapter" in failed["message"]
+
+
+def test_a_policy_created_again_under_the_same_name_starts_with_nothing_spent() -> None:
+    old = {
+        "metadata": {"namespace": "ns", "uid": "u"},
+        "spec": {},
+        "status": {
+            "attempts": [
+                {
+                    "backend": "External",
+                    "policyRef": "default",
+                    "outcome": "Running",
+                    "startTime": (NOW - timedelta(minutes=5)).isoformat(),
+                    "estimatedCost": "0.90",
+                }
+            ]
+        },
+    }
+    since = NOW - timedelta(hours=1)
+    key = ("ns", "default")
+    assert Holdings.of([old], ()).committed(key, since) == Decimal("0.90")
+    recreated = {key: Ledger(created=NOW - timedelta(minutes=1))}
+    assert Holdings.of([old], (), ledgers=recreated).committed(key, since) == 0

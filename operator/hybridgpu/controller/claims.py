@@ -54,6 +54,9 @@ class Charge:
     uid: str = ""
     accrued: Decimal = Decimal(0)
     """What it has cost so far."""
+    started: datetime | None = None
+    """When the attempt was admitted: a policy deleted and created again under the same name
+    is not charged for what its predecessor admitted."""
 
 
 def _money(value: object) -> Decimal:
@@ -73,12 +76,13 @@ def job_charges(body: Mapping[str, Any]) -> tuple[Charge, ...]:
             continue
         policy = (namespace, str(attempt.get("policyRef") or default_policy))
         accrued = _money(attempt.get("cost"))
+        started = parse_timestamp(attempt.get("startTime"))
         if attempt.get("outcome") in ACTIVE_OUTCOMES:
             amount = max(accrued, _money(attempt.get("estimatedCost")))
-            out.append(Charge(policy, amount, None, uid, accrued))
+            out.append(Charge(policy, amount, None, uid, accrued, started))
         elif accrued:
             ended = parse_timestamp(attempt.get("endTime"))
-            out.append(Charge(policy, accrued, ended, uid, accrued))
+            out.append(Charge(policy, accrued, ended, uid, accrued, started))
     return tuple(out)
 
 
@@ -122,9 +126,14 @@ class Ledger:
     retired: Mapping[str, tuple[Decimal, datetime | None]] = field(default_factory=dict)
     """uid -> (cost, when) of deleted jobs, not yet folded into ``retired_spent``."""
     retired_spent: Decimal = Decimal(0)
+    created: datetime | None = None
+    """The policy's creationTimestamp: attempts admitted before it belong to another policy
+    of the same name."""
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> Ledger:
+    def from_status(
+        cls, status: Mapping[str, Any] | None, created: datetime | None = None
+    ) -> Ledger:
         status = status or {}
         retired = {
             str(uid): (_money(entry.get("cost")), parse_timestamp(entry.get("at")))
@@ -135,6 +144,7 @@ class Ledger:
             period_start=parse_timestamp(status.get("periodStart")),
             retired=retired,
             retired_spent=_money(status.get("retiredSpent")),
+            created=created,
         )
 
     def base(self, since: datetime) -> Decimal:
@@ -195,8 +205,17 @@ class Holdings:
 
     def _live(self, policy: PolicyKey) -> list[Charge]:
         """Charges of jobs that exist; a deleted job's are in the ledger instead."""
-        retired = self.ledgers[policy].retired if policy in self.ledgers else {}
-        return [c for c in self.charges.get(policy, ()) if c.uid not in retired]
+        ledger = self.ledgers.get(policy)
+        if ledger is None:
+            return list(self.charges.get(policy, ()))
+        created = ledger.created.replace(microsecond=0) if ledger.created else None
+        # Timestamps have whole seconds; an attempt admitted in the policy's first second counts.
+        return [
+            c
+            for c in self.charges.get(policy, ())
+            if c.uid not in ledger.retired
+            and (created is None or c.started is None or c.started >= created)
+        ]
 
     def _base(self, policy: PolicyKey, since: datetime) -> Decimal:
         ledger = self.ledgers.get(policy)

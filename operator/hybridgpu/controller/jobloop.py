@@ -198,7 +198,11 @@ class JobRuntime:
             del self.deleted[uid]
         pods = list(self.inventory.pods())
         owners = {p.owner for p in pods if p.owner}
-        ledgers = {key: Ledger.from_status(status) for key, status in self.inventory.all_policies()}
+        ledgers = {}
+        for key, status in self.inventory.all_policies():
+            found = self.inventory.policies(*key)
+            created = cond.parse_timestamp(found[1]) if found else None
+            ledgers[key] = Ledger.from_status(status, created)
         return Holdings.of(
             self.cache.values(),
             owners,

@@ -52,7 +52,13 @@ def account(
         if in_period:
             folded += cost
         removed[uid] = None
-    holdings.ledgers[key] = Ledger(period_start=start, retired=kept, retired_spent=folded)
+    previous = holdings.ledgers.get(key)
+    holdings.ledgers[key] = Ledger(
+        period_start=start,
+        retired=kept,
+        retired_spent=folded,
+        created=previous.created if previous else None,
+    )
     spent = holdings.spent(key, start)
     committed = holdings.committed(key, start)
     conditions = [dict(c) for c in status.get("conditions") or []]
