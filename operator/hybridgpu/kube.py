@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from hybridgpu.api.common import GROUP, VERSION
+
+CALL_THREADS = 32
+"""Blocking client calls in flight at once. asyncio's default executor has cpu+4 threads
+(6 on two cores), which made a burst of 1,000 jobs queue for the API server."""
 
 JOBS = "inferencejobs"
 POLICIES = "routingpolicies"
@@ -30,8 +35,8 @@ def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
-    # Many job loops share the pool; the default of 4 connections serialises them.
-    configuration.connection_pool_maxsize = 64
+    # Many job steps share the pool; the default of 4 connections serialises them.
+    configuration.connection_pool_maxsize = CALL_THREADS
     return client.ApiClient(configuration)
 
 
@@ -48,13 +53,14 @@ class Kube:
     """The reads and writes the operator does outside Kopf's own patching."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
+        self._pool = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="kube")
         self._custom = client.CustomObjectsApi(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
 
-    @staticmethod
-    async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An InferenceJob, or None when it is gone."""

@@ -286,6 +286,7 @@ async def test_the_runtime_wakes_a_deferred_job_when_the_provider_refresh_shows_
         policies=lambda ns, name: (DEFERRING, "", {}) if (ns, name) == ("ns", "default") else None,
         all_policies=lambda: [(("ns", "default"), {})],
         provider_exists=lambda name: name in ("cheap", "dear"),
+        attempt_pods=lambda: (),
         telemetry=lambda: None,
         telemetry_problem=lambda: "",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -257,6 +258,8 @@ def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() 
     memo = kopf.Memo()
     memo.registry = Registry()
     memo.policy_generations = {}
+    poked: list[str] = []
+    memo.jobs = SimpleNamespace(poke_namespace=poked.append)
     wakeup = memo.registry.wakeup
 
     def event(generation: int, type: str = "MODIFIED") -> int:
@@ -265,7 +268,9 @@ def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() 
         wake_deferred_jobs(namespace="ns", name="p", meta=meta, memo=memo, type=type)
         return wakeup.generation - before
 
-    assert event(1, "ADDED") == 0  # first sight (also after a restart): the daemons decide anyway
+    # First sight (also after a restart): the jobs of its namespace that waited for it go now.
+    assert event(1, "ADDED") == 0
+    assert poked == ["ns"]
     assert event(1) == 0  # a status patch: same generation
     assert event(2) == 1  # the spec changed
     assert wakeup.notified_since((RTX,), 0)

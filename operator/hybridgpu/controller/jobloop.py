@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -85,6 +85,8 @@ class Inventory:
     all_policies: Callable[[], Iterable[tuple[PolicyKey, Mapping[str, Any]]]]
     """Every RoutingPolicy's key and status (for the ledgers)."""
     provider_exists: Callable[[str], bool]
+    attempt_pods: Callable[[], Collection[str]]
+    """``namespace/job/attempt`` of every Pod of an in-cluster attempt, in any phase."""
     telemetry: Callable[[], GpuTelemetry | None]
     telemetry_problem: Callable[[], str]
 
@@ -157,6 +159,12 @@ class JobRuntime:
         if uid is not None and uid in self.cache:
             self.queue.schedule(uid, 0.0)
 
+    def poke_namespace(self, namespace: str) -> None:
+        """Work now on every unfinished job of ``namespace`` (its RoutingPolicy appeared)."""
+        for (ns, _name), uid in list(self.names.items()):
+            if ns == namespace and uid in self.cache:
+                self.queue.schedule(uid, 0.0)
+
     def jobs_on(self, provider: str) -> list[str]:
         """UIDs of jobs whose active attempt runs on ``provider``."""
         out = []
@@ -196,8 +204,7 @@ class JobRuntime:
         horizon = time.monotonic() - DELETED_GRACE
         for uid in [u for u, (when, _) in self.deleted.items() if when < horizon]:
             del self.deleted[uid]
-        pods = list(self.inventory.pods())
-        owners = {p.owner for p in pods if p.owner}
+        owners = self.inventory.attempt_pods()
         ledgers = {}
         for key, status in self.inventory.all_policies():
             found = self.inventory.policies(*key)

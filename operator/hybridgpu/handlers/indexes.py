@@ -14,6 +14,7 @@ from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.inventory.pools import (
+    ATTEMPT_LABEL,
     GPU_RESOURCE,
     OWNER_LABEL,
     InvalidObject,
@@ -36,6 +37,16 @@ def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeRecord]:
 @kopf.index("pods")
 def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodRecord]:
     return gpu_pods_index(body)
+
+
+@kopf.index("pods", labels={OWNER_LABEL: kopf.PRESENT})
+def attempt_pods(namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[str, bool] | None:
+    """``namespace/inferencejob/attempt`` of every Pod hybridgpu created, whatever its phase:
+    once an attempt has a Pod, its GPUs are the Pod's to count, not a reservation's."""
+    attempt = labels.get(ATTEMPT_LABEL)
+    if not attempt:
+        return None
+    return {f"{namespace or 'default'}/{labels[OWNER_LABEL]}/{attempt}": True}
 
 
 @kopf.index(GROUP, VERSION, "routingpolicies")

@@ -33,7 +33,11 @@ def wake_deferred_jobs(
         return
     previous = seen.get(key)
     seen[key] = generation
-    if previous is not None and previous != generation:
+    if previous is None:
+        # New (or first seen since a restart): jobs that waited for it go now.
+        runtime: JobRuntime = memo.jobs
+        runtime.poke_namespace(namespace or "")
+    elif previous != generation:
         memo.registry.wakeup.notify_all()
 
 

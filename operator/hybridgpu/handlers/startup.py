@@ -68,6 +68,7 @@ def _inventory(memo: kopf.Memo, indexes: dict[str, Any]) -> Inventory:
         policies=policy,
         all_policies=all_policies,
         provider_exists=lambda name: name in indexes["compute_providers"],
+        attempt_pods=lambda: indexes["attempt_pods"],
         telemetry=lambda: memo.utilization,
         telemetry_problem=lambda: str(memo.telemetry_error),
     )

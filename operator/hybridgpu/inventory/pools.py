@@ -109,8 +109,6 @@ class PodRecord:
     """First container that requests GPUs (dcgm-exporter attributes a GPU to a container)."""
     ends_at: float | None = None
     """Expected end, Unix seconds: start plus the estimated-duration annotation; None: unknown."""
-    owner: str | None = None
-    """``namespace/inferencejob/attempt`` for Pods hybridgpu created, from their labels."""
 
     @property
     def key(self) -> str:
@@ -319,20 +317,12 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
         products=pod_products(spec),
         container=container,
         ends_at=expected_end(meta, status, node is not None),
-        owner=_owner(meta),
     )
 
 
 OWNER_LABEL = "hybridgpu.dev/inferencejob"
+"""On the Pods and batch/v1 Jobs of in-cluster attempts: the InferenceJob's name."""
 ATTEMPT_LABEL = "hybridgpu.dev/attempt"
-
-
-def _owner(meta: Mapping[str, Any]) -> str | None:
-    labels = meta.get("labels") or {}
-    job, attempt = labels.get(OWNER_LABEL), labels.get(ATTEMPT_LABEL)
-    if not job or not attempt:
-        return None
-    return f"{meta.get('namespace') or 'default'}/{job}/{attempt}"
 
 
 def gpu_pods_index(body: Mapping[str, Any]) -> dict[str, PodRecord]:
