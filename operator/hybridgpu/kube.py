@@ -64,9 +64,12 @@ class Kube:
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An InferenceJob, or None when it is gone."""
+        return await self._get(JOBS, namespace, name)
+
+    async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = await self._call(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, JOBS, name
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -127,15 +130,7 @@ class Kube:
 
     async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A RoutingPolicy, or None when it is gone."""
-        try:
-            found: dict[str, Any] = await self._call(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, POLICIES, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        return await self._get(POLICIES, namespace, name)
 
     async def patch_provider_status(self, name: str, patch: dict[str, Any]) -> None:
         await self._call(

@@ -44,21 +44,7 @@ def _policy(namespace: str, **spec: Any) -> None:
 
 
 def _job(namespace: str, name: str, **spec: Any) -> None:
-    base: dict[str, Any] = {
-        "task": "container",
-        "image": "ghcr.io/example/batch:1",
-        "input": {"requests": 10},
-        "gpu": {"count": 1},
-        "estimatedDuration": "10m",
-    }
-    base.update(spec)
-    doc = {
-        "apiVersion": "hybridgpu.dev/v1alpha1",
-        "kind": "InferenceJob",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": base,
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(doc))
+    _jobs(namespace, [name], **spec)
 
 
 def _phase(namespace: str, name: str) -> str:
