@@ -54,6 +54,18 @@ class Backend(StrEnum):
     EXTERNAL = "External"
 
 
+class AttemptOutcome(StrEnum):
+    """Where an attempt stands; the first three hold capacity and budget."""
+
+    DISPATCHING = "Dispatching"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    REQUEUED = "Requeued"
+    CANCELLED = "Cancelled"
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     ROUTED = "Routed"
@@ -298,7 +310,7 @@ class Attempt(StatusModel):
     """When the attempt was first seen running (its deadline counts from here)."""
     end_time: datetime | None = None
     """When the attempt ended."""
-    outcome: str = ""
+    outcome: AttemptOutcome
     """Dispatching (intent written, not yet submitted), Pending, Running, Succeeded, Failed,
     Requeued (not started in time in-cluster; not counted against maxAttempts) or Cancelled."""
     reason: str = ""
@@ -389,6 +401,7 @@ class InferenceJob(ApiModel):
 
 __all__ = [
     "Attempt",
+    "AttemptOutcome",
     "Backend",
     "Candidate",
     "CostStatus",

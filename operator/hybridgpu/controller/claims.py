@@ -15,11 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from hybridgpu.api.inferencejob import AttemptOutcome
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool
 from hybridgpu.units import parse_duration, parse_money
 
-ACTIVE_OUTCOMES = frozenset({"Dispatching", "Pending", "Running"})
+ACTIVE_OUTCOMES = frozenset(
+    {AttemptOutcome.DISPATCHING, AttemptOutcome.PENDING, AttemptOutcome.RUNNING}
+)
 
 PolicyKey = tuple[str, str]
 """(namespace, RoutingPolicy name)."""

@@ -20,10 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
+from hybridgpu.controller.claims import ACTIVE_OUTCOMES
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube
@@ -37,7 +38,7 @@ from hybridgpu.units import format_money, parse_money
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("Dispatching", "Pending", "Running")
+ACTIVE = ACTIVE_OUTCOMES
 POLL_PENDING = 2.0
 POLL_RUNNING = 5.0
 POLL_IN_CLUSTER = 30.0
@@ -157,9 +158,14 @@ class JobStep:
         return changed
 
     async def save(self) -> None:
-        """Write what changed, only onto the version it was computed from (else Conflict)."""
+        """Write what changed, only onto the version it was computed from (else Conflict).
+
+        The status is checked against the API model first: a field or outcome the CRD does
+        not document fails here, in this job's step, not silently in the API server's pruning.
+        """
         changed = self.patch()
         if changed:
+            InferenceJobStatus.model_validate(self.status)
             self.written = await self.deps.kube.patch_job_status(
                 self.namespace, self.name, changed, resource_version=self.rv
             )
