@@ -110,6 +110,11 @@ def main() -> int:
     args = parser.parse_args()
 
     ensure_cluster()
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "hack" / "load-gpu-nodes.py"), "--limit", "16"],
+        check=True,
+        capture_output=True,
+    )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
     products: dict[str, int] = {}

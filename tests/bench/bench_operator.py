@@ -20,6 +20,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,20 +111,47 @@ def watch_until(
     deadline = time.monotonic() + timeout
     while len(seen) < count and time.monotonic() < deadline:
         w = watch.Watch()
-        for event in w.stream(
+        stream = w.stream(
             api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, timeout_seconds=60
-        ):
+        )
+        try:
+            events = list_events(stream)
+        except client.exceptions.ApiException:  # e.g. 504 "too large resource version"
+            time.sleep(1)
+            continue
+        for event in events:
             obj = event["object"]
             conditions = (obj.get("status") or {}).get("conditions") or []
             if any(c["type"] == wanted and c["status"] == "True" for c in conditions):
                 seen.setdefault(obj["metadata"]["name"], time.monotonic())
-            elif any(c["type"] == wanted and c["status"] == "False" for c in conditions):
-                WAITED.add(obj["metadata"]["name"])
+            else:
+                for c in conditions:
+                    if c["type"] == wanted and c["status"] == "False":
+                        if obj["metadata"]["name"] not in WAITED:
+                            WAIT_REASONS[c.get("reason", "")] += 1
+                        WAITED.add(obj["metadata"]["name"])
             if len(seen) >= count or time.monotonic() > deadline:
                 w.stop()
 
 
+def list_events(stream: Any) -> Any:
+    """The watch's events as they come; a watch that fails at once raises here."""
+    first = next(stream, None)
+    if first is None:
+        return iter(())
+
+    def rest() -> Any:
+        yield first
+        try:
+            yield from stream
+        except client.exceptions.ApiException:
+            return
+
+    return rest()
+
+
 WAITED: set[str] = set()
+WAIT_REASONS: Counter[str] = Counter()
 """Jobs seen with the watched condition False before it became True."""
 
 
@@ -170,7 +198,7 @@ def main() -> int:
         elapsed = max(routed.values()) - start if routed else float("nan")
         latencies = sorted(routed[n] - created[n] for n in routed)
         print(f"jobs created at once: {args.jobs}; routed: {len(routed)}")
-        print(f"told to wait on the way: {len(WAITED & set(routed))}")
+        print(f"told to wait on the way: {len(WAITED & set(routed))} {dict(WAIT_REASONS)}")
         print(f"all routed after {elapsed:.1f}s: {len(routed) / elapsed:.1f} jobs/s")
         print(
             f"creation->routed p50 {statistics.median(latencies):.2f}s "
@@ -195,7 +223,7 @@ def main() -> int:
             f"with {len(suspended)} of {args.idle_jobs} idle jobs present and handled"
         )
         # While the operator runs, so that its finalizers are honoured and nothing is left.
-        kubectl("delete", "namespace", ns, idle, "--timeout=600s", check=False)
+        kubectl("delete", "namespace", ns, idle, "--timeout=1800s", check=False)
     finally:
         operator.kill()
         kubectl("delete", "node", NODE, "--ignore-not-found")

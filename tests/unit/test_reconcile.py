@@ -393,3 +393,14 @@ async def test_a_decision_without_telemetry_says_it_used_requests_alone() -> Non
     assert telemetry["status"] == "False"
     assert telemetry["reason"] == "RequestsOnly"
     assert "no Prometheus URL is configured" in telemetry["message"]
+
+
+async def test_a_status_the_api_does_not_document_is_never_written() -> None:
+    from pydantic import ValidationError
+
+    world = World()
+    step = JobStep(copy.deepcopy(world.kube.obj), world.deps(), lambda *_: None)
+    step.attempts.append({"attempt": 1, "outcome": "Finished"})  # not an AttemptOutcome
+    with pytest.raises(ValidationError):
+        await step.save()
+    assert "patch" not in world.log
