@@ -12,7 +12,7 @@ Faults: ``errorRate`` (share of calls answered ``errorStatus``, default 503), ``
 retryAfterSeconds`` unless that is null), ``latencyMs`` (added to every call),
 ``vanishRunning`` (a job seen running disappears: 404 from then on), ``priceFactor``
 (multiplies every price, listed and charged), ``silentPriceFactor`` (multiplies only what
-is charged: created instances, leases, Livepeer's reported price - the network quoting one
+is charged: created instances, leases - the network quoting one
 price and charging another) and ``failExitCode`` (Nosana jobs started meanwhile exit with it).
 
 Time: jobs progress at ``timeScale`` simulated seconds per real second, and every timestamp a

@@ -1,0 +1,94 @@
+"""The stand-ins driven by the networks' own Python clients, through the calls the adapters
+make: a stand-in an official client cannot use is a bug in the stand-in.
+
+``livepeer-ai`` (Livepeer's generated SDK, ``server_url`` pointed at the stand-in) and
+``openai`` (the OpenAI client with ``base_url``), both from the ``dev`` extra. The clients
+are synchronous here, so each runs in a worker thread beside the in-process stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from hybridgpu.standins import Standins
+from tests.contract.networks_helpers import KEY, standins
+
+__all__ = ["standins"]
+livepeer_ai = pytest.importorskip("livepeer_ai")
+openai = pytest.importorskip("openai")
+
+
+async def test_the_livepeer_sdk_uses_the_livepeer_stand_in(standins: Standins) -> None:
+    base = standins.base_url("livepeer")
+
+    def work() -> tuple[object, object, object, object]:
+        client = livepeer_ai.Livepeer(server_url=base, http_bearer=KEY)
+        image = client.generate.text_to_image(
+            request={"prompt": "a fox", "model_id": "SG161222/RealVisXL_V4.0_Lightning"}
+        )
+        # The SDK serialises LLMRequest's defaults (model "", max_tokens 256, stream false),
+        # which is what keeps go-livepeer's "missing required fields" check quiet.
+        defaults = client.generate.llm(request={"messages": [{"role": "user", "content": "hi"}]})
+        explicit = client.generate.llm(
+            request={
+                "messages": [{"role": "user", "content": "one two three"}],
+                "model": "meta-llama/Meta-Llama-3.1-8B-Instruct",
+                "max_tokens": 8,
+                "stream": False,
+            }
+        )
+        speech = client.generate.text_to_speech(
+            request={"text": "hello", "model_id": "parler-tts/parler-tts-large-v1"}
+        )
+        return image, defaults, explicit, speech
+
+    image, defaults, explicit, speech = await asyncio.to_thread(work)
+    assert image.image_response.images[0].url.endswith(".png")  # type: ignore[attr-defined]
+    assert defaults.llm_response.usage.completion_tokens == 256  # type: ignore[attr-defined]
+    reply = explicit.llm_response  # type: ignore[attr-defined]
+    assert reply.usage.prompt_tokens == 3 and reply.usage.completion_tokens == 8
+    assert reply.choices[0].message.role == "assistant"
+    assert speech.audio_response.audio.url.endswith(".wav")  # type: ignore[attr-defined]
+    stats = standins.states["livepeer"].stats()  # type: ignore[index]
+    assert stats["unauthorized"] == 0 and stats["requests"] == 4
+
+
+async def test_the_livepeer_sdk_is_refused_without_the_credential(standins: Standins) -> None:
+    base = standins.base_url("livepeer")
+
+    def work() -> Exception:
+        client = livepeer_ai.Livepeer(server_url=base, http_bearer="wrong")
+        try:
+            client.generate.text_to_image(request={"prompt": "a fox", "model_id": "m"})
+        except Exception as exc:  # the SDK's own error types
+            return exc
+        raise AssertionError("no error")
+
+    error = await asyncio.to_thread(work)
+    # The SDK's typed HTTPError (the spec's 401 shape), not a failure to parse the answer.
+    assert type(error).__name__ == "HTTPError", repr(error)
+    assert error.data.detail.msg == "Unauthorized"  # type: ignore[attr-defined]
+
+
+async def test_the_openai_client_uses_the_openai_stand_in(standins: Standins) -> None:
+    base = standins.endpoint("openai")
+
+    def work() -> tuple[list[object], object]:
+        client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0)
+        models = list(client.models.list())
+        reply = client.chat.completions.create(
+            model="meta-llama/Llama-3.3-70B-Instruct",
+            messages=[{"role": "user", "content": "one two three four"}],
+            max_completion_tokens=5,
+        )
+        return models, reply
+
+    models, reply = await asyncio.to_thread(work)
+    ids = {m.id for m in models}  # type: ignore[attr-defined]
+    assert "meta-llama/Llama-3.3-70B-Instruct" in ids
+    assert reply.usage.prompt_tokens == 4 and reply.usage.completion_tokens == 5  # type: ignore[attr-defined]
+    assert reply.choices[0].finish_reason in ("stop", "length")  # type: ignore[attr-defined]
+    assert isinstance(Decimal(str(reply.usage.total_tokens)), Decimal)  # type: ignore[attr-defined]
