@@ -44,7 +44,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
     """The Livepeer gateway stand-in."""
     state = NetworkState("livepeer", config, error_body)
 
-    async def pipeline(request: web.Request) -> web.Response:
+    async def pipeline(request: web.Request) -> web.StreamResponse:
         name = request.match_info["pipeline"]
         body = await read_json(request, state)
         if name == "llm":
