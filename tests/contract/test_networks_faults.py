@@ -16,6 +16,7 @@ from hybridgpu.networks import (
     Unavailable,
     make_adapter,
 )
+from hybridgpu.networks.gpu_names import vast_names
 from hybridgpu.routing.snapshot import PerGPUHour
 from hybridgpu.standins import Standins
 from tests.contract.networks_helpers import (
@@ -47,8 +48,10 @@ async def test_5xx_is_retried_for_idempotent_calls(standins: Standins, network: 
         await adapter.aclose()
     assert offers
     stats = await control(standins, network, "/_stats")
-    assert stats["requests"] == 3
-    assert adapter.error_rate == pytest.approx(2 / 3)
+    # Vast.ai: one search per known GPU name, so data-centre GPUs are not crowded out.
+    calls = len(vast_names()) if network == "vastai" else 1
+    assert stats["requests"] == 2 + calls
+    assert adapter.error_rate == pytest.approx(2 / (2 + calls))
 
 
 @pytest.mark.parametrize("network", OFFER_NETWORKS)

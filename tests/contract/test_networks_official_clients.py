@@ -92,3 +92,46 @@ async def test_the_openai_client_uses_the_openai_stand_in(standins: Standins) ->
     assert reply.usage.prompt_tokens == 4 and reply.usage.completion_tokens == 5  # type: ignore[attr-defined]
     assert reply.choices[0].finish_reason in ("stop", "length")  # type: ignore[attr-defined]
     assert isinstance(Decimal(str(reply.usage.total_tokens)), Decimal)  # type: ignore[attr-defined]
+
+
+vastai = pytest.importorskip("vastai")
+
+
+async def test_the_vastai_sdk_uses_the_vastai_stand_in(standins: Standins) -> None:
+    base = standins.base_url("vastai")
+
+    def work() -> dict[str, object]:
+        client = vastai.VastAI(api_key=KEY, server_url=base, quiet=True)
+        offers = client.search_offers(query="gpu_name=A100_SXM4 num_gpus=1", order="dph_total")
+        created = client.create_instance(
+            offers[0]["id"], image="ghcr.io/example/batch:1", disk=40, label="sdk-test"
+        )
+        listed = client.show_instances()
+        shown = client.show_instance(created["new_contract"])
+        relabelled = client.label_instance(created["new_contract"], "sdk-test-2")
+        destroyed = client.destroy_instance(created["new_contract"])
+        gone = client.show_instance(created["new_contract"])
+        return {
+            "offers": offers,
+            "created": created,
+            "listed": listed,
+            "shown": shown,
+            "relabelled": relabelled,
+            "destroyed": destroyed,
+            "gone": gone,
+        }
+
+    out = await asyncio.to_thread(work)
+    offers = out["offers"]
+    assert isinstance(offers, list) and offers
+    assert {o["gpu_name"] for o in offers} == {"A100 SXM4"}
+    assert all(isinstance(o["dph_total"], float) for o in offers)  # numbers, as Vast.ai sends
+    created = out["created"]
+    assert isinstance(created, dict) and created["success"] is True
+    listed = out["listed"]
+    assert isinstance(listed, list) and [i["label"] for i in listed] == ["sdk-test"]
+    shown = out["shown"]
+    assert isinstance(shown, dict) and shown["id"] == created["new_contract"]
+    assert isinstance(shown["extra_env"], dict)  # the client turned [[k, v]] into a dict
+    assert out["relabelled"] == {"success": True} and out["destroyed"] == {"success": True}
+    assert out["gone"] is None
