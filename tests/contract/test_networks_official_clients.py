@@ -9,12 +9,21 @@ are synchronous here, so each runs in a worker thread beside the in-process stan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
-from hybridgpu.standins import Standins
-from tests.contract.networks_helpers import KEY, standins
+from hybridgpu.standins import Standins, start_standins
+from tests.contract import openapi
+from tests.contract.networks_helpers import (
+    KEY,
+    adapter_for,
+    standin_config,
+    standins,
+    submit,
+    wait_for,
+)
 
 __all__ = ["standins"]
 livepeer_ai = pytest.importorskip("livepeer_ai")
@@ -135,3 +144,32 @@ async def test_the_vastai_sdk_uses_the_vastai_stand_in(standins: Standins) -> No
     assert isinstance(shown["extra_env"], dict)  # the client turned [[k, v]] into a dict
     assert out["relabelled"] == {"success": True} and out["destroyed"] == {"success": True}
     assert out["gone"] is None
+
+
+@pytest.fixture
+async def paged() -> AsyncIterator[Standins]:
+    running = await start_standins(standin_config().model_copy(update={"models_page_size": 1}))
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_the_openai_adapter_reads_every_page_and_sends_max_completion_tokens(
+    paged: Standins,
+) -> None:
+    adapter = adapter_for(paged, "openai")
+    exchanges = openapi.record(adapter)
+    try:
+        offers = await adapter.list_offers()
+        ref = await submit(adapter, "openai", "paged", input={"requests": 2, "outputTokens": 3})
+        status = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=10)
+    finally:
+        await adapter.aclose()
+    config = paged.states["openai"].config  # type: ignore[index]
+    assert len(offers) == len(config.token_prices) == 3  # one model per page, three pages
+    pages = [e.query.get("page", "1") for e in exchanges if e.path.endswith("/models")]
+    assert pages[:3] == ["1", "2", "3"]
+    sent = [e.body for e in exchanges if e.path.endswith("/chat/completions")]
+    assert sent and all("max_tokens" not in b and b["max_completion_tokens"] == 3 for b in sent)
+    assert status.state == "Succeeded", status.message

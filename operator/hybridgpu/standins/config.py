@@ -79,6 +79,8 @@ class StandinConfig(_Model):
     request_latency_seconds: float = Field(default=0.005, ge=0)
     start_latency_seconds: dict[Network, float] = Field(default_factory=_default_start_latency)
     api_keys: dict[Network, str] = Field(default_factory=dict)
+    models_page_size: int = Field(default=50, ge=1, le=1000)
+    """Models per page of the OpenAI-compatible stand-in's ``/v1/models`` (io.net pages it)."""
     akash_denom: Literal["uact", "uakt"] = "uact"
     """The Akash Console's grant denom: bids and leases are priced in it, per block."""
     offers: list[OfferConfig] = Field(default_factory=list)
