@@ -3,8 +3,11 @@ from the @nosana/api package's types (tests/contract/specs/nosana-*.json, see RE
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -240,3 +243,40 @@ async def test_stand_in_errors_have_the_typed_shapes(standins: Standins) -> None
     jsonschema.validate(missing.json(), SCHEMAS["Error"])
     assert bad.status_code == 400
     jsonschema.validate(bad.json(), SCHEMAS["Error"])
+
+
+NOSANA_API_DIR = os.environ.get("HYBRIDGPU_NOSANA_API_DIR")
+
+
+@pytest.mark.skipif(
+    not NOSANA_API_DIR or not shutil.which("node"),
+    reason="set HYBRIDGPU_NOSANA_API_DIR to a folder with `npm install @nosana/api@2.1.8` done",
+)
+async def test_the_official_nosana_client_uses_the_stand_in(
+    standins: Standins, tmp_path: Path
+) -> None:
+    from hybridgpu.networks.nosana import job_definition
+
+    script = Path(__file__).parents[2] / "hack" / "upstream" / "nosana-client-check.mjs"
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps(job_definition(job_spec("nosana"), "client-check")))
+    local = Path(str(NOSANA_API_DIR)) / script.name
+    local.write_text(script.read_text())  # node resolves @nosana/api next to the script
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(local),
+        standins.base_url("nosana"),
+        KEY,
+        str(definition),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    seen = json.loads(out)
+    assert seen["markets"] and seen["created"]["status"] == "DRAFT"
+    assert seen["found"] == [seen["created"]["id"]]
+    assert seen["jobs"][0]["deployment"] == seen["created"]["id"]
+    jsonschema.validate(seen["job"], SCHEMAS["JobByAddress"])
+    jsonschema.validate(seen["balance"], SCHEMAS["CreditsBalance"])
+    assert seen["stopped"] == "STOPPED"
