@@ -116,6 +116,9 @@ async def test_a_job_life_validates_against_the_nosana_schemas(standins: Standin
     } <= check(exchanges)
     created = [e for e in exchanges if e.path == "/api/deployments/create"]
     assert len(created) == 1 and created[0].body["strategy"] == "SIMPLE"
+    # The stand-in's statistics speak of the id the operator stores: the deployment's.
+    stats = await control(standins, "nosana", "/_stats")
+    assert stats["created"] == {ref.id: 1} and stats["jobs"][ref.id] in ("done", "stopped")
 
 
 async def test_a_running_job_has_a_numeric_state_and_time_end_zero(standins: Standins) -> None:

@@ -58,6 +58,9 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         for i, o in enumerate(config.offers_for("nosana"))
     }
     deployments: dict[str, dict[str, Any]] = {}
+    addresses: dict[str, str] = {}
+    """Job address -> deployment id. A deployment's SimJob is keyed by the deployment id, the
+    id hybridgpu holds, so ``/_stats`` speaks of what the operator stores."""
 
     def iso(epoch: float) -> str:
         return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
@@ -98,8 +101,11 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         return web.json_response([market_json(a) for a in markets])
 
     def job_of(deployment: dict[str, Any]) -> SimJob | None:
-        address = deployment.get("job")
-        return state.live_job(address) if isinstance(address, str) else None
+        return state.live_job(deployment["id"]) if deployment.get("job") else None
+
+    def by_address(address: str) -> SimJob | None:
+        deployment_id = addresses.get(address)
+        return state.live_job(deployment_id) if deployment_id else None
 
     def deployment_json(deployment: dict[str, Any]) -> dict[str, Any]:
         job = job_of(deployment)
@@ -206,8 +212,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         if deployment["job"] is None and not deployment["stopped"]:
             address = _address("job", f"{deployment['id']}/{state.new_id()}")
             offer = markets[deployment["market"]]
-            state.jobs[address] = SimJob(
-                id=address,
+            state.jobs[deployment["id"]] = SimJob(
+                id=deployment["id"],
                 key=deployment["key"],
                 created=time.monotonic(),
                 start_delay=config.start_delay("nosana"),
@@ -216,12 +222,14 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 data={
                     "market": deployment["market"],
                     "deployment": deployment["id"],
+                    "address": address,
                     "timeout": deployment["timeout"] * 60,
                     "listed": state.clock.now(),
                     "exit": state.faults.fail_exit_code,
                 },
             )
-            state.created[address] += 1
+            state.created[deployment["id"]] += 1
+            addresses[address] = deployment["id"]
             deployment["job"] = address
         return web.json_response({"status": "STARTING", "updated_at": iso(state.clock.now())})
 
@@ -230,7 +238,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         if deployment is None:
             return fail(state, 404, "Deployment not found")
         deployment["stopped"] = True
-        job = state.jobs.get(deployment["job"] or "")
+        job = state.jobs.get(deployment["id"])
         if job is not None and job.phase(time.monotonic()) in ("pending", "running"):
             job.stopped_at = time.monotonic()
         return web.json_response({"status": "STOPPING", "updated_at": iso(state.clock.now())})
@@ -245,8 +253,8 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             phase = job.phase(time.monotonic())
             rows.append(
                 {
-                    "tx": _address("tx", job.id),
-                    "job": job.id,
+                    "tx": _address("tx", job.data["address"]),
+                    "job": job.data["address"],
                     "deployment": deployment["id"],
                     "market": deployment["market"],
                     "revision": 1,
@@ -290,10 +298,10 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 ],
             }
         return {
-            "ipfsJob": "Qm" + hashlib.sha256(job.id.encode()).hexdigest()[:44],
-            "ipfsResult": _address("Qmres", job.id) if phase == "done" else None,
+            "ipfsJob": "Qm" + hashlib.sha256(job.data["address"].encode()).hexdigest()[:44],
+            "ipfsResult": _address("Qmres", job.data["address"]) if phase == "done" else None,
             "market": job.data["market"],
-            "node": _address("node", job.id) if phase != "pending" else "",
+            "node": _address("node", job.data["address"]) if phase != "pending" else "",
             "payer": OWNER,
             "price": 0.0001,
             "project": OWNER,
@@ -312,20 +320,21 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         }
 
     async def show_job(request: web.Request) -> web.Response:
-        job = state.live_job(request.match_info["address"])
+        job = by_address(request.match_info["address"])
         if job is None:
             return fail(state, 404, "Job not found")
         return web.json_response(job_json(job))
 
     async def stop_job(request: web.Request) -> web.Response:
-        job = state.jobs.get(request.match_info["address"])
+        address = request.match_info["address"]
+        job = by_address(address)
         if job is None:
             return fail(state, 404, "Job not found")
         delisted = job.phase(time.monotonic()) == "pending"
         if job.phase(time.monotonic()) in ("pending", "running"):
             job.stopped_at = time.monotonic()
         return web.json_response(
-            {"tx": _address("tx", job.id + "stop"), "job": job.id, "delisted": delisted}
+            {"tx": _address("tx", address + "stop"), "job": address, "delisted": delisted}
         )
 
     async def balance(_: web.Request) -> web.Response:
