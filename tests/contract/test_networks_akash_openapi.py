@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
-from hybridgpu.networks import PriceAboveCap
-from hybridgpu.networks.akash import build_sdl
+from hybridgpu.networks import PriceAboveCap, RemoteRef
+from hybridgpu.networks.akash import AkashAdapter, build_sdl
 from hybridgpu.networks.akash_manifest import manifest_of, manifest_version
 from hybridgpu.standins import Standins, start_standins
 from tests.contract import openapi
@@ -226,3 +227,55 @@ async def test_a_deployment_closed_before_its_limit_is_failed(standins: Standins
     assert status.state == "Failed"
     assert "before its runtime limit" in status.message
     assert status.accrued_usd > 0
+
+
+def _lease(state: str, created: str = "100", closed: str = "0") -> dict[str, Any]:
+    return {
+        "id": {"owner": "o", "dseq": "1", "gseq": 1, "oseq": 1, "provider": "p", "bseq": 0},
+        "state": state,
+        "price": {"denom": "uact", "amount": "650"},
+        "created_at": created,
+        "closed_on": closed,
+    }
+
+
+@pytest.mark.parametrize(
+    ("deployment", "leases", "expected", "words"),
+    [
+        ("active", [], "Pending", "waiting for a lease"),
+        ("closed", [], "Failed", "without a lease"),
+        ("active", [_lease("active")], "Running", "lease active"),
+        ("closed", [_lease("closed", closed="110")], "Failed", "before its runtime limit"),
+        ("closed", [_lease("insufficient_funds", closed="105")], "Failed", "out of funds"),
+        ("closed", [_lease("closed", closed="300")], "Succeeded", "runtime limit"),
+        ("active", [_lease("paused")], "Failed", "unknown state"),
+        ("weird", [_lease("active")], "Failed", "unknown state"),
+    ],
+)
+async def test_deployment_and_lease_states_map_to_operator_states(
+    standins: Standins, deployment: str, leases: list[dict[str, Any]], expected: str, words: str
+) -> None:
+    adapter = adapter_for(standins, "akash")
+    assert isinstance(adapter, AkashAdapter)
+    adapter._limit_blocks["1"] = 100  # a 600 s runtime limit
+
+    async def found(dseq: str) -> dict[str, Any]:
+        del dseq
+        return {
+            "deployment": {"id": {"owner": "o", "dseq": "1"}, "state": deployment},
+            "leases": leases,
+        }
+
+    async def height() -> int:
+        return 150
+
+    adapter._deployment = found  # type: ignore[method-assign]
+    adapter._latest_height = height  # type: ignore[method-assign]
+    try:
+        remote = await adapter.inspect(RemoteRef("akash-test", "1", "k"))
+    finally:
+        await adapter.aclose()
+    assert remote is not None and remote.state == expected, remote
+    assert words in remote.message
+    if leases:
+        assert remote.price_per_hour == Decimal("0.39")  # 650 uact/block x 600 / 10^6
