@@ -283,3 +283,40 @@ async def test_the_official_nosana_client_uses_the_stand_in(
     jsonschema.validate(seen["job"], SCHEMAS["JobByAddress"])
     jsonschema.validate(seen["balance"], SCHEMAS["CreditsBalance"])
     assert seen["stopped"] == "STOPPED"
+
+
+@pytest.fixture
+async def one_idle_node() -> AsyncIterator[Standins]:
+    config = standin_config()
+    offers = [
+        OfferConfig(
+            network="nosana",
+            gpu_product=PRODUCT,
+            memory_gi_b=24,
+            usd_per_gpu_hour=Decimal("0.29"),
+            available=1,
+        )
+    ]
+    running = await start_standins(config.model_copy(update={"offers": offers}))
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_an_empty_node_list_is_trusted_once_the_market_has_listed_nodes(
+    one_idle_node: Standins,
+) -> None:
+    adapter = adapter_for(one_idle_node, "nosana")
+    try:
+        before = await adapter.list_offers()
+        job = job_spec("nosana", estimatedDuration="10h")
+        ref = await submit(adapter, "nosana", "holder", job=job)
+        await wait_for(adapter, ref, {"Running"}, timeout=10)
+        after = await adapter.list_offers()
+        await adapter.cancel(ref)
+    finally:
+        await adapter.aclose()
+    assert [o.available for o in before] == [1]
+    assert [o.available for o in after] == [0]  # the market's one idle node is taken
+    assert "nosana.io/capacity" not in after[0].labels

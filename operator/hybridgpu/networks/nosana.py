@@ -21,9 +21,11 @@ numeric: 0 QUEUED, 1 RUNNING, 2 COMPLETED, 3 STOPPED as in @nosana/kit's JobStat
 
 Offers: ``GET /api/markets/`` (``usd_reward_per_hour``, ``gpu_types``, ``lowest_vram``; one GPU
 per job). Capacity is the market's queue on chain (a node queue holds the idle hosts); the
-API's only view of it is the optional ``nodes`` array. A market whose record lists no nodes
-is offered with capacity 1 and a longer start (a job waits in the market queue for the next
-host) and the label ``nosana.io/capacity: unknown``.
+API's only view of it is the optional ``nodes`` array, which third-party code reports as
+always empty. So ``len(nodes)`` is the capacity of a market once its record has listed nodes
+(this process saw the API keep the array up to date); a market that has never listed one is
+offered with capacity 1, a longer start (a job waits in the market queue for the next host)
+and the label ``nosana.io/capacity: unknown``.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class NosanaAdapter(ContainerAdapter):
         super().__init__(name, spec, credential, policy, bearer(credential))
         self._prices: dict[str, Decimal] = {}
         self._closing: set[str] = set()
+        self._lists_nodes: set[str] = set()
+        """Markets whose record has listed idle nodes: their ``nodes`` array is kept up to date."""
 
     async def _markets(self) -> list[dict[str, Any]]:
         response = await self.client.request("GET", "/api/markets/", retry=True)
@@ -139,7 +143,11 @@ class NosanaAdapter(ContainerAdapter):
             if price is None:
                 continue
             nodes = market.get("nodes")
-            known = isinstance(nodes, list) and len(nodes) > 0
+            address = str(market.get("address", ""))
+            if isinstance(nodes, list) and nodes:
+                self._lists_nodes.add(address)
+            # An empty list is trusted only from a market that has listed nodes before.
+            known = isinstance(nodes, list) and address in self._lists_nodes
             premium = str(market.get("type", "")).upper() == "PREMIUM"
             labels = {
                 "nosana.io/market": str(market.get("address", "")),
