@@ -146,3 +146,21 @@ async def test_stand_in_errors_are_the_gateways(standins: Standins) -> None:
     # The gateway fills in the pipeline's default model; the spec's 422 is the runner's.
     assert default_model.status_code == 200
     _validate(default_model.json(), response_schema("/text-to-image", 200))
+
+
+async def test_a_streamed_llm_answer_is_server_sent_llm_responses(standins: Standins) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "stream": True,
+    }
+    async with httpx.AsyncClient(base_url=standins.base_url("livepeer")) as client:
+        answer = await client.post("/llm", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    chunks = [
+        json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")
+    ]
+    assert len(chunks) == 2 and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    for chunk in chunks:  # go-livepeer writes each worker.LLMResponse as one data: line
+        _validate(chunk, response_schema("/llm", 200))

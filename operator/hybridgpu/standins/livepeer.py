@@ -105,7 +105,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         await stream.prepare(request)
         for delta, finish in (
             ({"role": "assistant", "content": "ok"}, ""),
-            ({"content": ""}, "stop"),
+            ({"role": "assistant", "content": ""}, "stop"),
         ):
             chunk = {**answer, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
