@@ -74,7 +74,12 @@ async def test_a_finished_hour_bills_an_hour(priced: Standins, network: str) -> 
     adapter, _, final = await run(priced, network, "1h", {"Succeeded", "Failed", "Lost"})
     await adapter.aclose()
     assert final.state == "Succeeded", final.message
-    assert abs(final.accrued_usd - PRICE) <= Decimal("0.003"), final.accrued_usd
+    if network == "akash":
+        # Akash bills every block until the deployment is closed, and the adapter closes it
+        # at the first poll after the runtime limit (here 0.02 s real = 72 s simulated).
+        assert PRICE <= final.accrued_usd <= PRICE * Decimal("1.2"), final.accrued_usd
+    else:
+        assert abs(final.accrued_usd - PRICE) <= Decimal("0.003"), final.accrued_usd
     assert final.price_per_gpu_hour == PRICE
 
 

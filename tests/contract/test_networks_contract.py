@@ -47,8 +47,8 @@ async def test_offers_carry_the_configured_prices(standins: Standins, network: s
         for o in config.offers_for(network)
         if o.gpu_product == product_for(network)
     }
-    if network in ("livepeer", "akash"):  # priced from the ComputeProvider's staticPrices
-        expected = {Decimal("0.30") if network == "livepeer" else Decimal("0.39")}
+    if network == "livepeer":  # priced from the ComputeProvider's staticPrices
+        expected = {Decimal("0.30")}
     seen = {
         o.pricing.usd
         for o in offers

@@ -16,6 +16,7 @@ from hybridgpu.networks import (
     Unavailable,
     make_adapter,
 )
+from hybridgpu.networks.gpu_names import vast_names
 from hybridgpu.routing.snapshot import PerGPUHour
 from hybridgpu.standins import Standins
 from tests.contract.networks_helpers import (
@@ -47,8 +48,10 @@ async def test_5xx_is_retried_for_idempotent_calls(standins: Standins, network: 
         await adapter.aclose()
     assert offers
     stats = await control(standins, network, "/_stats")
-    assert stats["requests"] == 3
-    assert adapter.error_rate == pytest.approx(2 / 3)
+    # Vast.ai: one search per known GPU name, so data-centre GPUs are not crowded out.
+    calls = len(vast_names()) if network == "vastai" else 1
+    assert stats["requests"] == 2 + calls
+    assert adapter.error_rate == pytest.approx(2 / (2 + calls))
 
 
 @pytest.mark.parametrize("network", OFFER_NETWORKS)
@@ -190,9 +193,12 @@ async def test_charging_more_than_quoted_is_caught_after_submission(
     assert all(phase == "stopped" for phase in stats["jobs"].values())
 
 
-async def test_livepeer_gateway_falling_back_to_a_dearer_orchestrator_fails_the_batch(
+async def test_livepeer_costs_come_from_static_prices_as_no_gateway_reports_one(
     standins: Standins,
 ) -> None:
+    # A gateway that falls back to a dearer orchestrator says nothing about it (go-livepeer
+    # sends no price with a response): the adapter can only cost the batch at the
+    # ComputeProvider's static price, and says so in docs/networks.md.
     await control(standins, "livepeer", "/_faults", {"silentPriceFactor": "2"})
     adapter = adapter_for(standins, "livepeer")
     try:
@@ -200,9 +206,8 @@ async def test_livepeer_gateway_falling_back_to_a_dearer_orchestrator_fails_the_
         status = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=5)
     finally:
         await adapter.aclose()
-    assert status.state == "Failed"
-    assert "above the cap" in status.message
-    assert status.completed < status.total
+    assert status.state == "Succeeded", status.message
+    assert status.price_per_gpu_hour == Decimal("0.30")  # the static price, not 0.60
 
 
 async def test_livepeer_batch_survives_transient_5xx(standins: Standins) -> None:

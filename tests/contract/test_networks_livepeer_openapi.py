@@ -32,6 +32,25 @@ URI = "urn:livepeer-ai-gateway"
 REGISTRY: Registry[Any] = Registry().with_resource(URI, Resource(SPEC, specification=DRAFT202012))
 
 
+# go-livepeer server/handlers.go: APIErrorResponse{Error: &APIError{Message}}, every error
+# the gateway itself answers (the published spec's HTTPError is the runner's shape).
+GATEWAY_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message"],
+            "additionalProperties": False,
+            "properties": {"message": {"type": "string"}},
+        }
+    },
+}
+# go-livepeer server/ai_mediaserver.go LLM(): Model, Messages (non-empty), Stream, MaxTokens.
+LLM_REQUIRED = {"model", "messages", "stream", "max_tokens"}
+
+
 def _validate(instance: Any, schema_ref: str) -> None:
     schema = {"$ref": f"{URI}{schema_ref}"}
     jsonschema.Draft202012Validator(schema, registry=REGISTRY).validate(instance)
@@ -93,18 +112,55 @@ async def test_adapter_requests_and_stand_in_responses_match_the_spec(
     for sent_path, body, code, answer in exchanges:
         assert sent_path == path
         _validate(body, request_schema(path))
-        _validate(answer, response_schema(path, code))
+        if path == "/llm":
+            assert set(body) >= LLM_REQUIRED and body["messages"] and body["stream"] is False
+        if code == 200:
+            _validate(answer, response_schema(path, code))
+        else:
+            jsonschema.validate(answer, GATEWAY_ERROR)
+            assert answer["error"]["message"] == "Internal Server Error"
 
 
-async def test_stand_in_error_responses_match_the_spec(standins: Standins) -> None:
+async def test_stand_in_errors_are_the_gateways(standins: Standins) -> None:
     base = standins.base_url("livepeer")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    llm = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
     async with httpx.AsyncClient(base_url=base) as client:
         unauthorized = await client.post("/text-to-image", json={"prompt": "x", "model_id": "m"})
-        invalid = await client.post(
-            "/text-to-image", json={"prompt": "x"}, headers={"Authorization": f"Bearer {KEY}"}
+        no_stream = await client.post("/llm", json=llm, headers=auth)
+        no_messages = await client.post(
+            "/llm", json={**llm, "stream": False, "messages": []}, headers=auth
         )
+        complete = await client.post("/llm", json={**llm, "stream": False}, headers=auth)
+        default_model = await client.post("/text-to-image", json={"prompt": "x"}, headers=auth)
     assert unauthorized.status_code == 401
     _validate(unauthorized.json(), response_schema("/text-to-image", 401))
-    assert invalid.status_code == 422
-    _validate(invalid.json(), response_schema("/text-to-image", 422))
-    assert invalid.json()["detail"][0]["loc"] == ["body", "model_id"]
+    for refused in (no_stream, no_messages):
+        assert refused.status_code == 400
+        jsonschema.validate(refused.json(), GATEWAY_ERROR)
+        assert refused.json()["error"]["message"] == "missing required fields"
+    # The published spec requires only messages; the gateway wants all four.
+    _validate({**llm, "messages": llm["messages"]}, request_schema("/llm"))
+    assert complete.status_code == 200
+    _validate(complete.json(), response_schema("/llm", 200))
+    # The gateway fills in the pipeline's default model; the spec's 422 is the runner's.
+    assert default_model.status_code == 200
+    _validate(default_model.json(), response_schema("/text-to-image", 200))
+
+
+async def test_a_streamed_llm_answer_is_server_sent_llm_responses(standins: Standins) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "stream": True,
+    }
+    async with httpx.AsyncClient(base_url=standins.base_url("livepeer")) as client:
+        answer = await client.post("/llm", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    chunks = [
+        json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")
+    ]
+    assert len(chunks) == 2 and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    for chunk in chunks:  # go-livepeer writes each worker.LLMResponse as one data: line
+        _validate(chunk, response_schema("/llm", 200))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks import Checkpoint, RemoteRef, RemoteStatus
-from hybridgpu.networks.akash import _bid, build_sdl
+from hybridgpu.networks.akash import build_sdl
 from hybridgpu.networks.container import (
     RemoteJob,
     accrued,
@@ -113,24 +113,10 @@ def test_sdl_asks_for_the_gpu_model_memory_count_and_carries_the_key() -> None:
         {"model": "a100", "ram": "80Gi", "interface": "sxm"}
     ]
     assert "HYBRIDGPU_IDEMPOTENCY_KEY=key-9" in sdl["services"]["job"]["env"]
-
-
-def test_akash_bids_are_read_in_both_documented_shapes() -> None:
-    flat = _bid(
-        {"id": "bid_1", "provider": "akash1x", "price": "0.50", "denom": "usd", "status": "open"}
-    )
-    chain = _bid(
-        {
-            "bid": {
-                "id": {"dseq": "1", "gseq": 2, "oseq": 3, "provider": "akash1y"},
-                "state": "open",
-                "price": {"denom": "uakt", "amount": "1.3788"},
-            }
-        }
-    )
-    assert flat is not None and flat["price"] == Decimal("0.50") and flat["provider"] == "akash1x"
-    assert chain is not None and (chain["gseq"], chain["oseq"], chain["denom"]) == (2, 3, "uakt")
-    assert _bid({"bid": {"state": "open"}}) is None
+    # The bid ceiling in uact per block (the Console rewrites the denom to its grant denom):
+    # no cap means 10 USD/GPU-hour, x 2 GPUs x 10^6 / 600 blocks per hour.
+    pricing = sdl["profiles"]["placement"]["dcloud"]["pricing"]["job"]
+    assert pricing == {"denom": "uact", "amount": 33334}
 
 
 def test_nosana_definition_is_stable_for_a_key() -> None:

@@ -19,10 +19,11 @@ Idempotency per key. A second ``submit`` with the same key returns the same remo
   in a background task of this process, keyed by the idempotency key; every request carries
   the header ``Idempotency-Key: <key>/<index>``. After a restart call ``submit`` again with the
   last persisted :class:`Checkpoint`: completed requests are not sent again.
-* akash: the key is written into the SDL (``env: HYBRIDGPU_IDEMPOTENCY_KEY=<key>``); before
-  creating, the adapter lists the account's deployments and reuses one whose SDL holds it.
-* nosana: the key is written into the job definition (``meta.hybridgpuKey``); the definition's
-  content hash is therefore stable, and the adapter reuses a job with the same ``ipfsHash``.
+* akash: the key is written into the SDL (``env: HYBRIDGPU_IDEMPOTENCY_KEY=<key>``), so the
+  manifest version the chain records as ``deployment.hash`` is a function of (job, key);
+  before creating, the adapter lists the account's deployments and reuses one with it.
+* nosana: the job runs as a deployment named after the key; the adapter looks the name up
+  (``GET /api/deployments?name=``) before creating one.
 * vastai: the instance ``label`` is ``hybridgpu-<key>``; the adapter lists instances first.
   A destroyed instance is forgotten by Vast.ai, so only there does a submit after ``cancel``
   rent again; use a new key per attempt (the operator does).

@@ -48,6 +48,11 @@ def names_for(product: str) -> GpuNames:
     return GpuNames(product, 0, product, product.lower(), "", product)
 
 
+def vast_names() -> list[str]:
+    """The distinct Vast.ai ``gpu_name`` values of the known products, in table order."""
+    return list(dict.fromkeys(row.vast for row in _TABLE))
+
+
 def from_vast(gpu_name: str, gpu_ram_mb: int) -> str:
     """GFD product for a Vast.ai offer (``gpu_ram`` in MB tells 40GB from 80GB A100s)."""
     matches = [row for row in _TABLE if row.vast == gpu_name]

@@ -3,19 +3,25 @@
 Each request of the batch is one ``POST {endpoint}/{pipeline}`` with the JSON body the
 gateway's OpenAPI spec defines (``TextToImageParams``, ``LLMRequest``, ``TextToSpeechParams``);
 the other pipelines take multipart uploads of input media and are refused here as BadRequest.
+``/llm`` bodies always carry ``model``, ``messages``, ``stream`` (false) and ``max_tokens``:
+go-livepeer's gateway (``server/ai_mediaserver.go``, ``LLM()``) answers 400 ``missing
+required fields`` without any of them, though the published spec requires only ``messages``.
+Errors come as ``{"error": {"message": ...}}`` (``handleAPIError``, ``server/handlers.go``).
 
-Livepeer has no USD price API: orchestrators price in wei per pixel and gateways fall back to
-any orchestrator when none is under the cap. Offers therefore come from the ComputeProvider's
-``staticPrices`` (USD per GPU-hour), and each request's cost is that price times the batch's
-GPU-hours divided by its requests (also the cost of each request an earlier process
-completed). When a gateway reports the price it actually paid in the
-``X-Price-Usd-Per-Gpu-Hour`` response header (the stand-in does; a self-hosted gateway can add
-it in a proxy), the adapter checks it against the cap after every request.
+Price: no gateway reports what a request cost. Orchestrators advertise prices in wei per
+unit per capability and model (``capabilities_prices`` in their OrchestratorInfo, listed by a
+self-hosted gateway's CLI endpoint ``/getNetworkCapabilities``), the gateway pays up to its
+``-maxPricePerCapability`` and, when no orchestrator is under it, falls back to any. A USD
+figure therefore exists only as the operator's own: offers come from the ComputeProvider's
+``staticPrices`` (USD per GPU-hour, checked against the cap before submission), and each
+request's cost is that price times the batch's GPU-hours divided by its requests (also the
+cost of each request an earlier process completed). Keeping the gateway's own cap below the
+static price is the operator's part.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
@@ -33,17 +39,23 @@ PIPELINES: dict[Task, str] = {
     Task.LLM: "llm",
     Task.TEXT_TO_SPEECH: "text-to-speech",
 }
-PRICE_HEADER = "X-Price-Usd-Per-Gpu-Hour"
+DEFAULT_MAX_TOKENS = 256
+"""``LLMRequest.max_tokens``' default in the gateway spec."""
 TYPICAL_START_SECONDS = 30.0
 """A cold model loads in 30 s to 5 min on first request (Livepeer AI pipelines docs)."""
 
 
-def livepeer_body(task: Task, model: str | None, body: dict[str, Any]) -> dict[str, Any]:
-    """Fill in the model field the gateway's schema requires for ``task``."""
+def livepeer_body(
+    task: Task, model: str | None, body: dict[str, Any], max_tokens: int | None = None
+) -> dict[str, Any]:
+    """Fill in the fields the gateway requires for ``task`` (``/llm``: model, messages, stream,
+    max_tokens; the others: model_id)."""
     out = dict(body)
     if task is Task.LLM:
         out.setdefault("model", model or "")
         out.setdefault("messages", [])
+        out.setdefault("stream", False)
+        out.setdefault("max_tokens", max_tokens or DEFAULT_MAX_TOKENS)
     else:
         out.setdefault("model_id", model or "")
     return out
@@ -86,16 +98,18 @@ class LivepeerAdapter(BatchAdapter):
             )
         price = self.static_price(gpu_product)
         self.check_cap(price, max_price_per_gpu_hour, "before submission")
-        bodies = [livepeer_body(job.task, job.model, b) for b in batch_requests(job, requests)]
+        bodies = [
+            livepeer_body(job.task, job.model, b, job.input.output_tokens)
+            for b in batch_requests(job, requests)
+        ]
+        if job.task is Task.LLM and any(b.get("stream") for b in bodies):
+            raise BadRequest(self.name, "streamed /llm requests are not supported; stream: false")
         per_request_hours = job.gpu_hours() / max(len(bodies), 1)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
             response = await self.post(f"/{pipeline}", idempotency_key, index, body)
-            paid = _header_price(response.headers.get(PRICE_HEADER))
-            self.check_cap(paid, max_price_per_gpu_hour, f"request {index}")
-            effective = paid if paid is not None else price
-            cost = (effective or Decimal(0)) * per_request_hours
-            return RequestResult(cost, _first_url(response.json()), effective)
+            cost = (price or Decimal(0)) * per_request_hours
+            return RequestResult(cost, _first_url(response.json()), price)
 
         def prior_cost(body: dict[str, Any]) -> Decimal:
             del body  # every request of a batch is costed alike
@@ -104,15 +118,6 @@ class LivepeerAdapter(BatchAdapter):
         ref, batch = self.start_batch(idempotency_key, bodies, send, checkpoint, prior_cost)
         batch.price_per_gpu_hour = batch.price_per_gpu_hour or price
         return ref
-
-
-def _header_price(value: str | None) -> Decimal | None:
-    if not value:
-        return None
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        return None
 
 
 def _first_url(body: Any) -> str | None:

@@ -2,12 +2,15 @@
 
 ``spec.endpoint`` is the base that ``/models`` and ``/chat/completions`` hang off, i.e. it
 includes ``/v1`` (``https://api.intelligence.io.solutions/api/v1``, ``http://host:8000/v1``).
-Each request is a non-streaming ``POST /chat/completions``; its cost is
+Each request is a non-streaming ``POST /chat/completions`` with ``max_completion_tokens``
+(a ``max_tokens`` in a request is renamed: OpenAI deprecated it and its reasoning models
+refuse it); its cost is
 ``usage.prompt_tokens`` and ``usage.completion_tokens`` times the model's per-token price. A
 request an earlier process completed is costed from its body: its prompt's words as tokens
 (an estimate; tokenizers differ) and its ``max_tokens`` as completion tokens.
 
 Prices come from the ComputeProvider's ``tokenPrices``, else from io.net's ``/models``
+(paginated: every page is read, following ``pagination.has_next`` with ``?page=``)
 metadata ``input_token_price``/``output_token_price``, read as USD per token (an assumption:
 io.net documents the fields as strings without a unit). A per-token endpoint does not say
 which GPU serves it: offers carry ``gpu_product="unknown"``, the model in the label
@@ -31,6 +34,7 @@ MILLION = Decimal(1_000_000)
 UNKNOWN_GPU = "unknown"
 MODEL_LABEL = "hybridgpu.dev/model"
 TYPICAL_START_SECONDS = 1.0
+MAX_MODEL_PAGES = 50
 
 
 def token_cost(price: PerToken, prompt: int, completion: int) -> Decimal:
@@ -57,15 +61,25 @@ class OpenAIAdapter(BatchAdapter):
     """Sends an llm batch to an OpenAI-compatible endpoint."""
 
     async def _models(self) -> dict[str, PerToken | None]:
-        response = await self.client.request("GET", "/models", retry=True)
-        body = response.json()
+        """Every served model, following io.net's ``pagination.has_next`` (``?page=``)."""
         models: dict[str, PerToken | None] = {}
-        for entry in body.get("data", []) if isinstance(body, dict) else []:
-            if not isinstance(entry, dict):
-                continue
-            model_id = entry.get("id") or entry.get("name")
-            if isinstance(model_id, str):
-                models[model_id] = self._price(model_id, entry.get("metadata"))
+        page = 1
+        while page <= MAX_MODEL_PAGES:
+            params = {"page": page} if page > 1 else None
+            response = await self.client.request("GET", "/models", params=params, retry=True)
+            body = response.json()
+            for entry in body.get("data", []) if isinstance(body, dict) else []:
+                if not isinstance(entry, dict):
+                    continue
+                # OpenAI and vLLM: ``id`` is the model; io.net: ``name`` (``model_id`` is a uuid).
+                model_id = entry.get("name") if "model_id" in entry else entry.get("id")
+                model_id = model_id or entry.get("name")
+                if isinstance(model_id, str):
+                    models[model_id] = self._price(model_id, entry.get("metadata"))
+            pagination = body.get("pagination") if isinstance(body, dict) else None
+            if not isinstance(pagination, dict) or not pagination.get("has_next"):
+                break
+            page += 1
         return models
 
     def _price(self, model: str, metadata: Any) -> PerToken | None:
@@ -127,6 +141,10 @@ class OpenAIAdapter(BatchAdapter):
         for body in batch_requests(job, requests):
             body.setdefault("model", model)
             body["stream"] = False
+            # OpenAI deprecated max_tokens, and its reasoning models refuse it; io.net's and
+            # vLLM's chat APIs take max_completion_tokens too.
+            if "max_tokens" in body and "max_completion_tokens" not in body:
+                body["max_completion_tokens"] = body.pop("max_tokens")
             bodies.append(body)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:

@@ -7,6 +7,7 @@ YAML or JSON, camelCase keys::
     requestLatencySeconds: 0.005   # real seconds per Livepeer/OpenAI request
     startLatencySeconds: {akash: 30, nosana: 20, vastai: 40}   # simulated seconds
     apiKeys: {vastai: my-key}      # accepted credential per network; unset: any non-empty
+    akashDenom: uact               # Akash grant denom (uact as on mainnet, or uakt)
     offers:
       - {network: vastai, gpuProduct: NVIDIA-GeForce-RTX-4090, memoryGiB: 24,
          usdPerGpuHour: "0.34", available: 4, region: global, marketType: PREMIUM}
@@ -78,6 +79,10 @@ class StandinConfig(_Model):
     request_latency_seconds: float = Field(default=0.005, ge=0)
     start_latency_seconds: dict[Network, float] = Field(default_factory=_default_start_latency)
     api_keys: dict[Network, str] = Field(default_factory=dict)
+    models_page_size: int = Field(default=50, ge=1, le=1000)
+    """Models per page of the OpenAI-compatible stand-in's ``/v1/models`` (io.net pages it)."""
+    akash_denom: Literal["uact", "uakt"] = "uact"
+    """The Akash Console's grant denom: bids and leases are priced in it, per block."""
     offers: list[OfferConfig] = Field(default_factory=list)
     token_prices: list[TokenPriceConfig] = Field(default_factory=list)
 

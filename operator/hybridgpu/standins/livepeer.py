@@ -1,74 +1,67 @@
-"""Stand-in Livepeer AI gateway: the JSON pipelines of the gateway's OpenAPI spec.
+"""Stand-in Livepeer AI gateway, as go-livepeer's gateway (``server/ai_mediaserver.go``) answers.
 
-``POST /text-to-image`` → ``ImageResponse``, ``POST /llm`` → ``LLMResponse``,
-``POST /text-to-speech`` → ``AudioResponse``; errors as ``HTTPError`` (``{"detail": {"msg"}}``)
-and ``HTTPValidationError`` (422). Each response also carries ``X-Price-Usd-Per-Gpu-Hour``:
-the price of the (simulated) orchestrator that served it, the first offer configured for
-livepeer, times the price faults.
+``POST /text-to-image`` → ``ImageResponse``, ``POST /llm`` → ``LLMResponse`` (or, with
+``"stream": true``, server-sent ``data:`` chunks), ``POST /text-to-speech`` →
+``AudioResponse``: the response schemas of the published gateway OpenAPI spec. Requests are
+checked as the Go gateway checks them, not as that spec says: the gateway excludes request
+bodies from its OpenAPI validation, a missing ``model_id`` means the pipeline's default
+model, and ``/llm`` answers 400 ``missing required fields`` unless ``model``, ``messages``
+(non-empty), ``stream`` and ``max_tokens`` are all present. Errors are the gateway's
+``APIErrorResponse``: ``{"error": {"message": ...}}``, with the message replaced by
+``Internal Server Error`` on 500 and ``Service Unavailable Error`` on 503 (``handleAPIError``
+in ``server/handlers.go``); a 401 as the spec's ``HTTPError``. No price travels with a
+response: a gateway reports none.
 """
 
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
+import json
 from typing import Any
 
 from aiohttp import web
 
 from hybridgpu.standins.config import StandinConfig
-from hybridgpu.standins.state import NetworkState, read_json
+from hybridgpu.standins.state import NetworkState, fail, read_json
 
-PRICE_HEADER = "X-Price-Usd-Per-Gpu-Hour"
-_REQUIRED = {
-    "text-to-image": ("prompt", "model_id"),
-    "llm": ("messages",),
-    "text-to-speech": ("model_id",),
-}
+_MESSAGES = {500: "Internal Server Error", 503: "Service Unavailable Error"}
+LLM_REQUIRED = ("model", "messages", "stream", "max_tokens")
+"""What go-livepeer's ``LLM()`` handler requires (``req.Model == nil || ... ``)."""
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
-    """Livepeer's HTTPError shape."""
-    return {"detail": {"msg": message}}
+    """go-livepeer's ``APIErrorResponse``; a 401 in the spec's ``HTTPError`` shape.
 
-
-def _validation_error(missing: list[str]) -> web.Response:
-    detail = [
-        {"loc": ["body", name], "msg": "Field required", "type": "missing"} for name in missing
-    ]
-    return web.json_response({"detail": detail}, status=422)
+    go-livepeer's gateway authenticates nobody: the 401 comes from whatever fronts a hosted
+    gateway, and the published spec's ``HTTPError`` (``{"detail": {"msg"}}``) is the only
+    description of it (assumed; the livepeer-ai SDK parses 401s that way)."""
+    if status == 401:
+        return {"detail": {"msg": message}}
+    return {"error": {"message": _MESSAGES.get(status, message)}}
 
 
 def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
     """The Livepeer gateway stand-in."""
     state = NetworkState("livepeer", config, error_body)
-    offers = config.offers_for("livepeer")
-    base_price = offers[0].usd_per_gpu_hour if offers else Decimal("0.30")
 
-    async def pipeline(request: web.Request) -> web.Response:
+    async def pipeline(request: web.Request) -> web.StreamResponse:
         name = request.match_info["pipeline"]
         body = await read_json(request, state)
-        missing = [f for f in _REQUIRED[name] if f not in body]
-        if missing:
-            return _validation_error(missing)
-        if name == "llm" and not isinstance(body["messages"], list):
-            return web.json_response(
-                {
-                    "detail": [
-                        {
-                            "loc": ["body", "messages"],
-                            "msg": "Input should be a valid list",
-                            "type": "list_type",
-                        }
-                    ]
-                },
-                status=422,
-            )
+        if name == "llm":
+            messages = body.get("messages")
+            if any(body.get(f) is None for f in LLM_REQUIRED) or not messages:
+                return fail(state, 400, "missing required fields")
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                return fail(state, 400, "json: cannot unmarshal messages")
+        elif name == "text-to-image" and not isinstance(body.get("prompt"), str):
+            return fail(state, 400, "prompt field is required")
+        elif name == "text-to-speech" and not isinstance(body.get("text"), str):
+            return fail(state, 400, "text field is required")
         key = request.headers.get("Idempotency-Key", "")
         state.submissions[key or "-"] += 1
         if config.request_latency_seconds:
             await asyncio.sleep(config.request_latency_seconds)
         seq = state.new_id()
-        headers = {PRICE_HEADER: state.money(state.price(base_price, charged=True))}
         if name == "text-to-image":
             count = int(body.get("num_images_per_prompt", 1))
             images = [
@@ -79,35 +72,45 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 }
                 for i in range(max(count, 1))
             ]
-            return web.json_response({"images": images}, headers=headers)
+            return web.json_response({"images": images})
         if name == "text-to-speech":
             return web.json_response(
-                {"audio": {"url": f"http://{request.host}/stream/{seq}/audio.wav"}}, headers=headers
+                {"audio": {"url": f"http://{request.host}/stream/{seq}/audio.wav"}}
             )
         prompt_words = sum(
             len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict)
         )
-        completion = int(body.get("max_tokens", 256))
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{seq}",
-                "model": str(body.get("model", "")),
-                "created": int(state.clock.now()),
-                "usage": {
-                    "prompt_tokens": prompt_words,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt_words + completion,
-                },
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": "ok " * min(completion, 8)},
-                    }
-                ],
-            },
-            headers=headers,
-        )
+        completion = int(body["max_tokens"])
+        usage = {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": completion,
+            "total_tokens": prompt_words + completion,
+        }
+        answer = {
+            "id": f"chatcmpl-{seq}",
+            "model": str(body["model"]),
+            "created": int(state.clock.now()),
+            "usage": usage,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok " * min(completion, 8)},
+                }
+            ],
+        }
+        if not body["stream"]:
+            return web.json_response(answer)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for delta, finish in (
+            ({"role": "assistant", "content": "ok"}, ""),
+            ({"role": "assistant", "content": ""}, "stop"),
+        ):
+            chunk = {**answer, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await stream.write_eof()
+        return stream
 
     app = web.Application(middlewares=[state.middleware(public=())])
     app.add_routes(state.control_routes())

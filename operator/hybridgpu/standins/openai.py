@@ -1,7 +1,9 @@
 """Stand-in OpenAI-compatible endpoint (io.net IO Intelligence flavour) under ``/v1``.
 
 ``GET /v1/models`` lists the configured models with io.net's ``metadata.input_token_price``
-and ``output_token_price`` (USD per token, decimal strings); ``POST /v1/chat/completions``
+and ``output_token_price`` (USD per token, decimal strings), paginated as io.net's list is
+(``?page=``; ``pagination.{total, page, page_size, total_pages, has_next, has_previous}``;
+``modelsPageSize`` in the config, default 50); ``POST /v1/chat/completions``
 answers a non-streaming ``chat.completion`` whose ``usage`` counts prompt words as tokens and
 ``max_completion_tokens``/``max_tokens`` (default 16) as completion tokens.
 """
@@ -33,12 +35,18 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
     state = NetworkState("openai", config, error_body)
     prices = {p.model: p for p in config.token_prices}
 
-    async def models(_: web.Request) -> web.Response:
+    async def models(request: web.Request) -> web.Response:
+        try:
+            page = max(int(request.query.get("page", 1)), 1)
+        except ValueError:
+            return fail(state, 400, "page: a number")
+        size = config.models_page_size
         data = []
         for price in config.token_prices:
             data.append(
                 {
                     "id": price.model,
+                    "name": price.model,
                     "object": "model",
                     "created": 1_700_000_000,
                     "owned_by": "hybridgpu-standin",
@@ -52,7 +60,17 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     },
                 }
             )
-        return web.json_response({"object": "list", "data": data})
+        pages = max((len(data) + size - 1) // size, 1)
+        pagination = {
+            "total": len(data),
+            "page": page,
+            "page_size": size,
+            "total_pages": pages,
+            "has_next": page < pages,
+            "has_previous": page > 1,
+        }
+        chunk = data[(page - 1) * size : page * size]
+        return web.json_response({"object": "list", "data": chunk, "pagination": pagination})
 
     async def completions(request: web.Request) -> web.Response:
         body = await read_json(request, state)

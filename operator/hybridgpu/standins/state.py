@@ -11,9 +11,9 @@ Faults: ``errorRate`` (share of calls answered ``errorStatus``, default 503), ``
 (the next N calls fail), ``rateLimitNext`` (the next N calls get 429, with ``Retry-After:
 retryAfterSeconds`` unless that is null), ``latencyMs`` (added to every call),
 ``vanishRunning`` (a job seen running disappears: 404 from then on), ``priceFactor``
-(multiplies every price, listed and charged) and ``silentPriceFactor`` (multiplies only what
-is charged: created instances, leases, Livepeer's reported price - the network quoting one
-price and charging another).
+(multiplies every price, listed and charged), ``silentPriceFactor`` (multiplies only what
+is charged: created instances, leases - the network quoting one
+price and charging another) and ``failExitCode`` (Nosana jobs started meanwhile exit with it).
 
 Time: jobs progress at ``timeScale`` simulated seconds per real second, and every timestamp a
 stand-in returns (job start and end times, lease dates, the HTTP ``Date`` header) is read off
@@ -43,7 +43,8 @@ from hybridgpu.standins.config import Network, StandinConfig
 from hybridgpu.units import format_money
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ErrorBody = Callable[[int, str], dict[str, Any]]
+ErrorBody = Callable[[int, str], Any]
+"""A network's error body for a status and message (an object, or Nosana's bare string)."""
 
 
 class Faults(BaseModel):
@@ -63,6 +64,8 @@ class Faults(BaseModel):
     echo_credential: bool = False
     """Injected errors quote the request's credential back (a careless server), to test
     that adapters redact what they are told."""
+    fail_exit_code: int = Field(default=0, ge=0, le=255)
+    """Exit code of the container jobs started while it is set (Nosana reports it)."""
 
 
 @dataclass

@@ -1,19 +1,31 @@
-"""Stand-in Vast.ai REST API (``/api/v0``).
+"""Stand-in Vast.ai REST API, as the official ``vastai`` client (1.9.1) calls it.
 
 Machines: each configured vastai offer becomes machines of up to 8 GPUs holding its
 ``available`` GPUs. As on Vast.ai, a search returns one offer per (machine, bundle size):
 ``num_gpus`` is the bundle's GPU count and ``machine_id`` its machine's. A machine offers
 bundles of 1, 2, 4 and 8 GPUs that fit in its free GPUs, and one of all of them; renting a
 bundle takes its GPUs from the machine until the instance exits, is stopped, destroyed or
-vanishes. ``POST|GET
-/api/v0/bundles/`` searches (``eq``/``neq``/``gt``/``gte``/``lt``/``lte``/``in`` filters,
-``order``, ``limit``); ``PUT /api/v0/asks/{id}/`` rents one (``{"success": true,
-"new_contract": id}``); ``GET /api/v0/instances/[{id}/]`` shows ``actual_status`` going
-``null`` → ``loading`` → ``running`` → ``exited`` on the simulated clock (the run lasts the
-``HYBRIDGPU_ESTIMATED_DURATION`` env the job was created with, default 10m), with
-``start_date`` and ``uptime_mins`` in simulated time; ``DELETE /api/v0/instances/{id}/``
-destroys. Errors are ``{"success": false, "error": ..., "msg": ...}``. Prices are decimal
-strings here (the real API sends JSON numbers; the adapter reads both).
+vanishes.
+
+* ``POST|GET /api/v0/bundles/`` searches (``eq``/``neq``/``gt``/``gte``/``lt``/``lte``/
+  ``in``/``notin`` filters, ``order``, ``limit``, ``allocated_storage``); prices are JSON
+  numbers, ``dph_total`` per bundle.
+* ``PUT /api/v0/asks/{id}/`` rents one (``{"success": true, "new_contract": id}``); an offer
+  taken meanwhile answers 410.
+* ``GET /api/v1/instances/`` (``select_filters``, ``order_by``, ``limit``, ``after_token``,
+  each a JSON value in the query string; ``{instances, next_token, total_instances,
+  label_counts}``) and ``GET /api/v0/instances/{id}/`` (``{"instances": row}``, ``null`` for
+  an instance that is gone); rows carry ``start_date`` (epoch seconds, at creation) and
+  ``extra_env`` (``[[name, value], ...]``) as the client reads them.
+* ``PUT /api/v0/instances/{id}/`` ``{"label"}`` relabels; ``DELETE /api/v0/instances/{id}/``
+  destroys.
+
+``actual_status`` goes ``null`` → ``loading`` → ``running`` → ``exited`` on the simulated
+clock (the run lasts the ``HYBRIDGPU_ESTIMATED_DURATION`` env, default 10m). Vast.ai reports
+no exit code and documents ``exited`` as an unexpected exit, so the simulated container
+signals a successful end itself before exiting, as hybridgpu asks a container to: it sets
+its instance's label to ``HYBRIDGPU_COMPLETION_LABEL`` (with the fault ``failExitCode`` set
+it exits without doing so). Errors are ``{"success": false, "error": ..., "msg": ...}``.
 """
 
 from __future__ import annotations
@@ -37,7 +49,8 @@ _STATUS = {"pending": None, "running": "running", "done": "exited", "stopped": "
 
 def error_body(status: int, message: str) -> dict[str, Any]:
     """Vast.ai's error shape."""
-    kind = {401: "unauthorized", 404: "no_such_object", 429: "rate_limited"}.get(status, "error")
+    kinds = {401: "unauthorized", 404: "no_such_object", 410: "no_such_ask", 429: "rate_limited"}
+    kind = kinds.get(status, "error")
     return {"success": False, "error": kind, "msg": message}
 
 
@@ -62,7 +75,13 @@ def _matches(value: Any, condition: Any) -> bool:
             continue
         left, right = value, raw
         try:
-            if isinstance(value, str) and op in ("gt", "gte", "lt", "lte"):
+            numeric = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+            if numeric and isinstance(raw, str | int | float) and not isinstance(raw, bool):
+                # The official client sends numbers as strings ({"num_gpus": {"eq": "1"}}).
+                left, right = Decimal(str(value)), Decimal(str(raw))
+            elif numeric and isinstance(raw, list):
+                left, right = Decimal(str(value)), [Decimal(str(r)) for r in raw]
+            elif isinstance(value, str) and op in ("gt", "gte", "lt", "lte"):
                 left, right = Decimal(value), Decimal(str(raw))
             if not check(left, right):
                 return False
@@ -119,12 +138,14 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             "num_gpus": gpus,
             "gpu_ram": offer.memory_gi_b * 1024,
             "gpu_total_ram": offer.memory_gi_b * 1024 * gpus,
-            "dph_base": state.money(per_gpu * gpus),
-            "dph_total": state.money(per_gpu * gpus),
+            "dph_base": float(per_gpu * gpus),
+            "dph_total": float(per_gpu * gpus),
+            "storage_cost": 0.0,
             "geolocation": offer.region,
             "rentable": True,
             "rented": False,
             "verified": True,
+            "external": False,
             "reliability2": 0.99,
         }
 
@@ -153,6 +174,12 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             rows.sort(key=_sort_key(field), reverse=direction == "desc")
         return web.json_response({"offers": rows[: int(query.get("limit", 64))]})
 
+    def label_of(job: SimJob) -> str:
+        """The label, as the container leaves it: relabelled on a successful exit."""
+        if job.phase(time.monotonic()) == "done" and job.data["exit"] == 0:
+            return str(job.data["env"].get("HYBRIDGPU_COMPLETION_LABEL") or job.data["label"])
+        return str(job.data["label"])
+
     def instance_json(job: SimJob) -> dict[str, Any]:
         now = time.monotonic()
         phase = job.phase(now)
@@ -166,19 +193,21 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         return {
             "id": int(job.id),
             "machine_id": job.data["machine"],
-            "label": job.data["label"],
+            "label": label_of(job),
             "actual_status": actual,
             "intended_status": "stopped" if phase == "stopped" else "running",
             "cur_state": "running" if phase in _HELD else "stopped",
             "gpu_name": names_for(offer.gpu_product).vast,
             "num_gpus": job.data["gpus"],
             "gpu_ram": offer.memory_gi_b * 1024,
-            "dph_total": state.money(job.price_per_hour),
-            "start_date": round(state.start_epoch(job), 3) if started else None,
+            "dph_total": float(job.price_per_hour),
+            "disk_space": job.data["disk"],
+            "start_date": round(job.data["created_epoch"], 3),
             "uptime_mins": round(max(uptime, 0.0), 4) if uptime is not None else None,
             "public_ipaddr": "127.0.0.1",
             "image_uuid": job.data["image"],
-            "status_msg": {"done": "container exited with code 0"}.get(phase, actual or ""),
+            "extra_env": [[k, str(v)] for k, v in sorted(job.data["env"].items())],
+            "status_msg": actual or "",
         }
 
     async def create(request: web.Request) -> web.Response:
@@ -194,10 +223,7 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         label = str(body.get("label", ""))
         state.submissions[label or "-"] += 1
         if free_gpus(machine_id) < gpus:
-            return web.json_response(
-                {"success": False, "error": "no_such_ask", "msg": "offer is no longer available"},
-                status=400,
-            )
+            return fail(state, 410, "offer is no longer available")
         env = body.get("env")
         if not isinstance(env, dict):
             env = {}
@@ -221,24 +247,58 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 "gpus": gpus,
                 "image": body["image"],
                 "machine": machine_id,
+                "env": {str(k): str(v) for k, v in env.items()},
+                "disk": float(body.get("disk") or 10),
+                "created_epoch": state.clock.now(),
+                "exit": state.faults.fail_exit_code,
             },
         )
         state.created[instance_id] += 1
         return web.json_response({"success": True, "new_contract": int(instance_id)})
 
-    async def list_instances(_: web.Request) -> web.Response:
-        rows = []
-        for job_id in list(state.jobs):
-            job = state.live_job(job_id)
-            if job is not None:
-                rows.append(instance_json(job))
-        return web.json_response({"instances": rows})
+    def query_value(request: web.Request, name: str, default: Any) -> Any:
+        raw = request.query.get(name)
+        return default if raw is None else json.loads(raw)
+
+    async def list_instances(request: web.Request) -> web.Response:
+        try:
+            filters = query_value(request, "select_filters", {})
+            limit = int(query_value(request, "limit", 25))
+            after = query_value(request, "after_token", None)
+        except (ValueError, TypeError):
+            return fail(state, 400, "select_filters, limit, after_token: JSON values")
+        rows = [instance_json(j) for jid in list(state.jobs) if (j := state.live_job(jid))]
+        for field, condition in (filters or {}).items():
+            rows = [r for r in rows if field in r and _matches(r[field], condition)]
+        rows.sort(key=lambda r: int(r["id"]))
+        if after is not None:
+            rows = [r for r in rows if int(r["id"]) > int(after)]
+        page = rows[: max(limit, 1)]
+        more = len(rows) > len(page)
+        labels: dict[str, int] = {}
+        for row in rows:
+            labels[row["label"]] = labels.get(row["label"], 0) + 1
+        return web.json_response(
+            {
+                "instances": page,
+                "next_token": str(page[-1]["id"]) if more else None,
+                "total_instances": len(rows),
+                "label_counts": labels,
+            }
+        )
 
     async def show(request: web.Request) -> web.Response:
         job = state.live_job(request.match_info["id"])
+        return web.json_response({"instances": instance_json(job) if job else None})
+
+    async def relabel(request: web.Request) -> web.Response:
+        body = await read_json(request, state)
+        job = state.live_job(request.match_info["id"])
         if job is None:
             return fail(state, 404, "no such instance")
-        return web.json_response({"instances": instance_json(job)})
+        if "label" in body:
+            job.data["label"] = str(body["label"])
+        return web.json_response({"success": True})
 
     async def destroy(request: web.Request) -> web.Response:
         if state.jobs.pop(request.match_info["id"], None) is None:
@@ -252,8 +312,9 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             web.post("/api/v0/bundles/", search),
             web.get("/api/v0/bundles/", search),
             web.put("/api/v0/asks/{offer:[0-9]+}/", create),
-            web.get("/api/v0/instances/", list_instances),
+            web.get("/api/v1/instances/", list_instances),
             web.get("/api/v0/instances/{id:[0-9]+}/", show),
+            web.put("/api/v0/instances/{id:[0-9]+}/", relabel),
             web.delete("/api/v0/instances/{id:[0-9]+}/", destroy),
         ]
     )
