@@ -22,6 +22,8 @@ from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.networks.adapter import GIB
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.batch import BatchAdapter, RequestResult
+from hybridgpu.networks.bounds import MAX_USD_PER_GPU_HOUR as PRICE_CEILING
+from hybridgpu.networks.bounds import checked_usd
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
 from hybridgpu.networks.gpu_names import names_for
@@ -86,12 +88,17 @@ class LivepeerAdapter(BatchAdapter):
             )
         price = self.static_price(gpu_product)
         self.check_cap(price, max_price_per_gpu_hour, "before submission")
-        bodies = [livepeer_body(job.task, job.model, b) for b in batch_requests(job, requests)]
+        bodies = batch_requests(job, requests).map(lambda b: livepeer_body(job.task, job.model, b))
         per_request_hours = job.gpu_hours() / max(len(bodies), 1)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
             response = await self.post(f"/{pipeline}", idempotency_key, index, body)
-            paid = _header_price(response.headers.get(PRICE_HEADER))
+            paid = checked_usd(
+                self.name,
+                _header_price(response.headers.get(PRICE_HEADER)),
+                PRICE_CEILING,
+                PRICE_HEADER,
+            )
             self.check_cap(paid, max_price_per_gpu_hour, f"request {index}")
             effective = paid if paid is not None else price
             cost = (effective or Decimal(0)) * per_request_hours
