@@ -47,6 +47,7 @@ class AdapterBase:
         self.client = ProviderClient(name, spec.endpoint, auth_headers, policy, self.redact)
         self._submitted_at: dict[str, float] = {}
         self._seen_running: set[str] = set()
+        self._malformed = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, endpoint={self.spec.endpoint!r})"
@@ -67,9 +68,21 @@ class AdapterBase:
         return self.client.health.start_latency()
 
     def note_malformed(self) -> None:
-        """A 2xx answer could not be used: count it as a failure of the network."""
+        """A 2xx answer could not be used: count it as a failure of the network.
+
+        The HTTP layer counted the 2xx as a success (which resets the breaker's count), so
+        unusable answers are counted here and trip the breaker at its threshold.
+        """
+        self._malformed += 1
         self.client.health.record(False)
-        self.client.breaker.record_failure()
+        if self._malformed >= self.client.policy.failure_threshold:
+            self.client.breaker.trip()
+        else:
+            self.client.breaker.record_failure()
+
+    def note_answered(self) -> None:
+        """A call's answer was usable."""
+        self._malformed = 0
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

@@ -54,6 +54,8 @@ class Guarded(Protocol):
 
     def note_malformed(self) -> None: ...
 
+    def note_answered(self) -> None: ...
+
 
 def malformed(adapter: Guarded, what: str, exc: BaseException) -> MalformedAnswer:
     """A MalformedAnswer for ``exc``, redacted before it is cut short (so no key prefix leaks)."""
@@ -107,6 +109,7 @@ def guarded(name: str, method: F) -> F:
             raise MalformedAnswer(
                 self.name, f"result: output reference is not text of {MAX_RESULT_CHARS} chars"
             )
+        self.note_answered()
         return value
 
     wrapper.__hybridgpu_guarded__ = True  # type: ignore[attr-defined]
