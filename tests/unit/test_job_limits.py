@@ -212,7 +212,7 @@ def test_configmap_requests_are_read_as_json_or_yaml() -> None:
 
 def test_yaml_aliases_are_refused_so_a_small_value_cannot_expand() -> None:
     bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
-    with pytest.raises(ValueError, match="spec.input.configMapRef: .*aliases"):
+    with pytest.raises(ValueError, match=r"^spec\.input\.configMapRef: .*aliases"):
         load_request_items(bomb, FIELD)
 
 

@@ -38,8 +38,10 @@ async def keep_provider(
         conditions = list((body.get("status") or {}).get("conditions") or [])
         entry = None
         dropped: tuple[DroppedOffer, ...] = ()
+        interval = 15.0
         try:
             spec = ComputeProviderSpec.model_validate(dict(body.get("spec") or {}))
+            interval = spec.price_refresh_interval.total_seconds()
             entry = await ensure_adapter(
                 registry, memo.kube, name, spec, dict(meta.get("labels") or {})
             )
@@ -50,7 +52,6 @@ async def keep_provider(
             ready, message, dropped = refreshed.ready, refreshed.message, refreshed.dropped
             if ready:
                 wake_for_refresh(registry.wakeup, before, entry.offers)
-            interval = spec.price_refresh_interval.total_seconds()
         except ValidationError as exc:
             first = exc.errors()[0]
             ready, interval = False, 60.0
@@ -60,7 +61,7 @@ async def keep_provider(
         except Exception as exc:
             # Whatever went wrong, this loop is the provider's only upkeep: it must go on.
             logger.exception("refreshing provider %s failed", name)
-            ready, message, interval = False, f"refresh failed: {type(exc).__name__}", 15.0
+            ready, message = False, f"refresh failed: {type(exc).__name__}"
         try:
             status = provider_status(entry, ready, message, generation, conditions, now, dropped)
             await memo.kube.patch_provider_status(name, status)
