@@ -165,3 +165,71 @@ def test_short_names_and_category(namespace: str) -> None:
     assert "inferencejob.hybridgpu.dev/listed" in listed
     columns = kubectl("get", "ij", "-n", namespace).stdout.splitlines()[0].split()
     assert columns[:5] == ["NAME", "PHASE", "TARGET", "GPU", "COST"]
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "field", "words"),
+    [
+        (
+            "many-requests",
+            {"input": {"requests": 1_000_001}},
+            "spec.input.requests",
+            "less than or equal to 1000000",
+        ),
+        (
+            "long-prompts",
+            {"input": {"requests": 1, "inputTokens": 10_000_000}},
+            "spec.input.inputTokens",
+            "less than or equal to 131072",
+        ),
+        (
+            "long-env",
+            {"env": [{"name": "A", "value": "v" * 9000}]},
+            "spec.env[0].value",
+            "Too long",
+        ),
+        ("long-command", {"command": ["sh"] * 33}, "spec.command", "Too many"),
+        ("long-arg", {"args": ["a" * 5000]}, "spec.args[0]", "Too long"),
+        (
+            "wide-inline",
+            {"input": {"requests": 1, "inline": [{f"k{i}": i for i in range(65)}]}},
+            "spec.input.inline[0]",
+            "Too many",
+        ),
+        (
+            "year-and-a-day",
+            {"estimatedDuration": "8785h"},
+            "spec.estimatedDuration",
+            "must be at most 8760h",
+        ),
+        (
+            "forever",
+            {"estimatedDuration": "99999999999h"},
+            "spec.estimatedDuration",
+            "spec.estimatedDuration",
+        ),
+        ("far-start", {"startWithin": "9000h"}, "spec.startWithin", "must be at most 8760h"),
+    ],
+)
+def test_a_job_beyond_its_bounds_is_rejected_naming_the_field(
+    namespace: str, name: str, spec: dict[str, object], field: str, words: str
+) -> None:
+    code, out = _apply(namespace, _job(name, **spec))
+    assert code != 0, f"{name} was accepted"
+    assert field in out, out
+    assert words in out, out
+
+
+def test_a_job_at_its_bounds_is_accepted(namespace: str) -> None:
+    code, out = _apply(
+        namespace,
+        _job(
+            "at-bounds",
+            input={"requests": 1_000_000, "inputTokens": 131_072, "outputTokens": 131_072},
+            env=[{"name": "A", "value": "v" * 8192}],
+            command=["sh"] * 32,
+            estimatedDuration="8760h",
+            startWithin="1.5h",
+        ),
+    )
+    assert code == 0, out
