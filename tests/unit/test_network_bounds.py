@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,16 +15,26 @@ import kopf
 import pytest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
+from hybridgpu.api import limits
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ComputeProviderStatus
+from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.controller.providers import fresh_offers, provider_status
 from hybridgpu.controller.registry import ProviderEntry, Registry
 from hybridgpu.handlers import providers as provider_handlers
 from hybridgpu.networks import MalformedAnswer, RemoteRef, RemoteStatus
 from hybridgpu.networks.adapter import AdapterBase
-from hybridgpu.networks.bounds import DroppedOffer, screen_offers
+from hybridgpu.networks.bounds import (
+    MAX_USD_PER_GPU_HOUR,
+    MAX_USD_PER_MILLION_TOKENS,
+    MAX_USD_PER_UNIT,
+    MONEY_LIMIT,
+    DroppedOffer,
+    screen_offers,
+)
 from hybridgpu.networks.http import HttpPolicy
+from hybridgpu.routing.cost import estimate_cost
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, PerToken, PerUnit
-from hybridgpu.units import parse_money
+from hybridgpu.units import MONEY_PATTERN, format_money, parse_money
 from tests.unit.routing_fixtures import offer
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -218,3 +229,37 @@ async def test_the_refresh_loop_survives_an_unexpected_error() -> None:
     assert "refresh failed: RuntimeError" in ready[0]["message"]
     assert ready[-1]["status"] == "True"
     assert registry.providers["flaky"].offers
+
+
+@pytest.mark.parametrize("task", [t.value for t in Task])
+@pytest.mark.parametrize(
+    "pricing",
+    [
+        PerGPUHour(MAX_USD_PER_GPU_HOUR - Decimal("0.01")),
+        PerToken(MAX_USD_PER_MILLION_TOKENS, MAX_USD_PER_MILLION_TOKENS),
+        PerUnit(MAX_USD_PER_UNIT, "pixel"),
+        PerUnit(MAX_USD_PER_UNIT, "second"),
+    ],
+    ids=["gpu-hour", "token", "pixel", "second"],
+)
+def test_no_estimate_from_a_screened_offer_breaks_the_money_pattern(
+    task: str, pricing: PerGPUHour | PerToken | PerUnit
+) -> None:
+    # The largest job the schema admits, priced at the ceilings screening lets through.
+    largest = InferenceJobSpec.model_validate(
+        {
+            "task": task,
+            "model": "m",
+            "image": "i",
+            "input": {
+                "requests": limits.MAX_REQUESTS,
+                "inputTokens": limits.MAX_INPUT_TOKENS,
+                "outputTokens": limits.MAX_OUTPUT_TOKENS,
+            },
+            "gpu": {"count": 8},
+            "estimatedDuration": f"{limits.MAX_ESTIMATED_DURATION_HOURS}h",
+        }
+    )
+    estimate = estimate_cost(largest, pricing)
+    assert 0 <= estimate < MONEY_LIMIT
+    assert re.fullmatch(MONEY_PATTERN, format_money(estimate, 8))

@@ -11,7 +11,8 @@ The ceilings are far above any real market (an H100 rents for a few dollars an h
 dearest per-token models cost hundreds of dollars per million tokens) and low enough that
 an estimate built from them stays inside the money pattern for any job the InferenceJob
 schema admits: at most 8 GPUs for 8760 hours at ``MAX_USD_PER_GPU_HOUR`` is 7.0e8 USD; at
-most 1,000,000 requests of 262,144 tokens at ``MAX_USD_PER_MILLION_TOKENS`` is 2.6e8 USD.
+most 1,000,000 requests of 262,144 tokens at ``MAX_USD_PER_MILLION_TOKENS`` is 2.6e8 USD; a
+million 25-frame video requests at ``MAX_USD_PER_UNIT`` per pixel is 1.5e8 USD.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ MONEY_LIMIT = Decimal(1_000_000_000)
 """Every amount written to status is below this (the CRD money pattern's nine digits)."""
 MAX_USD_PER_GPU_HOUR = Decimal(10_000)
 MAX_USD_PER_MILLION_TOKENS = Decimal(1_000)
-MAX_USD_PER_UNIT = Decimal("0.0001")
-"""Per output unit (pixel, second of audio): a 4-megapixel upscale costs at most 419 USD."""
+MAX_USD_PER_UNIT = Decimal("0.00001")
+"""Per output unit (pixel, second of audio): a 25-frame video request costs at most 147 USD."""
 MAX_AVAILABLE = 100_000
 """GPUs or job slots one offer may claim."""
 MAX_MEMORY_BYTES = 2**44
