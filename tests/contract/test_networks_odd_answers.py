@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from hybridgpu.api.computeprovider import ComputeProviderStatus
+from hybridgpu.api.computeprovider import ComputeProvider, ComputeProviderStatus
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.commands.quote import quote_provider
 from hybridgpu.controller.providers import provider_status, refresh
 from hybridgpu.controller.registry import ProviderEntry
 from hybridgpu.networks import MalformedAnswer, NetworkError
@@ -19,6 +20,7 @@ from hybridgpu.routing.engine import decide
 from hybridgpu.routing.snapshot import Snapshot
 from hybridgpu.standins import Standins
 from tests.contract.networks_helpers import (
+    KEY,
     adapter_for,
     control,
     job_spec,
@@ -192,3 +194,19 @@ async def test_an_odd_price_in_a_container_status_is_a_network_error(
             await adapter.status(ref)
     finally:
         await adapter.aclose()
+
+
+async def test_quote_prices_nothing_it_would_not_route_to(standins: Standins) -> None:
+    await control(
+        standins, "vastai", "/_faults", {"replaceFields": {"dph_total": {"$raw": "1E+999999"}}}
+    )
+    provider = ComputeProvider.model_validate(
+        {
+            "metadata": {"name": "vast"},
+            "spec": provider_spec(standins, "vastai").to_api(),
+        }
+    )
+    quoted = await quote_provider(provider, KEY, job_spec("vastai"))
+    assert quoted.offers == []
+    assert quoted.reason.startswith("no usable offers (")
+    assert "price per GPU-hour" in quoted.reason
