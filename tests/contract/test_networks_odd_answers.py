@@ -29,6 +29,7 @@ from tests.contract.networks_helpers import (
     submit,
     wait_for,
 )
+from tests.hostile.corpus import ODD_ANSWERS, OddAnswer
 
 __all__ = ["standins"]
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -210,3 +211,31 @@ async def test_quote_prices_nothing_it_would_not_route_to(standins: Standins) ->
     assert quoted.offers == []
     assert quoted.reason.startswith("no usable offers (")
     assert "price per GPU-hour" in quoted.reason
+
+
+@pytest.mark.parametrize("odd", ODD_ANSWERS, ids=lambda o: o.name)
+async def test_every_odd_answer_of_the_corpus_is_an_error_or_a_dropped_offer(
+    standins: Standins, odd: OddAnswer
+) -> None:
+    await control(standins, odd.network, "/_faults", odd.faults)
+    entry = _entry(standins, odd.network)
+    try:
+        refreshed = await refresh(entry, NOW)
+    finally:
+        await entry.adapter.aclose()
+    if odd.expect == "MalformedAnswer":
+        assert not refreshed.ready
+        assert "unexpected answer" in refreshed.message
+        assert odd.reason in refreshed.message, refreshed.message
+        assert entry.offers == ()
+    else:
+        assert refreshed.ready
+        assert any(odd.reason in d.reason for d in refreshed.dropped), refreshed.dropped
+        status = provider_status(entry, True, refreshed.message, 1, [], NOW, refreshed.dropped)
+        ComputeProviderStatus.model_validate(status)
+    # Whatever is left is safe to route on.
+    decide(
+        job_spec(odd.network),
+        RoutingPolicySpec.model_validate({}),
+        Snapshot(now=NOW, offers=entry.offers),
+    )

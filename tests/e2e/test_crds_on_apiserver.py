@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.cluster import REPO_ROOT, kubectl
+from tests.hostile.corpus import FAILED_BY_OPERATOR, REJECTED_BY_APISERVER, HostileJob
 
 pytestmark = pytest.mark.e2e
 
@@ -167,57 +168,21 @@ def test_short_names_and_category(namespace: str) -> None:
     assert columns[:5] == ["NAME", "PHASE", "TARGET", "GPU", "COST"]
 
 
-@pytest.mark.parametrize(
-    ("name", "spec", "field", "words"),
-    [
-        (
-            "many-requests",
-            {"input": {"requests": 1_000_001}},
-            "spec.input.requests",
-            "less than or equal to 1000000",
-        ),
-        (
-            "long-prompts",
-            {"input": {"requests": 1, "inputTokens": 10_000_000}},
-            "spec.input.inputTokens",
-            "less than or equal to 131072",
-        ),
-        (
-            "long-env",
-            {"env": [{"name": "A", "value": "v" * 9000}]},
-            "spec.env[0].value",
-            "Too long",
-        ),
-        ("long-command", {"command": ["sh"] * 33}, "spec.command", "Too many"),
-        ("long-arg", {"args": ["a" * 5000]}, "spec.args[0]", "Too long"),
-        (
-            "wide-inline",
-            {"input": {"requests": 1, "inline": [{f"k{i}": i for i in range(65)}]}},
-            "spec.input.inline[0]",
-            "Too many",
-        ),
-        (
-            "year-and-a-day",
-            {"estimatedDuration": "8785h"},
-            "spec.estimatedDuration",
-            "must be at most 8760h",
-        ),
-        (
-            "forever",
-            {"estimatedDuration": "99999999999h"},
-            "spec.estimatedDuration",
-            "spec.estimatedDuration",
-        ),
-        ("far-start", {"startWithin": "9000h"}, "spec.startWithin", "must be at most 8760h"),
-    ],
-)
+@pytest.mark.parametrize("hostile", REJECTED_BY_APISERVER, ids=lambda h: h.name)
 def test_a_job_beyond_its_bounds_is_rejected_naming_the_field(
-    namespace: str, name: str, spec: dict[str, object], field: str, words: str
+    namespace: str, hostile: HostileJob
 ) -> None:
-    code, out = _apply(namespace, _job(name, **spec))
-    assert code != 0, f"{name} was accepted"
-    assert field in out, out
-    assert words in out, out
+    code, out = _apply(namespace, _job(hostile.name, **hostile.spec))
+    assert code != 0, f"{hostile.name} was accepted"
+    assert hostile.field in out, out
+    assert hostile.words in out, out
+
+
+@pytest.mark.parametrize("hostile", FAILED_BY_OPERATOR, ids=lambda h: h.name)
+def test_bounds_no_schema_holds_pass_the_api_server(namespace: str, hostile: HostileJob) -> None:
+    # The operator refuses these when it reads them (tests/unit/test_job_limits.py).
+    code, out = _apply(namespace, _job(hostile.name, **hostile.spec))
+    assert code == 0, out
 
 
 def test_a_job_at_its_bounds_is_accepted(namespace: str) -> None:
