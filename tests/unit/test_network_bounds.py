@@ -263,3 +263,16 @@ def test_no_estimate_from_a_screened_offer_breaks_the_money_pattern(
     estimate = estimate_cost(largest, pricing)
     assert 0 <= estimate < MONEY_LIMIT
     assert re.fullmatch(MONEY_PATTERN, format_money(estimate, 8))
+
+
+async def test_a_networks_status_text_reaches_status_redacted_on_one_line_and_bounded() -> None:
+    # The secret straddles the cut: redacting after cutting would leak its first half.
+    text = "x" * 240 + SECRET + "\n" + "y" * 10_000
+    adapter = Odd(RemoteStatus("Running", message=text))
+    try:
+        status = await adapter.status(RemoteRef("odd", "1", "k"))
+    finally:
+        await adapter.aclose()
+    assert len(status.message) <= 256
+    assert SECRET[:6] not in status.message
+    assert "\n" not in status.message

@@ -11,8 +11,10 @@ returns against the bounds every status write needs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +43,9 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
 MAX_REQUESTS_REPORTED = 100_000_000
 MAX_RESULT_CHARS = 2048
 """Longest output reference (URL, id) taken from a network."""
+MAX_MESSAGE_CHARS = 256
+"""Longest text of a network (``status_msg`` and the like) passed on to status and Events."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +69,12 @@ def malformed(adapter: Guarded, what: str, exc: BaseException) -> MalformedAnswe
     else:
         detail = adapter.redact(f"{type(exc).__name__}: {exc}")[:200]
     return MalformedAnswer(adapter.name, f"{what}: unexpected answer: {detail}")
+
+
+def safe_text(adapter: Guarded, text: str) -> str:
+    """A network's text as status may show it: redacted first, then on one line and cut."""
+    text = _CONTROL.sub(" ", adapter.redact(str(text)))
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
 
 def status_problem(status: RemoteStatus) -> str | None:
@@ -101,6 +112,7 @@ def guarded(name: str, method: F) -> F:
             if problem is not None:
                 self.note_malformed()
                 raise MalformedAnswer(self.name, f"status: {problem}")
+            value = dataclasses.replace(value, message=safe_text(self, value.message))
         if (
             name == "result"
             and value is not None
