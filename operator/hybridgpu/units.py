@@ -39,7 +39,11 @@ def parse_duration(text: str) -> timedelta:
         (Decimal(num) * _DURATION_SECONDS[unit] for num, unit in _DURATION_PART.findall(text)),
         Decimal(0),
     )
-    return timedelta(seconds=float(seconds))
+    try:
+        return timedelta(seconds=float(seconds))
+    except OverflowError:
+        # timedelta ends at 999999999 days; a longer duration is an input error, not a crash.
+        raise ValueError(f"{text!r} is longer than any duration hybridgpu can represent") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -77,8 +81,8 @@ def parse_quantity(text: str) -> int:
 def parse_money(value: object) -> Decimal:
     """Accept a decimal string (or a Decimal) of US dollars; refuse floats, which lose cents."""
     if isinstance(value, Decimal):
-        if value.is_nan() or value < 0:
-            raise ValueError("an amount of money must be a non-negative number")
+        if not value.is_finite() or value < 0:
+            raise ValueError("an amount of money must be a finite, non-negative number")
         return value
     if isinstance(value, bool | float):
         raise ValueError('amounts of money are decimal strings such as "2.50", never floats')

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.cluster import REPO_ROOT, kubectl
+from tests.hostile.corpus import FAILED_BY_OPERATOR, REJECTED_BY_APISERVER, HostileJob
 
 pytestmark = pytest.mark.e2e
 
@@ -165,3 +166,35 @@ def test_short_names_and_category(namespace: str) -> None:
     assert "inferencejob.hybridgpu.dev/listed" in listed
     columns = kubectl("get", "ij", "-n", namespace).stdout.splitlines()[0].split()
     assert columns[:5] == ["NAME", "PHASE", "TARGET", "GPU", "COST"]
+
+
+@pytest.mark.parametrize("hostile", REJECTED_BY_APISERVER, ids=lambda h: h.name)
+def test_a_job_beyond_its_bounds_is_rejected_naming_the_field(
+    namespace: str, hostile: HostileJob
+) -> None:
+    code, out = _apply(namespace, _job(hostile.name, **hostile.spec))
+    assert code != 0, f"{hostile.name} was accepted"
+    assert hostile.field in out, out
+    assert hostile.words in out, out
+
+
+@pytest.mark.parametrize("hostile", FAILED_BY_OPERATOR, ids=lambda h: h.name)
+def test_bounds_no_schema_holds_pass_the_api_server(namespace: str, hostile: HostileJob) -> None:
+    # The operator refuses these when it reads them (tests/unit/test_job_limits.py).
+    code, out = _apply(namespace, _job(hostile.name, **hostile.spec))
+    assert code == 0, out
+
+
+def test_a_job_at_its_bounds_is_accepted(namespace: str) -> None:
+    code, out = _apply(
+        namespace,
+        _job(
+            "at-bounds",
+            input={"requests": 1_000_000, "inputTokens": 131_072, "outputTokens": 131_072},
+            env=[{"name": "A", "value": "v" * 8192}],
+            command=["sh"] * 32,
+            estimatedDuration="8760h",
+            startWithin="1.5h",
+        ),
+    )
+    assert code == 0, out

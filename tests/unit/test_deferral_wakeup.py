@@ -144,7 +144,7 @@ async def test_a_job_ending_at_the_awaited_provider_wakes_the_deferred_one() -> 
         # Offers with the slots the jobs' statuses hold (controller/claims.py) counted.
         def snapshot(ns: str, name: str, p: Any) -> Snapshot:
             held = Holdings.of([first.kube.obj, second.kube.obj], ())
-            return Snapshot(now=world.now, offers=held.offers(registry.offers(), {}))
+            return Snapshot(now=world.now, offers=held.offers(registry.offers(world.now), {}))
 
         return replace(world.deps(), snapshot=snapshot)
 
@@ -274,7 +274,10 @@ async def test_the_runtime_wakes_a_deferred_job_when_the_provider_refresh_shows_
     for name, o in zip(("cheap", "dear"), world.offers, strict=True):
         networks[name] = OfferingNetwork(name, world.log)
         registry.providers[name] = replace(
-            world.registry.providers[name], adapter=networks[name], offers=(o,)
+            world.registry.providers[name],
+            adapter=networks[name],
+            offers=(o,),
+            refreshed=datetime.now(UTC),
         )
     cheap_offer = world.offers[0]
     # The providers daemon must find the adapter current, not build a real one.

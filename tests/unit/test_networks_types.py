@@ -88,8 +88,8 @@ def test_requests_come_from_argument_then_inline_then_synthetic() -> None:
     inline = job(
         input={"requests": 2, "inline": [{"messages": [{"role": "user", "content": "a"}]}]}
     )
-    assert batch_requests(inline, [{"x": 1}]) == [{"x": 1}]
-    assert batch_requests(inline) == inline.input.inline
+    assert list(batch_requests(inline, [{"x": 1}])) == [{"x": 1}]
+    assert list(batch_requests(inline)) == inline.input.inline
     synthetic = batch_requests(job(input={"requests": 4, "inputTokens": 5, "outputTokens": 7}))
     assert len(synthetic) == 4
     assert synthetic[0]["max_tokens"] == 7

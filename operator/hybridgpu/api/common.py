@@ -58,7 +58,7 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(_duration_in),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 64}),
 ]
 """A Go-style duration string in the API and ``timedelta`` in code."""
 

@@ -107,6 +107,16 @@ class Offer(StatusModel):
     """Where the offer runs."""
 
 
+class DroppedOffer(StatusModel):
+    """An offer the network made that hybridgpu refused to use."""
+
+    gpu_product: Annotated[str, StringConstraints(max_length=63)] = ""
+    """The GPU name as the network gave it (cut to 63 characters)."""
+    reason: Annotated[str, StringConstraints(max_length=256)] = ""
+    """Why: a price or capacity that is not finite, negative or above hybridgpu's ceiling,
+    or a name that is not a GPU Feature Discovery product name."""
+
+
 class Latency(StatusModel):
     """Observed time from submission to running."""
 
@@ -123,6 +133,8 @@ class ComputeProviderStatus(StatusModel):
     """Ready and Degraded."""
     offers: list[Offer] = Field(default_factory=list)
     """Current offers."""
+    dropped_offers: list[DroppedOffer] = Field(default_factory=list, max_length=32)
+    """Offers of the last refresh that were not used, with the reason (at most 32 shown)."""
     latency: Latency | None = None
     """Observed start latency."""
     active_jobs: int = 0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from hybridgpu.api import limits
 from hybridgpu.api.common import (
     ApiModel,
     Condition,
@@ -22,6 +24,28 @@ from hybridgpu.api.common import (
     conditions_field,
 )
 from hybridgpu.units import parse_quantity
+
+Arg = Annotated[str, StringConstraints(max_length=limits.MAX_ARG_CHARS)]
+"""One entry of spec.command or spec.args."""
+RequestObject = Annotated[dict[str, Any], Field(max_length=limits.MAX_INLINE_ITEM_PROPERTIES)]
+"""One inline request object, passed as it is to the backend."""
+_LONGEST = timedelta(hours=limits.MAX_ESTIMATED_DURATION_HOURS)
+
+
+def _at_most_a_year(path: str) -> dict[str, Any]:
+    # CEL parses the Go-style duration itself; one it cannot represent fails the rule too.
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": f"duration(self) <= duration('{limits.MAX_ESTIMATED_DURATION_HOURS}h')",
+                "message": f"{path} must be at most {limits.MAX_ESTIMATED_DURATION_HOURS}h",
+            }
+        ]
+    }
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str, separators=(",", ":")).encode())
 
 
 def _immutable(path: str) -> dict[str, Any]:
@@ -78,10 +102,17 @@ class Phase(StrEnum):
 class EnvVar(ApiModel):
     """An environment variable for the container."""
 
-    name: Annotated[str, StringConstraints(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
+    name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1,
+            max_length=limits.MAX_ENV_NAME_CHARS,
+            pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        ),
+    ]
     """Name of the variable."""
-    value: str = ""
-    """Value of the variable. Put secrets in a Secret, not here."""
+    value: Annotated[str, StringConstraints(max_length=limits.MAX_ENV_VALUE_CHARS)] = ""
+    """Value of the variable, at most 8192 characters. Put secrets in a Secret, not here."""
 
 
 class ConfigMapKeyRef(ApiModel):
@@ -109,16 +140,30 @@ class JobInput(ApiModel):
         }
     )
 
-    requests: int = Field(ge=1, le=10_000_000)
-    """How many inference requests the batch holds."""
-    input_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
-    """Prompt tokens per request (llm): used to estimate per-token prices."""
-    output_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
-    """Generated tokens per request (llm): used to estimate per-token prices."""
-    inline: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=100)
-    """A small list of request objects, sent as they are to the chosen backend."""
+    requests: int = Field(ge=1, le=limits.MAX_REQUESTS)
+    """How many inference requests the batch holds (at most 1000000)."""
+    input_tokens: int | None = Field(default=None, ge=0, le=limits.MAX_INPUT_TOKENS)
+    """Prompt tokens per request (llm, at most 131072): used to estimate per-token prices."""
+    output_tokens: int | None = Field(default=None, ge=0, le=limits.MAX_OUTPUT_TOKENS)
+    """Generated tokens per request (llm, at most 131072): used to estimate per-token prices."""
+    inline: list[RequestObject] | None = Field(
+        default=None, min_length=1, max_length=limits.MAX_INLINE_ITEMS
+    )
+    """A small list of request objects, sent as they are to the chosen backend: at most 100
+    objects of at most 64 fields, 64 KiB as JSON together (the operator fails a job with more)."""
     config_map_ref: ConfigMapKeyRef | None = None
-    """A ConfigMap key holding the request objects (for batches too large to inline)."""
+    """A ConfigMap key holding the request objects (for batches too large to inline): a JSON
+    or YAML list (no aliases) of at most 100000 objects, 1 MiB."""
+
+    @field_validator("inline")
+    @classmethod
+    def _inline_fits(cls, items: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if items is not None and (size := _json_size(items)) > limits.MAX_INLINE_BYTES:
+            raise ValueError(
+                f"spec.input.inline is {size} bytes as JSON; at most {limits.MAX_INLINE_BYTES} "
+                "bytes are allowed (put larger batches in a ConfigMap: spec.input.configMapRef)"
+            )
+        return items
 
     @model_validator(mode="after")
     def _one_source(self) -> JobInput:
@@ -171,18 +216,20 @@ class InferenceJobSpec(ApiModel):
     """The model id (Hugging Face or Ollama id); required unless task is container."""
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     """Container image to run in-cluster or on container marketplaces; required for container."""
-    command: list[str] | None = None
-    """Entrypoint of the container."""
-    args: list[str] | None = None
-    """Arguments to the entrypoint."""
-    env: list[EnvVar] | None = Field(default=None, max_length=64)
-    """Environment variables for the container."""
+    command: list[Arg] | None = Field(default=None, max_length=limits.MAX_COMMAND_ITEMS)
+    """Entrypoint of the container: at most 32 entries of at most 4096 characters."""
+    args: list[Arg] | None = Field(default=None, max_length=limits.MAX_ARGS_ITEMS)
+    """Arguments to the entrypoint: at most 128 entries of at most 4096 characters."""
+    env: list[EnvVar] | None = Field(default=None, max_length=limits.MAX_ENV_ITEMS)
+    """Environment variables for the container (at most 64)."""
     input: JobInput
     """The batch of requests."""
     gpu: GPURequest = Field(default_factory=GPURequest, json_schema_extra=_immutable("spec.gpu"))
     """GPU count, memory and allowed products."""
-    estimated_duration: Duration
-    """GPU time for the whole batch on one of the allowed GPUs, e.g. 30m."""
+    estimated_duration: Duration = Field(
+        json_schema_extra=_at_most_a_year("spec.estimatedDuration")
+    )
+    """GPU time for the whole batch on one of the allowed GPUs, e.g. 30m (at most 8760h)."""
     policy_ref: Name = "default"
     """Name of the RoutingPolicy in this namespace that decides where the job runs."""
     placement: Placement = Placement.ANY
@@ -191,14 +238,33 @@ class InferenceJobSpec(ApiModel):
     """Hard cap in US dollars per GPU-hour, as a decimal string."""
     max_cost: Money | None = None
     """Hard cap in US dollars on the job's estimated total cost, as a decimal string."""
-    start_within: Duration | None = None
-    """Latency objective: the job should be running this long after creation."""
+    start_within: Duration | None = Field(
+        default=None, json_schema_extra=_at_most_a_year("spec.startWithin")
+    )
+    """Latency objective: the job should be running this long after creation (at most 8760h)."""
     regions: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] | None = Field(
-        default=None, min_length=1
+        default=None, min_length=1, max_length=limits.MAX_REGIONS
     )
     """Regions where external work may run; empty means any."""
     suspend: bool = False
     """When true, nothing is dispatched and running work is cancelled; false resumes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_fits(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (size := _json_size(data)) > limits.MAX_SPEC_BYTES:
+            raise ValueError(
+                f"the spec is {size} bytes as JSON; at most {limits.MAX_SPEC_BYTES} bytes are "
+                "allowed (put large inputs in a ConfigMap: spec.input.configMapRef)"
+            )
+        return data
+
+    @field_validator("estimated_duration", "start_within")
+    @classmethod
+    def _not_beyond_a_year(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value > _LONGEST:
+            raise ValueError(f"must be at most {limits.MAX_ESTIMATED_DURATION_HOURS}h")
+        return value
 
     @model_validator(mode="after")
     def _task_fields(self) -> InferenceJobSpec:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from hybridgpu.api.computeprovider import ComputeProvider
 from hybridgpu.api.inferencejob import InferenceJob, InferenceJobSpec, Task
 from hybridgpu.networks import CircuitOpen, HttpPolicy, NetworkError, make_adapter
+from hybridgpu.networks.bounds import screen_offers
 from hybridgpu.networks.openai_compat import MODEL_LABEL
 from hybridgpu.routing.cost import estimate_cost
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, PerToken, PerUnit, Pricing
@@ -230,8 +231,12 @@ async def quote_provider(
         return result
     finally:
         await adapter.aclose()
-    result.offers = [judge(job, offer) for offer in offers]
-    if not offers:
+    # The operator's refresh drops the same offers, so a quote never prices what it would not.
+    offers_kept, dropped = screen_offers(offers)
+    result.offers = [judge(job, offer) for offer in offers_kept]
+    if not offers_kept and dropped:
+        result.reason = f"no usable offers ({dropped[0].gpu_product}: {dropped[0].reason})"
+    elif not offers_kept:
         result.reason = "no offers"
     elif result.best() is None:
         result.reason = "no offer fits the job"

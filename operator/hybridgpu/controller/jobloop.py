@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import yaml
-
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.controller.admission import Admission, World
@@ -40,6 +38,7 @@ from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Conflict, Kube
+from hybridgpu.networks.requests import load_request_items
 from hybridgpu.routing.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -240,7 +239,7 @@ class JobRuntime:
         return World(
             now=now,
             pools=held.pools(pools_from(nodes, pods, utilization, now=now), now),
-            offers=held.offers(self.registry.offers(), refreshed),
+            offers=held.offers(self.registry.offers(now), refreshed),
             holdings=held,
             period_start=lambda key, policy: self.period_start(key, policy, now),
             telemetry_available=telemetry is not None,
@@ -262,16 +261,9 @@ class JobRuntime:
                 f"spec.input.configMapRef: ConfigMap {ref.name} has no key {ref.key}", delay=30
             )
         try:
-            loaded = yaml.safe_load(text) if not text.lstrip().startswith("[") else json.loads(text)
-        except (yaml.YAMLError, ValueError) as exc:
-            raise PermanentJobError(
-                f"spec.input.configMapRef: {ref.name}/{ref.key} is neither JSON nor YAML: {exc}"
-            ) from None
-        if not isinstance(loaded, list) or not all(isinstance(i, dict) for i in loaded):
-            raise PermanentJobError(
-                f"spec.input.configMapRef: {ref.name}/{ref.key} is not a list of requests"
-            )
-        return [dict(item) for item in loaded]
+            return load_request_items(text, "spec.input.configMapRef")
+        except ValueError as exc:  # InputTooLarge too: the job can never be sent as it is
+            raise PermanentJobError(str(exc)) from None
 
     def deps(self) -> Deps:
         return Deps(

@@ -1,23 +1,35 @@
-"""ComputeProvider upkeep: build the adapter, refresh offers, report health in status."""
+"""ComputeProvider upkeep: build the adapter, refresh offers, report health in status.
+
+Offers pass :func:`hybridgpu.networks.bounds.screen_offers` before they reach the registry;
+the dropped ones are reported in ``status.droppedOffers``. Offers older than
+``OFFER_TTL_INTERVALS`` refresh intervals are forgotten (:func:`fresh_offers`), so a network
+whose refreshes keep failing stops being offered its old prices.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller import metrics
-from hybridgpu.controller.registry import ProviderEntry, Registry
+from hybridgpu.controller.registry import OFFER_TTL_INTERVALS, ProviderEntry, Registry, fresh_offers
 from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube
 from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import make_adapter
+from hybridgpu.networks.bounds import DroppedOffer, screen_offers
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, PerToken, PerUnit, Pricing
 from hybridgpu.units import format_money
 
 log = logging.getLogger(__name__)
+MAX_OFFER_ROWS = 100
+"""Offers listed in a ComputeProvider's status (all of them are used for routing)."""
+MAX_DROPPED_ROWS = 32
 
 
 class CredentialMissing(Exception):
@@ -131,18 +143,43 @@ async def ensure_adapter(
     return entry
 
 
-async def refresh(entry: ProviderEntry, now: datetime) -> tuple[bool, str]:
-    """Fetch offers; returns (ready, message)."""
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """What one refresh of a provider's offers found."""
+
+    ready: bool
+    message: str
+    dropped: tuple[DroppedOffer, ...] = ()
+
+
+async def refresh(entry: ProviderEntry, now: datetime) -> Refreshed:
+    """Fetch offers, keep the sane ones; on failure, forget offers that are too old."""
     try:
         offers = await entry.adapter.list_offers()
     except neterr.NetworkError as exc:
         metrics.PROVIDER_ERRORS.labels(provider=entry.name).inc()
-        entry.ready = entry.ready and entry.adapter.circuit_state != "Open"
-        return False, exc.message
-    entry.offers = tuple(offers)
+        entry.offers = fresh_offers(
+            entry.offers, entry.refreshed, entry.spec.price_refresh_interval, now
+        )
+        last = entry.refreshed
+        expired = last is not None and not entry.offers
+        entry.ready = entry.ready and not expired and entry.adapter.circuit_state != "Open"
+        if last is not None and expired:
+            return Refreshed(
+                False,
+                f"{exc.message} (offers of {cond.timestamp(last)} expired: no refresh for "
+                f"{OFFER_TTL_INTERVALS} refresh intervals)",
+            )
+        return Refreshed(False, exc.message)
+    kept, dropped = screen_offers(offers)
+    entry.offers = kept
     entry.refreshed = now
     entry.ready = True
-    return True, f"{len(offers)} offers"
+    if dropped:
+        return Refreshed(
+            True, f"{len(kept)} offers, {len(dropped)} dropped (see droppedOffers)", dropped
+        )
+    return Refreshed(True, f"{len(kept)} offers", dropped)
 
 
 def provider_status(
@@ -152,6 +189,7 @@ def provider_status(
     generation: int,
     conditions: list[dict[str, Any]],
     now: datetime,
+    dropped: Sequence[DroppedOffer] = (),
 ) -> dict[str, Any]:
     """The ComputeProvider status after one refresh."""
     conditions = [dict(c) for c in conditions]
@@ -173,7 +211,11 @@ def provider_status(
     )
     p50, p95 = entry.adapter.start_latency
     status.update(
-        offers=[offer_status(o) for o in entry.offers],
+        offers=[offer_status(o) for o in entry.offers[:MAX_OFFER_ROWS]],
+        droppedOffers=[
+            {"gpuProduct": d.gpu_product[:63], "reason": d.reason[:256]}
+            for d in dropped[:MAX_DROPPED_ROWS]
+        ],
         activeJobs=len(entry.active_jobs),
         circuit=circuit,
         errorRate=round(entry.adapter.error_rate, 4),

@@ -193,7 +193,7 @@ class JobStep:
             spec = InferenceJobSpec.model_validate(self.raw_spec)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = "spec." + ".".join(str(p) for p in first["loc"])
+            where = ".".join(["spec", *(str(p) for p in first["loc"])])
             await self.finish(False, "InvalidSpec", f"{where}: {first['msg']}")
             return None
         if spec.suspend:

@@ -7,12 +7,28 @@ restarted operator rebuilds from ComputeProviders and job statuses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.networks.base import NetworkAdapter
 from hybridgpu.routing.snapshot import ExternalOffer
+
+OFFER_TTL_INTERVALS = 3
+"""Refresh intervals after which offers that could not be refreshed are no longer used."""
+
+
+def fresh_offers(
+    offers: tuple[ExternalOffer, ...],
+    refreshed: datetime | None,
+    interval: timedelta,
+    now: datetime,
+    intervals: int = OFFER_TTL_INTERVALS,
+) -> tuple[ExternalOffer, ...]:
+    """``offers`` if they were refreshed within ``intervals`` refresh intervals, else none."""
+    if refreshed is None or now - refreshed > interval * intervals:
+        return ()
+    return offers
 
 
 @dataclass
@@ -44,14 +60,19 @@ class Registry:
         # Jobs deferred for price sleep on this; whatever may free capacity notifies it.
         self.wakeup = Wakeup()
 
-    def offers(self) -> tuple[ExternalOffer, ...]:
-        """Every usable provider's offers, with live circuit, pause and load figures."""
+    def offers(self, now: datetime | None = None) -> tuple[ExternalOffer, ...]:
+        """Every usable provider's offers, with live circuit, pause and load figures; offers
+        not refreshed for a few intervals are left out (a stuck refresh loop sells nothing)."""
+        now = now or datetime.now(UTC)
         out: list[ExternalOffer] = []
         for entry in self.providers.values():
             if entry.draining or not entry.ready:
                 continue
             circuit_open = entry.adapter.circuit_state == "Open"
-            for offer in entry.offers:
+            fresh = fresh_offers(
+                entry.offers, entry.refreshed, entry.spec.price_refresh_interval, now
+            )
+            for offer in fresh:
                 out.append(
                     replace(
                         offer,

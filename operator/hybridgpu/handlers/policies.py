@@ -62,7 +62,7 @@ async def account_policy(
         policy = RoutingPolicySpec.model_validate(dict(spec))
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"])
+        where = ".".join(["spec", *(str(p) for p in first["loc"])])
         cond.set_condition(
             conditions,
             "Valid",

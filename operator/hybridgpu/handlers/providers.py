@@ -19,6 +19,7 @@ from hybridgpu.controller.providers import (
     wake_for_refresh,
 )
 from hybridgpu.controller.registry import Registry
+from hybridgpu.networks.bounds import DroppedOffer
 
 
 @kopf.daemon(GROUP, VERSION, "computeproviders", cancellation_timeout=5.0)
@@ -37,26 +38,36 @@ async def keep_provider(
         generation = int(meta.get("generation") or 0)
         conditions = list((body.get("status") or {}).get("conditions") or [])
         entry = None
+        dropped: tuple[DroppedOffer, ...] = ()
+        interval = 15.0
         try:
             spec = ComputeProviderSpec.model_validate(dict(body.get("spec") or {}))
+            interval = spec.price_refresh_interval.total_seconds()
             entry = await ensure_adapter(
                 registry, memo.kube, name, spec, dict(meta.get("labels") or {})
             )
             # A rebuilt entry (new spec: unpaused, a higher concurrency limit...) starts with
             # no offers, so all its offers count as new.
             before = entry.offers if entry.ready else ()
-            ready, message = await refresh(entry, now)
+            refreshed = await refresh(entry, now)
+            ready, message, dropped = refreshed.ready, refreshed.message, refreshed.dropped
             if ready:
                 wake_for_refresh(registry.wakeup, before, entry.offers)
-            interval = spec.price_refresh_interval.total_seconds()
         except ValidationError as exc:
             first = exc.errors()[0]
             ready, interval = False, 60.0
             message = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
         except CredentialMissing as exc:
             ready, message, interval = False, str(exc), 15.0
-        status = provider_status(entry, ready, message, generation, conditions, now)
-        await memo.kube.patch_provider_status(name, status)
+        except Exception as exc:
+            # Whatever went wrong, this loop is the provider's only upkeep: it must go on.
+            logger.exception("refreshing provider %s failed", name)
+            ready, message = False, f"refresh failed: {type(exc).__name__}"
+        try:
+            status = provider_status(entry, ready, message, generation, conditions, now, dropped)
+            await memo.kube.patch_provider_status(name, status)
+        except Exception:
+            logger.exception("writing the status of provider %s failed", name)
         await stopped.wait(min(interval, 5.0) if not ready else interval)
 
 

@@ -1,4 +1,9 @@
-"""What every adapter shares: the HTTP client, health figures, offers and price-cap checks."""
+"""What every adapter shares: the HTTP client, health figures, offers and price-cap checks.
+
+Every subclass's protocol methods (``list_offers``, ``submit``, ``status``, ``cancel``,
+``result``) are wrapped by :func:`hybridgpu.networks.guard.guarded` when the class is defined,
+so a malformed answer reaches the operator as a ``MalformedAnswer`` network error.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from decimal import Decimal
 from hybridgpu.api.computeprovider import ComputeProviderSpec, TrustTier
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.errors import PriceAboveCap
+from hybridgpu.networks.guard import guard_class
 from hybridgpu.networks.http import HttpPolicy, ProviderClient, Redactor
 from hybridgpu.routing.snapshot import ExternalOffer, Pricing
 
@@ -22,6 +28,10 @@ def bearer(credential: str | None) -> dict[str, str]:
 
 class AdapterBase:
     """State and helpers common to the five adapters."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        guard_class(cls)
 
     def __init__(
         self,
@@ -37,6 +47,7 @@ class AdapterBase:
         self.client = ProviderClient(name, spec.endpoint, auth_headers, policy, self.redact)
         self._submitted_at: dict[str, float] = {}
         self._seen_running: set[str] = set()
+        self._malformed = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, endpoint={self.spec.endpoint!r})"
@@ -55,6 +66,23 @@ class AdapterBase:
     def start_latency(self) -> tuple[float | None, float | None]:
         """Observed (p50, p95) seconds from submission to running."""
         return self.client.health.start_latency()
+
+    def note_malformed(self) -> None:
+        """A 2xx answer could not be used: count it as a failure of the network.
+
+        The HTTP layer counted the 2xx as a success (which resets the breaker's count), so
+        unusable answers are counted here and trip the breaker at its threshold.
+        """
+        self._malformed += 1
+        self.client.health.record(False)
+        if self._malformed >= self.client.policy.failure_threshold:
+            self.client.breaker.trip()
+        else:
+            self.client.breaker.record_failure()
+
+    def note_answered(self) -> None:
+        """A call's answer was usable."""
+        self._malformed = 0
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

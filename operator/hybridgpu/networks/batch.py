@@ -9,6 +9,15 @@ restart so completed requests are skipped.
 A batch's ``accrued_usd`` covers the whole batch: what this process paid for the requests it
 sent, plus the requests the checkpoint says were completed before (by an earlier process),
 each costed by the adapter's ``prior_cost`` estimate of that request.
+
+Memory: the bodies are a :class:`~hybridgpu.networks.requests.Requests` sequence (built one at
+a time as they are sent), the workers walk the indices instead of queueing them all, and only
+the output of the lowest completed index is kept (the one ``result`` reports). A batch of a
+million requests therefore costs the operator what eight requests in flight cost.
+
+Failure: any error of one request, a network's NetworkError or an answer the adapter could not
+use, fails the batch with a message naming the request; a batch never stays Running with no
+worker left.
 """
 
 from __future__ import annotations
@@ -16,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +37,9 @@ from hybridgpu.networks.adapter import AdapterBase, bearer
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import NetworkError
+from hybridgpu.networks.guard import PARSE_ERRORS
 from hybridgpu.networks.http import HttpPolicy
+from hybridgpu.networks.requests import Requests
 
 log = logging.getLogger(__name__)
 CENT_MILLIONTH = Decimal("0.00000001")
@@ -53,11 +64,12 @@ class Batch:
     """One running (or finished) client-driven batch."""
 
     key: str
-    bodies: list[dict[str, Any]]
+    bodies: Sequence[dict[str, Any]]
     checkpoint: Checkpoint
     accrued_usd: Decimal = Decimal(0)
     price_per_gpu_hour: Decimal | None = None
-    outputs: dict[int, str] = field(default_factory=dict)
+    first_output: tuple[int, str] | None = None
+    """The output of the lowest completed index that returned one."""
     error: str = ""
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
@@ -97,7 +109,7 @@ class BatchRunner:
     def start(
         self,
         key: str,
-        bodies: list[dict[str, Any]],
+        bodies: Sequence[dict[str, Any]],
         send: Sender,
         checkpoint: Checkpoint | None,
         prior_cost: PriorCost,
@@ -114,39 +126,47 @@ class BatchRunner:
         batch.accrued_usd = existing.accrued_usd if existing is not None else Decimal(0)
         # Requests completed by an earlier process were paid for too; this one never saw
         # their cost, so each is costed by the adapter's estimate.
-        for index in range(batch.total):
-            if checkpoint.is_done(index) and not known.is_done(index):
-                batch.accrued_usd += prior_cost(bodies[index])
+        batch.accrued_usd += _prior_costs(bodies, checkpoint, known, prior_cost)
         self.batches[key] = batch
         batch.task = asyncio.get_running_loop().create_task(self._run(batch, send))
         return batch
 
     async def _run(self, batch: Batch, send: Sender) -> None:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(batch.total):
-            if not batch.checkpoint.is_done(index):
-                queue.put_nowait(index)
+        done = batch.checkpoint
+        # One iterator shared by the workers: each takes the next index not done yet.
+        pending: Iterator[int] = (i for i in range(batch.total) if not done.is_done(i))
 
         async def worker() -> None:
             while not batch.error and not batch.cancelled:
-                try:
-                    index = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                index = next(pending, None)
+                if index is None:
                     return
                 try:
                     result = await send(index, batch.bodies[index])
                 except NetworkError as exc:
                     batch.error = f"request {index}: {exc.message}"
                     return
+                except PARSE_ERRORS as exc:
+                    # An answer the adapter could not read: the batch fails, the loop lives.
+                    batch.error = f"request {index}: unexpected answer ({type(exc).__name__})"
+                    return
                 batch.accrued_usd += result.cost_usd
                 if result.price_per_gpu_hour is not None:
                     batch.price_per_gpu_hour = result.price_per_gpu_hour
-                if result.output is not None:
-                    batch.outputs[index] = result.output
+                if result.output is not None and (
+                    batch.first_output is None or index < batch.first_output[0]
+                ):
+                    batch.first_output = (index, result.output)
                 batch.checkpoint = batch.checkpoint.with_done(index)
 
-        workers = min(self.concurrency, max(queue.qsize(), 1))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        left = batch.total - done.count()
+        workers = min(self.concurrency, max(left, 1))
+        try:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        except Exception as exc:
+            # A bug rather than the network: still end the batch, never leave it Running.
+            log.exception("batch %s stopped", batch.key)
+            batch.error = batch.error or f"batch stopped: {type(exc).__name__}"
 
     async def cancel(self, key: str) -> None:
         """Stop the batch's remaining requests (a request in flight is abandoned)."""
@@ -194,7 +214,7 @@ class BatchAdapter(AdapterBase):
     def start_batch(
         self,
         key: str,
-        bodies: list[dict[str, Any]],
+        bodies: Sequence[dict[str, Any]],
         send: Sender,
         checkpoint: Checkpoint | None,
         prior_cost: PriorCost,
@@ -221,11 +241,29 @@ class BatchAdapter(AdapterBase):
     async def result(self, ref: RemoteRef) -> str | None:
         """The first output reference the network returned, if any."""
         batch = self.runner.batches.get(ref.idempotency_key)
-        if batch is None or not batch.outputs:
+        if batch is None or batch.first_output is None:
             return None
-        return batch.outputs[min(batch.outputs)]
+        return batch.first_output[1]
 
     async def aclose(self) -> None:
         """Stop background batches and close the client."""
         await self.runner.aclose()
         await super().aclose()
+
+
+def _prior_costs(
+    bodies: Sequence[dict[str, Any]],
+    checkpoint: Checkpoint,
+    known: Checkpoint,
+    prior_cost: PriorCost,
+) -> Decimal:
+    """What the requests done in ``checkpoint`` but not in ``known`` are taken to have cost."""
+    if isinstance(bodies, Requests) and bodies.uniform and not known.count():
+        # Every body costs the same: one estimate times the count, not a million bodies built.
+        done = min(checkpoint.count(), len(bodies))
+        return prior_cost(bodies[0]) * done if done else Decimal(0)
+    total = Decimal(0)
+    for index in range(len(bodies)):
+        if checkpoint.is_done(index) and not known.is_done(index):
+            total += prior_cost(bodies[index])
+    return total

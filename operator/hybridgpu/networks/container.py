@@ -59,14 +59,19 @@ def unwrap(body: Any) -> Any:
 
 
 def decimal_of(value: Any) -> Decimal | None:
-    """A Decimal from a JSON string or number (numbers via str, so no binary-float noise)."""
+    """A Decimal from a JSON string or number (numbers via str, so no binary-float noise).
+
+    A value that is there but no finite number (NaN, Infinity, ``1e999`` read as a float)
+    comes back as Infinity: it is above every cap, and offer screening drops it with a reason
+    instead of the offer vanishing unexplained.
+    """
     if value is None or isinstance(value, bool):
         return None
     try:
         number = Decimal(str(value))
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    return number if number.is_finite() else Decimal("Infinity")
 
 
 def epoch_of(value: Any) -> float | None:

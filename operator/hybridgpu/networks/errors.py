@@ -30,6 +30,14 @@ class Unavailable(NetworkError):
     retryable = True
 
 
+class MalformedAnswer(Unavailable):
+    """The network answered 2xx with something its API does not document: not JSON, a field
+    of the wrong type, a number that is not finite or out of any sane range.
+
+    Retryable like any other failure of the network (it counts against the circuit breaker,
+    so a network that keeps answering garbage opens it and its jobs fail over)."""
+
+
 class RateLimited(NetworkError):
     """429 (or 503 with Retry-After) still standing after the allowed retries."""
 

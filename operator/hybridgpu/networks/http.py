@@ -118,6 +118,11 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         self._probing = False
 
+    def trip(self) -> None:
+        """Open the circuit now (the network keeps answering what cannot be used)."""
+        self._opened_at = self._clock()
+        self._probing = False
+
     def release_probe(self) -> None:
         """A probe ended with an answer that says nothing about health (e.g. a 4xx)."""
         self._probing = False

@@ -98,15 +98,14 @@ class LivepeerAdapter(BatchAdapter):
             )
         price = self.static_price(gpu_product)
         self.check_cap(price, max_price_per_gpu_hour, "before submission")
-        bodies = [
-            livepeer_body(job.task, job.model, b, job.input.output_tokens)
-            for b in batch_requests(job, requests)
-        ]
-        if job.task is Task.LLM and any(b.get("stream") for b in bodies):
-            raise BadRequest(self.name, "streamed /llm requests are not supported; stream: false")
+        bodies = batch_requests(job, requests).map(
+            lambda b: livepeer_body(job.task, job.model, b, job.input.output_tokens)
+        )
         per_request_hours = job.gpu_hours() / max(len(bodies), 1)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
+            if job.task is Task.LLM and body.get("stream"):
+                raise BadRequest(self.name, "streamed /llm requests are not supported")
             response = await self.post(f"/{pipeline}", idempotency_key, index, body)
             cost = (price or Decimal(0)) * per_request_hours
             return RequestResult(cost, _first_url(response.json()), price)

@@ -25,6 +25,7 @@ from typing import Any
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.batch import BatchAdapter, RequestResult
+from hybridgpu.networks.bounds import MAX_TOKENS_PER_REQUEST, checked_count
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
 from hybridgpu.networks.requests import batch_requests
@@ -88,11 +89,15 @@ class OpenAIAdapter(BatchAdapter):
                 return PerToken(price.input_per_million, price.output_per_million)
         if isinstance(metadata, dict):
             try:
-                per_in = Decimal(str(metadata["input_token_price"])) * MILLION
-                per_out = Decimal(str(metadata["output_token_price"])) * MILLION
+                per_in = Decimal(str(metadata["input_token_price"]))
+                per_out = Decimal(str(metadata["output_token_price"]))
             except (KeyError, InvalidOperation):
                 return None
-            return PerToken(per_in, per_out)
+            try:
+                return PerToken(per_in * MILLION, per_out * MILLION)
+            except ArithmeticError:
+                # Beyond what Decimal holds: an offer that screening drops, with the reason.
+                return PerToken(Decimal("Infinity"), Decimal("Infinity"))
         return None
 
     async def list_offers(self) -> list[ExternalOffer]:
@@ -137,21 +142,27 @@ class OpenAIAdapter(BatchAdapter):
         if pricing is None:
             raise BadRequest(self.name, f"no per-token price known for model {model!r}")
         price = pricing
-        bodies = []
-        for body in batch_requests(job, requests):
+
+        def chat(body: dict[str, Any]) -> dict[str, Any]:
             body.setdefault("model", model)
             body["stream"] = False
             # OpenAI deprecated max_tokens, and its reasoning models refuse it; io.net's and
             # vLLM's chat APIs take max_completion_tokens too.
             if "max_tokens" in body and "max_completion_tokens" not in body:
                 body["max_completion_tokens"] = body.pop("max_tokens")
-            bodies.append(body)
+            return body
+
+        bodies = batch_requests(job, requests).map(chat)
 
         async def send(index: int, body: dict[str, Any]) -> RequestResult:
             response = await self.post("/chat/completions", idempotency_key, index, body)
             usage = response.json().get("usage") or {}
-            prompt = int(usage.get("prompt_tokens", 0))
-            completion = int(usage.get("completion_tokens", 0))
+            prompt, completion = (
+                checked_count(
+                    self.name, usage.get(field, 0), MAX_TOKENS_PER_REQUEST, f"usage.{field}"
+                )
+                for field in ("prompt_tokens", "completion_tokens")
+            )
             return RequestResult(token_cost(price, prompt, completion))
 
         def prior_cost(body: dict[str, Any]) -> Decimal:

@@ -12,8 +12,11 @@ Faults: ``errorRate`` (share of calls answered ``errorStatus``, default 503), ``
 retryAfterSeconds`` unless that is null), ``latencyMs`` (added to every call),
 ``vanishRunning`` (a job seen running disappears: 404 from then on), ``priceFactor``
 (multiplies every price, listed and charged), ``silentPriceFactor`` (multiplies only what
-is charged: created instances, leases - the network quoting one
-price and charging another) and ``failExitCode`` (Nosana jobs started meanwhile exit with it).
+is charged: created instances, leases - the network quoting one price and charging another),
+``failExitCode`` (Nosana jobs started meanwhile exit with it), ``malformedNext`` (the next N
+calls answer 200 with a body that is not JSON) and ``replaceFields`` (in every JSON answer,
+each key named here, at any depth, gets the given value; ``{"$raw": "1E+999999"}`` is written
+as that literal JSON text, for numbers no JSON library would produce).
 
 Time: jobs progress at ``timeScale`` simulated seconds per real second, and every timestamp a
 stand-in returns (job start and end times, lease dates, the HTTP ``Date`` header) is read off
@@ -66,6 +69,8 @@ class Faults(BaseModel):
     that adapters redact what they are told."""
     fail_exit_code: int = Field(default=0, ge=0, le=255)
     """Exit code of the container jobs started while it is set (Nosana reports it)."""
+    malformed_next: int = Field(default=0, ge=0)
+    replace_fields: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass
@@ -255,7 +260,13 @@ class NetworkState:
                 sent = request.headers.get("Authorization") or request.headers.get("x-api-key")
                 message += f" (you sent {sent})"
             return web.json_response(self.error_body(status, message), status=status)
-        return await handler(request)
+        if faults.malformed_next > 0:
+            faults.malformed_next -= 1
+            return web.Response(text="<html>upstream hiccup</html>", content_type="text/html")
+        response = await handler(request)
+        if faults.replace_fields and isinstance(response, web.Response):
+            return replace_fields(response, faults.replace_fields)
+        return response
 
     def control_routes(self) -> list[web.RouteDef]:
         """``/_faults``, ``/_stats`` and ``/_reset``."""
@@ -300,6 +311,39 @@ async def read_json(request: web.Request, state: NetworkState) -> dict[str, Any]
             content_type="application/json",
         )
     return body
+
+
+def replace_fields(response: web.Response, fields: dict[str, Any]) -> web.Response:
+    """``response`` with the values of ``fields`` put in place of its JSON body's own."""
+    if response.content_type != "application/json" or not isinstance(response.body, bytes):
+        return response
+    raw: dict[str, str] = {}
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: placed(fields[k]) if k in fields else swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    def placed(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"$raw"}:
+            token = f"@@raw{len(raw)}@@"
+            raw[f'"{token}"'] = str(value["$raw"])
+            return token
+        return value
+
+    text = json.dumps(swap(json.loads(response.body)))
+    for token, literal in raw.items():
+        text = text.replace(token, literal)
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("content-length", "content-type")
+    }
+    return web.Response(
+        text=text, status=response.status, headers=headers, content_type="application/json"
+    )
 
 
 def fail(state: NetworkState, status: int, message: str) -> web.Response:
