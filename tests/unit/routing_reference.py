@@ -354,7 +354,7 @@ def _in_cluster_candidate(
 def _queue_wait_seconds(pool: InClusterPool, count: int, max_queue: float) -> float:
     """Expected seconds until ``count`` GPUs of the pool are free for this job (FIFO)."""
     per_node_ok = pool.max_free_per_node is None or pool.max_free_per_node >= count
-    if pool.queued == 0 and pool.free >= count and per_node_ok:
+    if pool.free - pool.queued >= count and per_node_ok:
         return 0.0
     # GPUs that must come back first: those the queue ahead wants, plus ours, minus free ones.
     needed = pool.queued + count - pool.free

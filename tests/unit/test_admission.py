@@ -26,10 +26,11 @@ from hybridgpu.controller.reconcile import JobStep
 from hybridgpu.controller.registry import ProviderEntry, Registry
 from hybridgpu.inventory.pools import node_record, pod_record
 from hybridgpu.kube import Conflict
+from hybridgpu.routing.engine import decide
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
 
 from .inventory_objects import A100, node, pod
-from .routing_fixtures import offer, policy
+from .routing_fixtures import job, offer, policy, pool, snapshot
 from .test_reconcile import FakeNetwork
 
 NOW = datetime.now(UTC)
@@ -514,3 +515,14 @@ def test_a_policy_created_again_under_the_same_name_starts_with_nothing_spent() 
     assert Holdings.of([old], ()).committed(key, since) == Decimal("0.90")
     recreated = {key: Ledger(created=NOW - timedelta(minutes=1))}
     assert Holdings.of([old], (), ledgers=recreated).committed(key, since) == 0
+
+
+def test_pods_created_a_moment_ago_are_a_queue_that_fits_not_a_reason_to_wait() -> None:
+    # 1,000 free GPUs and 300 Pods of a burst not bound yet: a job still starts now, even
+    # with every known release far beyond maxQueueTime.
+    busy = pool("A", allocatable=1000, in_use=0, queued=300, release_seconds=(7200.0,))
+    d = decide(job(placement="InCluster", estimatedDuration="2h"), policy(), snapshot((busy,)))
+    assert d.target is not None and d.target.expected_start_seconds == 0.0
+    full = pool("A", allocatable=1000, in_use=800, queued=300, release_seconds=(7200.0,) * 200)
+    d = decide(job(placement="InCluster", estimatedDuration="2h"), policy(), snapshot((full,)))
+    assert (d.outcome, d.reason) == ("Wait", "QueueTooLong")

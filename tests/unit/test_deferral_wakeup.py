@@ -219,8 +219,8 @@ async def test_a_gpu_pod_ending_notifies_its_pool_through_the_event_handlers() -
     assert index_handlers._node_has_gpus(status=node["status"])
     assert not index_handlers._node_has_gpus(status={"allocatable": {"cpu": "4"}})
 
-    def handle_pod(kind: str, body: dict[str, Any]) -> None:
-        index_handlers.gpu_pod_released(
+    async def handle_pod(kind: str, body: dict[str, Any]) -> None:
+        await index_handlers.gpu_pod_released(
             event={"type": kind, "object": body},
             namespace="ns",
             name="p",
@@ -228,19 +228,19 @@ async def test_a_gpu_pod_ending_notifies_its_pool_through_the_event_handlers() -
             memo=memo,
         )
 
-    index_handlers.gpu_node_added(
+    await index_handlers.gpu_node_added(
         event={"type": "ADDED", "object": node}, name="n1", body=kopf.Body(node), memo=memo
     )
     mark = wakeup.generation
-    handle_pod("ADDED", pod)
-    handle_pod("MODIFIED", pod)
+    await handle_pod("ADDED", pod)
+    await handle_pod("MODIFIED", pod)
     assert wakeup.generation == mark  # a running pod frees nothing
     done = copy.deepcopy(pod)
     done["status"]["phase"] = "Succeeded"
-    handle_pod("MODIFIED", done)
+    await handle_pod("MODIFIED", done)
     assert wakeup.notified_since(("in-cluster/Tesla-T4",), mark)
     mark = wakeup.generation
-    handle_pod("DELETED", done)
+    await handle_pod("DELETED", done)
     assert wakeup.generation == mark  # its GPUs were already counted free
 
 

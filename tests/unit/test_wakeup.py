@@ -254,7 +254,7 @@ def test_a_node_frees_capacity_when_it_appears_grows_or_is_uncordoned() -> None:
     assert releases.node("n1", None) == frozenset()  # a node going frees nothing
 
 
-def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() -> None:
+async def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() -> None:
     memo = kopf.Memo()
     memo.registry = Registry()
     memo.policy_generations = {}
@@ -262,18 +262,18 @@ def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_not() 
     memo.jobs = SimpleNamespace(poke_namespace=poked.append)
     wakeup = memo.registry.wakeup
 
-    def event(generation: int, type: str = "MODIFIED") -> int:
+    async def event(generation: int, type: str = "MODIFIED") -> int:
         before = wakeup.generation
         meta = {"generation": generation}
-        wake_deferred_jobs(namespace="ns", name="p", meta=meta, memo=memo, type=type)
+        await wake_deferred_jobs(namespace="ns", name="p", meta=meta, memo=memo, type=type)
         return wakeup.generation - before
 
     # First sight (also after a restart): the jobs of its namespace that waited for it go now.
-    assert event(1, "ADDED") == 0
+    assert await event(1, "ADDED") == 0
     assert poked == ["ns"]
-    assert event(1) == 0  # a status patch: same generation
-    assert event(2) == 1  # the spec changed
+    assert await event(1) == 0  # a status patch: same generation
+    assert await event(2) == 1  # the spec changed
     assert wakeup.notified_since((RTX,), 0)
-    assert event(2) == 0
-    assert event(2, "DELETED") == 0
+    assert await event(2) == 0
+    assert await event(2, "DELETED") == 0
     assert memo.policy_generations == {}

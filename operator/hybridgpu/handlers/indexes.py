@@ -114,7 +114,7 @@ def _notify(memo: kopf.Memo, freed: frozenset[str]) -> None:
 
 
 @kopf.on.event("pods", when=_pod_wants_gpus)
-def gpu_pod_released(
+async def gpu_pod_released(
     event: kopf.RawEvent,
     namespace: str | None,
     name: str | None,
@@ -131,7 +131,7 @@ def gpu_pod_released(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={OWNER_LABEL: kopf.PRESENT})
-def attempt_job_changed(
+async def attempt_job_changed(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> None:
     """An in-cluster attempt's batch/v1 Job changed (completed, failed): track it now rather
@@ -141,7 +141,7 @@ def attempt_job_changed(
 
 
 @kopf.on.event("nodes", when=_node_has_gpus)
-def gpu_node_added(
+async def gpu_node_added(
     event: kopf.RawEvent, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     releases: InClusterReleases = memo.releases

@@ -17,7 +17,7 @@ from hybridgpu.jobs.conditions import is_terminal
 
 
 @kopf.on.event(GROUP, VERSION, "inferencejobs")
-def observe_job(
+async def observe_job(
     event: kopf.RawEvent,
     namespace: str | None,
     name: str | None,
@@ -25,7 +25,10 @@ def observe_job(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Keep the runtime's cache current; a change made by someone else is worked on now."""
+    """Keep the runtime's cache current; a change made by someone else is worked on now.
+
+    Async, as every handler that touches the runtime: Kopf runs plain functions in worker
+    threads, and the cache, queue and wake-ups belong to the event loop."""
     runtime: JobRuntime = memo.jobs
     obj = event.get("object") or {}
     status = obj.get("status") or {}

@@ -18,7 +18,7 @@ from hybridgpu.kube import Conflict
 
 
 @kopf.on.event(GROUP, VERSION, "routingpolicies")
-def wake_deferred_jobs(
+async def wake_deferred_jobs(
     namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """A changed policy (a larger budget, a larger premium, a shorter maxWait) may let waiting

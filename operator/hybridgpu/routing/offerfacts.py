@@ -98,8 +98,9 @@ def pool_facts(snapshot: Snapshot) -> tuple[PoolFacts, ...]:
 
 def _pool(pool: InClusterPool) -> PoolFacts:
     free = pool.free
-    # A job starts at once when nobody queues and its GPUs are free on one node.
-    start_now = 0 if pool.queued else free
+    # A job starts at once when its GPUs are free on one node beyond those the queue ahead of
+    # it takes (Pods created a moment ago and not bound yet are a queue that fits).
+    start_now = max(free - pool.queued, 0)
     if pool.max_free_per_node is not None:
         start_now = min(start_now, pool.max_free_per_node)
     return (
