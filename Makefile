@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv crds lint typecheck unit test demo prometheus-install
+.PHONY: help venv lock crds lint typecheck unit test demo prometheus-install image image-run
 
 help:
 	@echo "make demo          local cluster + stand-in networks + operator, with example jobs"
@@ -15,16 +15,31 @@ help:
 	@echo "make cluster-up    start the local control plane (built once, cached in ~/.cache/hybridgpu)"
 	@echo "make cluster-down  stop everything started here"
 	@echo "make crds          regenerate crds/ from the pydantic models"
+	@echo "make lock          re-resolve uv.lock (UV_LOCK_ARGS=--upgrade to take new releases)"
+	@echo "make image         build the operator image, dist/hybridgpu-<version>.oci.tar (no Docker)"
 
-$(BIN)/.installed: pyproject.toml
+# The venv holds exactly the locked set (requirements/dev.txt, exported from uv.lock, with
+# hashes), then the project itself, editable, without resolving anything.
+$(BIN)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(BIN)/.installed
 
 include hack/cluster.mk
+
+# The lock: uv.lock is the resolution; requirements/*.txt are pip-installable views of it
+# (runtime: the image and the Dockerfile; dev: the venv and CI).
+UV_LOCK_ARGS ?=
+lock: venv
+	$(BIN)/uv lock $(UV_LOCK_ARGS)
+	hack/export-requirements.sh
+
+# The operator image as an OCI archive, from Debian packages and the locked wheels.
+image: venv
+	hack/build-image.sh
 
 crds: venv
 	$(BIN)/hybridgpu crds --write crds
