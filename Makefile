@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock crds lint typecheck unit test demo prometheus-install image image-run
+.PHONY: help venv lock crds lint typecheck unit test demo prometheus-install image image-tools
 
 help:
 	@echo "make demo          local cluster + stand-in networks + operator, with example jobs"
@@ -37,9 +37,24 @@ lock: venv
 	$(BIN)/uv lock $(UV_LOCK_ARGS)
 	hack/export-requirements.sh
 
-# The operator image as an OCI archive, from Debian packages and the locked wheels.
-image: venv
+# The operator image as an OCI archive, from Debian packages and the locked wheels:
+# dist/hybridgpu-<version>.oci.tar, its SBOM, and dist/image.json (its reference).
+# `make image` always builds; `make test` rebuilds only when an input changed.
+IMAGE_INPUTS := $(shell git ls-files --cached --others --exclude-standard -- operator \
+  requirements/runtime.txt pyproject.toml README.md LICENSE hack/build-image.sh \
+  hack/image_sbom.py 2>/dev/null)
+image: venv image-tools
 	hack/build-image.sh
+
+dist/image.json: $(IMAGE_INPUTS) | venv image-tools
+	hack/build-image.sh
+
+# Debian's tools to build (mmdebstrap, umoci), run (bubblewrap) and push (skopeo) the image.
+IMAGE_TOOLS := mmdebstrap umoci bubblewrap skopeo
+image-tools:
+	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && \
+	  command -v bwrap >/dev/null && command -v skopeo >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS); }
 
 crds: venv
 	$(BIN)/hybridgpu crds --write crds
@@ -67,8 +82,9 @@ prometheus-install:
 	@command -v prometheus >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-# The whole suite. End-to-end tests start the control plane (and Prometheus) themselves.
-test: venv controlplane prometheus-install helm
+# The whole suite. End-to-end tests start the control plane (and Prometheus) themselves; the
+# image tests and the chart's install run the image built here.
+test: venv controlplane prometheus-install helm dist/image.json
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

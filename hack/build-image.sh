@@ -14,15 +14,17 @@
 #      the CA bundle, passwd/group (nonroot = 65532) and dpkg status.d are written here.
 #   2. pip installs requirements/runtime.txt (hashes required, wheels only, for CPython 3.11
 #      on glibc 2.36, Debian 12's) and the project's wheel into /usr/local/lib/python3.11/
-#      dist-packages, with no bytecode; /usr/local/bin/hybridgpu starts hybridgpu.cli.
+#      dist-packages; /usr/local/bin/hybridgpu starts hybridgpu.cli; the image's Python
+#      compiles everything to hash-based bytecode (under bwrap, so nothing of this machine's).
 #   3. cyclonedx-py writes the SBOM of the Python set; the Debian packages are added to it.
 #   4. One layer, GNU tar with sorted names, owner 0, every mtime SOURCE_DATE_EPOCH; umoci
 #      adds it and the config (user 65532, entrypoint `hybridgpu run`, OCI labels).
 #
-# Reproducible: SOURCE_DATE_EPOCH defaults to the commit time of HEAD, so the same commit and
-# the same Debian packages give the same digest (hack/check-image-reproducible.sh).
+# Reproducible: SOURCE_DATE_EPOCH defaults to the time of the last commit of the image's
+# inputs (INPUTS below), so the same inputs and the same Debian packages give the same digest
+# (hack/check-image-reproducible.sh builds twice and compares).
 #
-# Needs (Debian packages): mmdebstrap umoci; the venv (make venv) for pip and cyclonedx-py.
+# Needs (Debian packages): mmdebstrap umoci bubblewrap; the venv (make venv) for pip and cyclonedx-py.
 # Usage: hack/build-image.sh  (or make image); env: IMAGE_NAME, HYBRIDGPU_APT_SOURCES,
 #        SOURCE_DATE_EPOCH, HYBRIDGPU_IMAGE_WORK (scratch, default build/image), DIST (dist).
 set -euo pipefail
@@ -33,8 +35,8 @@ log() { echo "[build-image] $*" >&2; }
 started=$(date +%s)
 
 PY="$REPO/.venv/bin/python"
-for tool in mmdebstrap umoci tar; do
-  command -v "$tool" >/dev/null || { log "missing $tool (apt-get install mmdebstrap umoci)"; exit 1; }
+for tool in mmdebstrap umoci bwrap tar; do
+  command -v "$tool" >/dev/null || { log "missing $tool (make image-tools)"; exit 1; }
 done
 [[ -x "$PY" ]] || { log "no venv: run make venv"; exit 1; }
 
@@ -50,12 +52,19 @@ for minor in $(seq 36 -1 5); do PLATFORMS+=(--platform "manylinux_2_${minor}_x86
 PLATFORMS+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64)
 PLATFORMS+=(--platform manylinux1_x86_64 --platform linux_x86_64)
 ARCH=amd64
+# What the image is made of, here: a commit that touches none of these leaves the image (and
+# its digest) as it was. The Makefile's dist/image.json rule lists the same.
+INPUTS=(operator requirements/runtime.txt pyproject.toml README.md LICENSE
+  hack/build-image.sh hack/image_sbom.py)
+# The source revision and time: the last commit of those inputs.
+REVISION="$(git log -1 --format=%H -- "${INPUTS[@]}" 2>/dev/null || true)"
 if [[ -z "${SOURCE_DATE_EPOCH:-}" ]]; then
-  SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)"
+  SOURCE_DATE_EPOCH="$(git log -1 --format=%ct -- "${INPUTS[@]}" 2>/dev/null || true)"
+  SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
 fi
 export SOURCE_DATE_EPOCH
 CREATED="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
-REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+REVISION="${REVISION:-unknown}"
 if [[ -z "${HYBRIDGPU_APT_SOURCES:-}" ]]; then
   for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
     [[ -s "$f" ]] && { HYBRIDGPU_APT_SOURCES="$f"; break; }
@@ -126,6 +135,16 @@ sys.exit(main())
 EOF
 chmod 0755 "$ROOTFS/usr/local/bin/hybridgpu"
 
+# Bytecode, compiled by the image's own Python (the root filesystem is read-only at run time,
+# and from source alone the operator takes five times as long to import): hash-based .pyc,
+# so no timestamps, in one process for a stable order.
+log "bytecode: compileall (unchecked-hash)"
+mkdir -p "$ROOTFS/proc" "$ROOTFS/sys"
+bwrap --unshare-all --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --tmpfs /tmp \
+  --clearenv --setenv PATH /usr/bin:/bin -- /usr/bin/python3 -m compileall -q -j 1 \
+  --invalidation-mode unchecked-hash "/usr/lib/python$PYVER" "/usr/local/lib/python$PYVER"
+rm -rf "$ROOTFS/dev" && mkdir "$ROOTFS/dev"
+
 # 3. The SBOM: the Python set from the lock (cyclonedx-py), the Debian packages beside it.
 log "sbom: cyclonedx-py"
 "$REPO/.venv/bin/cyclonedx-py" requirements --output-reproducible --sv 1.6 --of JSON \
@@ -189,5 +208,6 @@ tar --create --file "$ARCHIVE" --directory "$LAYOUT" --sort=name --format=posix 
 
 "$PY" "$REPO/hack/image_sbom.py" --describe "$LAYOUT" --name "$IMAGE_NAME" --tag "$VERSION" \
   --archive "$ARCHIVE" --sbom "$SBOM" --seconds "$(($(date +%s) - started))" \
+  --revision "$REVISION" --created "$CREATED" \
   -o "$DIST/image.json"
 cat "$DIST/image.json"

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV="${UV:-.venv/bin/uv}"
+OUT="${REQUIREMENTS_DIR:-requirements}"
 export UV_NO_PROGRESS=1
 "$UV" export --quiet --frozen --no-dev --no-emit-project --format requirements-txt \
-  --no-header -o requirements/runtime.txt
+  --no-header -o "$OUT/runtime.txt"
 "$UV" export --quiet --frozen --no-dev --extra dev --no-emit-project --format requirements-txt \
-  --no-header -o requirements/dev.txt
+  --no-header -o "$OUT/dev.txt"

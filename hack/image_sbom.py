@@ -1,10 +1,10 @@
 """Helpers of hack/build-image.sh (stdlib only).
 
-    image_sbom.py PYTHON.cdx.json STATUS_D --version V --suite S --arch A -o OUT
-        The SBOM cyclonedx-py wrote for the Python set, with the Debian packages of the image
-        (the control fields in STATUS_D) added as components with deb package URLs.
-    image_sbom.py --describe LAYOUT --name N --tag T --archive A --sbom S -o OUT
-        image.json: the reference of the image just built (name, tag, manifest digest).
+image_sbom.py PYTHON.cdx.json STATUS_D --version V --suite S --arch A -o OUT
+    The SBOM cyclonedx-py wrote for the Python set, with the Debian packages of the image
+    (the control fields in STATUS_D) added as components with deb package URLs.
+image_sbom.py --describe LAYOUT --name N --tag T --archive A --sbom S -o OUT
+    image.json: the reference of the image just built (name, tag, manifest digest).
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ def debian_components(status_d: Path, suite: str, arch: str) -> list[dict[str, A
         name, version = fields["Package"], fields["Version"]
         package_arch = fields.get("Architecture", arch)
         purl = (
-            f"pkg:deb/debian/{name}@{quote(version, safe='')}"
-            f"?arch={package_arch}&distro={distro}"
+            f"pkg:deb/debian/{name}@{quote(version, safe='')}?arch={package_arch}&distro={distro}"
         )
         component: dict[str, Any] = {
             "type": "library",
@@ -85,6 +84,8 @@ def describe(args: argparse.Namespace) -> None:
         "archiveBytes": Path(args.archive).stat().st_size,
         "layerBytes": sum(layer["size"] for layer in layers),
         "sbom": os.path.relpath(args.sbom),
+        "revision": args.revision,
+        "created": args.created,
         "buildSeconds": args.seconds,
     }
     Path(args.output).write_text(json.dumps(info, indent=2) + "\n")
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive")
     parser.add_argument("--sbom")
     parser.add_argument("--seconds", type=int, default=0)
+    parser.add_argument("--revision", default="unknown")
+    parser.add_argument("--created", default="")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
     if args.describe:

@@ -128,7 +128,7 @@ def test_operator_values_become_the_settings_the_operator_reads() -> None:
         {"key": "gpu", "operator": "Exists"}
     ]
     assert "--verbose" in main["args"]
-    assert main["image"] == "ghcr.io/hybridgpu/hybridgpu@sha256:" + "a" * 64
+    assert main["image"] == "ghcr.io/hybridgpu/hybridgpu:0.1.0@sha256:" + "a" * 64
 
 
 def test_several_replicas_run_a_statefulset_peering_with_distinct_priorities() -> None:
