@@ -13,16 +13,18 @@
 #   hack/run-image.sh [--archive A] [--bundle DIR] [--unpack-only]
 #                     [--ro-bind SRC DST]... [--] [ARGS to the entrypoint]...
 #     --archive   default: the archive dist/image.json names
-#     --bundle    where to unpack (default .local/image/bundle); an existing bundle of the
-#                 same image digest is reused
-#   e.g. hack/run-image.sh --ro-bind ~/.kube /kube -- --kubeconfig /kube/config
+#     --bundle    where to unpack (default /tmp/hybridgpu-image-<uid>/bundle: every folder
+#                 above it must be searchable by the image's user); a bundle of the same
+#                 archive is reused
+#   e.g. hack/run-image.sh --ro-bind ~/.kube /tmp/kube -- --kubeconfig /tmp/kube/config
+#   (mount points can be made only under the fresh /tmp: the root is read-only)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { echo "[run-image] $*" >&2; }
 
 ARCHIVE=""
-BUNDLE="$REPO/.local/image/bundle"
+BUNDLE="/tmp/hybridgpu-image-$(id -u)/bundle"
 UNPACK_ONLY=0
 BINDS=()
 while [[ $# -gt 0 ]]; do
@@ -51,6 +53,7 @@ if [[ ! -f "$BUNDLE/config.json" || "$(cat "$BUNDLE/.archive-sha256" 2>/dev/null
   log "unpacking $ARCHIVE into $BUNDLE"
   rm -rf "$BUNDLE" "$BUNDLE.layout"
   mkdir -p "$BUNDLE.layout" "$(dirname "$BUNDLE")"
+  chmod 0711 "$(dirname "$BUNDLE")"
   tar -xf "$ARCHIVE" -C "$BUNDLE.layout"
   tag="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])' "$BUNDLE.layout/index.json")"
   umoci unpack --image "$BUNDLE.layout:$tag" "$BUNDLE" >/dev/null

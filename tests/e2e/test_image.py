@@ -9,10 +9,14 @@ dispatch, succeed; in the cluster and on a network) run against it with this mod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +35,9 @@ from tests.image import built_image
 
 pytestmark = pytest.mark.e2e
 RUN_IMAGE = REPO_ROOT / "hack" / "run-image.sh"
-# Where the image's process finds its kubeconfig (bound read-only into the sandbox).
-MOUNT = "/var/run/hybridgpu"
+# Where the image's process finds its kubeconfig, bound read-only into the sandbox: under the
+# fresh /tmp, as bwrap can create mount points only there on the read-only root.
+MOUNT = "/tmp/secrets"
 
 __all__ = [
     "test_in_cluster_job_runs_to_succeeded_on_a_fake_gpu_node",
@@ -43,11 +48,27 @@ __all__ = [
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Path:
-    """The image unpacked into an OCI runtime bundle (reused while the archive is the same)."""
+def sandbox() -> Iterator[Path]:
+    """A folder the image's user can reach (the checkout's may sit under a private one)."""
+    path = Path(tempfile.mkdtemp(prefix="hybridgpu-image-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bundle(sandbox: Path) -> Path:
+    """The image unpacked into an OCI runtime bundle."""
     image = built_image()
     out = subprocess.run(
-        [str(RUN_IMAGE), "--archive", str(REPO_ROOT / image["archive"]), "--unpack-only"],
+        [
+            str(RUN_IMAGE),
+            "--archive",
+            str(REPO_ROOT / image["archive"]),
+            "--bundle",
+            str(sandbox / "bundle"),
+            "--unpack-only",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -72,12 +93,12 @@ def _readable_kubeconfig(directory: Path, uid: int) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(
-    cluster: Path, bundle: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Path, bundle: Path, sandbox: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[harness.Process]:
     """test_operator's stack, with the operator the image's."""
     spec = json.loads((bundle / "config.json").read_text())
     uid = int(spec["process"]["user"]["uid"])
-    secrets = _readable_kubeconfig(REPO_ROOT / ".local" / "image" / "secrets", uid)
+    secrets = _readable_kubeconfig(sandbox / "secrets", uid)
     config = harness.standin_config(tmp_path_factory.mktemp("image") / "standins.yaml")
     operator = harness.Process(
         "e2e-image-operator",
@@ -135,3 +156,80 @@ def test_the_images_operator_runs_as_65532_on_a_read_only_root(
     image_python = (bundle / "rootfs" / "usr" / "bin" / "python3.11").read_bytes()
     assert Path(f"/proc/{pid}/root/usr/bin/python3.11").read_bytes() == image_python
     assert "Traceback" not in stack.log.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_skopeo_pushes_the_archive_to_a_registry_under_the_same_digest(tmp_path: Path) -> None:
+    """README's `skopeo copy oci-archive:… docker://…`, to Debian's registry (distribution)
+    on loopback: the registry serves the manifest under the digest dist/image.json records,
+    which is the one the chart's image.digest takes."""
+    image = built_image()
+    registry_bin = shutil.which("docker-registry")
+    if registry_bin is None or shutil.which("skopeo") is None:
+        message = "no docker-registry or skopeo (make image-tools)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "storage")}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+                "log": {"level": "warn"},
+            }
+        )
+    )
+    registry = harness.Process("e2e-image-registry", [registry_bin, "serve", str(config)])
+    registry.start()
+    try:
+        harness.wait_for(
+            "the registry", lambda: _answers(f"http://127.0.0.1:{port}/v2/"), timeout=30
+        )
+        target = f"docker://127.0.0.1:{port}/hybridgpu:{image['tag']}"
+        digest_file = tmp_path / "pushed.digest"
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                "--digestfile",
+                str(digest_file),
+                f"oci-archive:{REPO_ROOT / image['archive']}:{image['tag']}",
+                target,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        assert digest_file.read_text().strip() == image["digest"]
+        raw = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                f"docker://127.0.0.1:{port}/hybridgpu@{image['digest']}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == image["digest"]
+    finally:
+        registry.kill()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
