@@ -31,8 +31,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-log() { echo "[build-image] $*" >&2; }
 started=$(date +%s)
+log() { echo "[build-image] +$(($(date +%s) - started))s $*" >&2; }
 
 PY="$REPO/.venv/bin/python"
 for tool in mmdebstrap umoci bwrap tar; do
