@@ -120,10 +120,11 @@ WHEEL="$(ls "$WORK"/wheel/hybridgpu-*.whl)"
   --only-binary=:all: --no-compile --target "$SITE" \
   --implementation cp --python-version "$PYVER" --abi "cp${PYVER/./}" "${PLATFORMS[@]}" \
   -r "$WORK/image-requirements.txt"
-# pip's console scripts name this machine's interpreter; the image has its own launcher.
-# direct_url.json names the wheel's path here, which no image needs (and would vary).
+# pip's console scripts name this machine's interpreter (the checkout's venv: their hashes
+# in RECORD would vary with its path); the image has its own launcher. direct_url.json names
+# the wheel's path here. Neither goes in, nor do their RECORD lines.
 rm -rf "$SITE/bin" "$SITE"/hybridgpu-*.dist-info/direct_url.json
-sed -i '/direct_url\.json/d' "$SITE"/hybridgpu-*.dist-info/RECORD
+sed -i -E '/^(\.\.\/)*bin\//d; /direct_url\.json,/d' "$SITE"/*.dist-info/RECORD
 find "$SITE" -name __pycache__ -type d -prune -exec rm -rf {} +
 cat >"$ROOTFS/usr/local/bin/hybridgpu" <<'EOF'
 #!/usr/bin/python3

@@ -78,7 +78,8 @@ def _layer_contents() -> tuple[list[tarfile.TarInfo], dict[str, bytes]]:
         files = {
             m.name.removeprefix("./"): tar.extractfile(m).read()  # type: ignore[union-attr]
             for m in members
-            if m.isfile() and m.name.removeprefix("./") in WANTED_FILES
+            if m.isfile()
+            and (m.name.removeprefix("./") in WANTED_FILES or m.name.endswith(".dist-info/RECORD"))
         }
     return members, files
 
@@ -158,6 +159,18 @@ def test_the_layer_holds_exactly_the_runtime_lock_compiled() -> None:
     assert f"{SITE}hybridgpu/__pycache__/cli.cpython-311.pyc" in names
     assert "usr/lib/python3.11/__pycache__/ssl.cpython-311.pyc" in names
     assert "etc/ssl/certs/ca-certificates.crt" in names
+
+
+def test_every_record_names_only_files_the_image_has() -> None:
+    """No leftovers of the install here (console scripts naming this checkout's venv,
+    direct_url.json): their RECORD lines would make the image depend on where it was built."""
+    names = set(_names())
+    records = [n for n in names if n.startswith(SITE) and n.endswith(".dist-info/RECORD")]
+    assert len(records) == len(RUNTIME) + 1
+    for record in records:
+        for line in _file(record).decode().splitlines():
+            path = os.path.normpath(SITE + line.rsplit(",", 2)[0])
+            assert path in names, (record, line)
 
 
 def test_the_sbom_lists_the_runtime_lock_and_the_debian_packages() -> None:
