@@ -50,13 +50,14 @@ dist/image.json: $(IMAGE_INPUTS) | venv image-tools
 	hack/build-image.sh
 
 # Debian's tools to build (mmdebstrap, umoci), run (bubblewrap) and push (skopeo) the image,
-# and a registry (distribution) on loopback that the push test pushes to.
+# and a registry (distribution) on loopback that the push test pushes to (RUNLEVEL=1: its
+# package's service is not started; the test runs its own).
 IMAGE_TOOLS := mmdebstrap umoci bubblewrap skopeo docker-registry
 image-tools:
 	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && \
 	  command -v bwrap >/dev/null && command -v skopeo >/dev/null && \
 	  command -v docker-registry >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS); }
+	  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS); }
 
 crds: venv
 	$(BIN)/hybridgpu crds --write crds
