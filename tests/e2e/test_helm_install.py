@@ -8,6 +8,7 @@ InferenceJobs. test_helm_rbac.py imports ``helm`` and ``install`` from here.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from tests.cluster import REPO_ROOT, kubeconfig_path, kubectl
+from tests.image import IMAGE_JSON, built_image
 
 pytestmark = pytest.mark.e2e
 CHART = REPO_ROOT / "charts" / "hybridgpu"
@@ -62,11 +64,29 @@ def adopt_crds(release: str, namespace: str) -> None:
         )
 
 
+def image_flags() -> list[str]:
+    """The image `make image` built (dist/image.json), by tag and digest; without one (outside
+    CI, see tests/image.py), the chart's default."""
+    if not IMAGE_JSON.exists() and not os.environ.get("CI"):
+        return []
+    image = built_image()
+    return [
+        "--set",
+        f"image.repository={image['name']}",
+        "--set",
+        f"image.tag={image['tag']}",
+        "--set",
+        f"image.digest={image['digest']}",
+    ]
+
+
 def install(release: str, namespace: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    """`helm install` into a fresh namespace (the CRDs adopted when the chart manages them)."""
+    """`helm install` into a fresh namespace (the CRDs adopted when the chart manages them),
+    with the image this checkout built."""
     if "crds.enabled=false" not in flags:
         adopt_crds(release, namespace)
-    return helm("install", release, str(CHART), "-n", namespace, "--create-namespace", *flags)
+    where = ["-n", namespace, "--create-namespace"]
+    return helm("install", release, str(CHART), *where, *image_flags(), *flags)
 
 
 def _crd(name: str) -> dict[str, Any]:
@@ -209,6 +229,12 @@ def test_install_upgrade_and_uninstall_keep_crds_and_jobs(
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["HYBRIDGPU_LOG_FORMAT"] == "plain"
+    # --reuse-values keeps the image make image built, pulled by its digest.
+    if image_flags():
+        image = built_image()
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == image["reference"]
+        assert container["image"].endswith("@" + image["digest"])
     helm("upgrade", name, str(CHART), "-n", ns, "--reuse-values")
     assert "helm-upgrade-probe" not in _crd("inferencejobs")["spec"]["names"]["categories"]
     manifest = helm("get", "manifest", name, "-n", ns).stdout

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hybridgpu import __version__
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hybridgpu"
 NAMESPACE = "hybridgpu-system"
@@ -73,7 +75,7 @@ def test_defaults_render_one_recreate_deployment_of_hybridgpu_run() -> None:
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     main = container(docs)
-    assert main["image"] == "ghcr.io/hybridgpu/hybridgpu:0.1.0"
+    assert main["image"] == f"ghcr.io/hybridgpu/hybridgpu:{__version__}"
     assert "--liveness=http://0.0.0.0:8081/healthz" in main["args"]
     assert not any(a.startswith("--peering") for a in main["args"])
     env = {e["name"]: e.get("value") for e in main["env"]}
@@ -128,7 +130,7 @@ def test_operator_values_become_the_settings_the_operator_reads() -> None:
         {"key": "gpu", "operator": "Exists"}
     ]
     assert "--verbose" in main["args"]
-    assert main["image"] == "ghcr.io/hybridgpu/hybridgpu@sha256:" + "a" * 64
+    assert main["image"] == f"ghcr.io/hybridgpu/hybridgpu:{__version__}@sha256:" + "a" * 64
 
 
 def test_several_replicas_run_a_statefulset_peering_with_distinct_priorities() -> None:

@@ -42,11 +42,14 @@ app.kubernetes.io/part-of: hybridgpu
 {{- end }}
 {{- end }}
 
+{{- /* repository:tag, tag defaulting to appVersion; with a digest repository:tag@digest
+(the runtime pulls by digest, the tag is there for people reading it). */ -}}
 {{- define "hybridgpu.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $ref .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $ref }}
 {{- end }}
 {{- end }}
 
