@@ -193,7 +193,7 @@ def main() -> int:
         )
         print(f"left running: {alive}")
         # While an operator runs, so that finalizers are honoured and nothing is left.
-        kubectl("delete", "namespace", ns, "--timeout=300s", check=False)
+        kubectl("delete", "namespace", ns, "--timeout=600s", check=False, timeout=700)
     finally:
         operator.kill()
         standins.kill()

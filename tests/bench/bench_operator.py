@@ -223,7 +223,7 @@ def main() -> int:
             f"with {len(suspended)} of {args.idle_jobs} idle jobs present and handled"
         )
         # While the operator runs, so that its finalizers are honoured and nothing is left.
-        kubectl("delete", "namespace", ns, idle, "--timeout=1800s", check=False)
+        kubectl("delete", "namespace", ns, idle, "--timeout=1800s", check=False, timeout=1900)
     finally:
         operator.kill()
         kubectl("delete", "node", NODE, "--ignore-not-found")
