@@ -201,8 +201,8 @@ async def test_a_deployment_left_in_draft_is_started_on_resubmit(standins: Stand
     assert ref.id == draft["id"] and final.state == "Succeeded"
 
 
-@pytest.fixture
-async def no_idle_nodes() -> AsyncIterator[Standins]:
+async def _one_market(idle: int) -> AsyncIterator[Standins]:
+    """Stand-ins whose only Nosana market has ``idle`` idle nodes."""
     config = standin_config()
     offers = [
         OfferConfig(
@@ -210,7 +210,7 @@ async def no_idle_nodes() -> AsyncIterator[Standins]:
             gpu_product=PRODUCT,
             memory_gi_b=24,
             usd_per_gpu_hour=Decimal("0.29"),
-            available=0,
+            available=idle,
         )
     ]
     running = await start_standins(config.model_copy(update={"offers": offers}))
@@ -218,6 +218,12 @@ async def no_idle_nodes() -> AsyncIterator[Standins]:
         yield running
     finally:
         await running.close()
+
+
+@pytest.fixture
+async def no_idle_nodes() -> AsyncIterator[Standins]:
+    async for running in _one_market(0):
+        yield running
 
 
 async def test_a_market_listing_no_idle_node_is_offered_with_unknown_capacity(
@@ -287,21 +293,8 @@ async def test_the_official_nosana_client_uses_the_stand_in(
 
 @pytest.fixture
 async def one_idle_node() -> AsyncIterator[Standins]:
-    config = standin_config()
-    offers = [
-        OfferConfig(
-            network="nosana",
-            gpu_product=PRODUCT,
-            memory_gi_b=24,
-            usd_per_gpu_hour=Decimal("0.29"),
-            available=1,
-        )
-    ]
-    running = await start_standins(config.model_copy(update={"offers": offers}))
-    try:
+    async for running in _one_market(1):
         yield running
-    finally:
-        await running.close()
 
 
 async def test_an_empty_node_list_is_trusted_once_the_market_has_listed_nodes(
