@@ -173,9 +173,18 @@ def main() -> int:
         )
         created = 0
         alive = 0
+        per_market: dict[str, tuple[int, int]] = {}
         for market in MARKETS:
             stats = harness.control(market, "/_stats")
-            created += len(stats.get("created") or {})
+            made = len(stats.get("created") or {})
+            recorded = sum(
+                1
+                for s in found.values()
+                for a in s.get("attempts") or []
+                if a.get("provider") == f"{PREFIX}{market}" and a.get("externalId")
+            )
+            per_market[market] = (made, recorded)
+            created += made
             alive += sum(
                 1
                 for phase in (stats.get("jobs") or {}).values()
@@ -192,6 +201,14 @@ def main() -> int:
             f"(remote jobs created {created}, external attempts recorded {external_attempts})"
         )
         print(f"left running: {alive}")
+        print(f"per network (remote jobs created, attempts recorded): {per_market}")
+        unrecorded = [
+            (n, a.get("provider"), a.get("reason"))
+            for n, s in found.items()
+            for a in s.get("attempts") or []
+            if a.get("backend") == "External" and not a.get("externalId")
+        ]
+        print(f"external attempts that ended before their remote id was recorded: {unrecorded}")
         # While an operator runs, so that finalizers are honoured and nothing is left.
         kubectl("delete", "namespace", ns, "--timeout=600s", check=False, timeout=700)
     finally:
