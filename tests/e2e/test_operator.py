@@ -427,7 +427,15 @@ def test_a_burst_against_a_budget_dispatches_exactly_what_fits(stack: Any, names
     assert Decimal(status["remaining"]) == limit - committed
     header = kubectl("get", "rp", "default", "-n", namespace).stdout.splitlines()[0].split()
     assert header[:5] == ["NAME", "LIMIT", "COMMITTED", "SPENT", "REMAINING"]
-    # Deleting the jobs gives no budget back.
+    # Deleting the jobs gives no budget back: once they have cost something, delete them.
+    wait_for(
+        "spend accrued by the running jobs",
+        lambda: (
+            Decimal((get("rp", "default", namespace).get("status") or {}).get("spent") or 0) > 0
+        ),
+        timeout=90,
+    )
+    status = get("rp", "default", namespace)["status"]
     spent_before = Decimal(status["spent"])
     running = [n for n, s in statuses.items() if s.get("attempts")]
     kubectl("delete", "ij", *running, "-n", namespace, "--timeout=60s")

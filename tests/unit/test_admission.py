@@ -140,7 +140,8 @@ class Cluster:
                 adapter=FakeNetwork(provider, self.api.log),
                 offers=tuple(o for o in offers if o.provider == provider),
                 ready=True,
-                refreshed=NOW - timedelta(minutes=1),
+                # Now, not the module's NOW: offers older than 3 refresh intervals are stale.
+                refreshed=datetime.now(UTC) - timedelta(seconds=1),
             )
         self.runtime = self.restart()
 

@@ -28,8 +28,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.persistence.finalizer = FINALIZER
     # Keep Kopf's bookkeeping in annotations under our group, out of the users' status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hybridgpu.dev")
+    # No handler here reacts to spec diffs (no on.create/update), so the spec is left out of
+    # Kopf's last-handled-configuration: a copy of a large spec in an annotation made every
+    # patch of such a job fail with 422 (annotations are capped at 256 KiB in all).
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="hybridgpu.dev", key="last-handled-configuration"
+        prefix="hybridgpu.dev", key="last-handled-configuration", ignored_fields=["spec"]
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
