@@ -407,10 +407,11 @@ def test_a_deleted_jobs_spend_stays_in_the_ledger_and_is_folded_once_it_is_gone(
     assert Decimal(later["committed"]) == 0
 
 
-async def run_limits(
+async def _run_limits(
     spec: dict[str, Any], policy_spec: dict[str, Any], cost: str
 ) -> dict[str, Any]:
-    """A running external job whose network reports ``cost`` accrued so far."""
+    """A running external job whose network reports ``cost`` accrued so far (with the spend
+    check reading the jobs afresh each step, not its 2 s cache)."""
     cluster = Cluster(
         policy_spec={"inCluster": {"enabled": False}, **policy_spec},
         offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=100),),
@@ -425,6 +426,17 @@ async def run_limits(
         await asyncio.sleep(1.2)
     await cluster.runtime.work(uid)
     return cluster.api.jobs["j0000"]["status"]
+
+
+async def run_limits(
+    spec: dict[str, Any], policy_spec: dict[str, Any], cost: str
+) -> dict[str, Any]:
+    """``_run_limits`` with the spend check reading the jobs afresh at each step."""
+    cached, jobloop.SPENT_CACHE_SECONDS = jobloop.SPENT_CACHE_SECONDS, -1.0
+    try:
+        return await _run_limits(spec, policy_spec, cost)
+    finally:
+        jobloop.SPENT_CACHE_SECONDS = cached
 
 
 async def test_running_work_past_max_cost_is_cancelled_and_the_job_fails_saying_so() -> None:
@@ -527,3 +539,23 @@ def test_pods_created_a_moment_ago_are_a_queue_that_fits_not_a_reason_to_wait() 
     full = pool("A", allocatable=1000, in_use=800, queued=300, release_seconds=(7200.0,) * 200)
     d = decide(job(placement="InCluster", estimatedDuration="2h"), policy(), snapshot((full,)))
     assert (d.outcome, d.reason) == ("Wait", "QueueTooLong")
+
+
+def test_the_spend_check_of_running_jobs_sums_the_jobs_once_per_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = Cluster(policy_spec={"budget": {"limit": "2.00"}})
+    calls: list[int] = []
+    real = cluster.runtime.holdings
+
+    def counted() -> Holdings:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(cluster.runtime, "holdings", counted)
+    for _ in range(50):
+        assert cluster.runtime.spent("ns", "default") == 0
+    assert len(calls) == 1
+    monkeypatch.setattr(jobloop, "SPENT_CACHE_SECONDS", -1.0)
+    cluster.runtime.spent("ns", "default")
+    assert len(calls) == 2

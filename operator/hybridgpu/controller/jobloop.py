@@ -48,6 +48,8 @@ MAX_FAILURES = 8
 5 min: about 20 minutes), so one job's bug never loops forever or takes others down."""
 WORKERS = 16
 DELETED_GRACE = 120.0
+SPENT_CACHE_SECONDS = 2.0
+"""Running attempts are capped on spend this stale at most (polls are 5 s apart anyway)."""
 
 _KEPT_META = (
     "name",
@@ -105,6 +107,7 @@ class JobRuntime:
         self.events = EventPoster(kube.post_event)
         self.failures: dict[str, int] = {}
         self._parsed: dict[PolicyKey, tuple[str, RoutingPolicySpec]] = {}
+        self._recent: tuple[float, Holdings | None] = (0.0, None)
         self.admission = Admission(
             deps=self.deps,
             bodies=self.cache.get,
@@ -224,9 +227,18 @@ class JobRuntime:
         if policy is None:
             return None
         now = datetime.now(UTC)
-        return self.holdings().spent(
+        return self.recent_holdings().spent(
             (namespace, name), self.period_start((namespace, name), policy, now)
         )
+
+    def recent_holdings(self) -> Holdings:
+        """``holdings()`` at most SPENT_CACHE_SECONDS old. Every poll of a running external
+        job checks its policy's spend; summing all jobs for each poll made that O(jobs²)."""
+        at, held = self._recent
+        if held is None or time.monotonic() - at > SPENT_CACHE_SECONDS:
+            held = self.holdings()
+            self._recent = (time.monotonic(), held)
+        return held
 
     def world(self) -> World:
         now = datetime.now(UTC)
