@@ -212,10 +212,18 @@ def main() -> int:
         # While an operator runs, so that finalizers are honoured and nothing is left.
         kubectl("delete", "namespace", ns, "--timeout=600s", check=False, timeout=700)
     finally:
+        for market in MARKETS:
+            kubectl(
+                "delete",
+                "cp",
+                f"{PREFIX}{market}",
+                "--ignore-not-found",
+                "--timeout=60s",
+                check=False,
+                timeout=90,
+            )
         operator.kill()
         standins.kill()
-        for market in MARKETS:
-            kubectl("delete", "cp", f"{PREFIX}{market}", "--ignore-not-found", "--wait=false")
     return 0
 
 

@@ -105,6 +105,35 @@ async def test_submit_is_idempotent_per_key(standins: Standins, network: str) ->
         assert set(stats["submissions"].values()) == {1}
 
 
+@pytest.mark.parametrize("network", CONTAINER_NETWORKS)
+async def test_find_by_key_returns_what_submit_created_and_creates_nothing(
+    standins: Standins, network: str
+) -> None:
+    adapter = adapter_for(standins, network)
+    job = job_spec(network)
+    cap = Decimal("5")
+    try:
+        ref = await submit(adapter, network, "found-key", cap=cap, job=job)
+        found = await adapter.find(
+            job,
+            idempotency_key="found-key",
+            gpu_product=product_for(network),
+            max_price_per_gpu_hour=cap,
+        )
+        missing = await adapter.find(
+            job,
+            idempotency_key="never-submitted",
+            gpu_product=product_for(network),
+            max_price_per_gpu_hour=cap,
+        )
+    finally:
+        await adapter.aclose()
+    assert found is not None and found.id == ref.id
+    assert missing is None
+    stats = await control(standins, network, "/_stats")
+    assert len(stats["created"]) == 1
+
+
 @pytest.mark.parametrize("network", ALL)
 async def test_cancel_stops_the_job_and_is_idempotent(standins: Standins, network: str) -> None:
     standins.states[network].config.request_latency_seconds = 0.05  # type: ignore[index]

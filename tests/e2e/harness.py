@@ -295,8 +295,36 @@ def install_providers(prefix: str) -> None:
         f"--from-literal=apiKey={CREDENTIAL}",
         check=False,
     )
-    text = "\n---\n".join(json.dumps(d) for d in provider_manifests(prefix))
+    manifests = provider_manifests(prefix)
+    for doc in manifests:
+        clear_terminating("cp", doc["metadata"]["name"])
+    text = "\n---\n".join(json.dumps(d) for d in manifests)
     kubectl("apply", "-f", "-", input=text)
+
+
+def clear_terminating(kind: str, name: str, namespace: str | None = None) -> None:
+    """Let a leftover object that is being deleted go, so that applying it creates it anew.
+
+    An apply onto an object with a deletionTimestamp succeeds and changes nothing: the next
+    operator then releases the finalizer and the object vanishes under the test (the chaos
+    benchmark lost every ComputeProvider this way after a run that ended with its operator
+    already stopped).
+    """
+    obj = get(kind, name, namespace)
+    if not (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return
+    where = ["-n", namespace] if namespace else []
+    kubectl(
+        "patch",
+        kind,
+        name,
+        *where,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        check=False,
+    )
+    wait_for(f"{kind}/{name} gone", lambda: not get(kind, name, namespace), timeout=30)
 
 
 def get(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from hybridgpu.controller.registry import ProviderEntry, Registry
 from hybridgpu.kube import Conflict
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.errors import BadRequest, NetworkError, Unavailable
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -83,6 +84,10 @@ class FakeNetwork:
     state: str = "Running"
     price: Decimal | None = None
     crash_on_submit: bool = False
+    fail_after_create: NetworkError | None = None
+    """Raised by ``submit`` once the remote job exists (an answer lost after creation)."""
+    cancel_failures: int = 0
+    """How many of the next cancels fail."""
     accrued: Decimal = Decimal("0.05")
     submissions: list[tuple[str, Checkpoint | None]] = field(default_factory=list)
     created: dict[str, str] = field(default_factory=dict)
@@ -106,7 +111,21 @@ class FakeNetwork:
         if self.crash_on_submit:
             raise Crash
         remote = self.created.setdefault(idempotency_key, f"{self.name}-{len(self.created) + 1}")
+        if self.fail_after_create is not None:
+            raise self.fail_after_create
         return RemoteRef(self.name, remote, idempotency_key)
+
+    async def find(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+    ) -> RemoteRef | None:
+        self.log.append(f"find {self.name} {idempotency_key}")
+        remote = self.created.get(idempotency_key)
+        return None if remote is None else RemoteRef(self.name, remote, idempotency_key)
 
     async def status(self, ref: RemoteRef) -> RemoteStatus:
         self.log.append(f"status {ref.id}")
@@ -120,6 +139,9 @@ class FakeNetwork:
         )
 
     async def cancel(self, ref: RemoteRef) -> None:
+        if self.cancel_failures > 0:
+            self.cancel_failures -= 1
+            raise Unavailable(self.name, "502 from the network")
         self.cancelled.append(ref.id)
 
     async def list_offers(self) -> list[ExternalOffer]:
@@ -404,3 +426,53 @@ async def test_a_status_the_api_does_not_document_is_never_written() -> None:
     with pytest.raises(ValidationError):
         await step.save()
     assert "patch" not in world.log
+
+
+async def test_work_created_by_a_failed_submission_is_found_by_its_key_and_cancelled() -> None:
+    world = World()
+    world.networks["cheap"].fail_after_create = BadRequest("cheap", "422 after the create")
+    await world.step()
+    first = world.status["attempts"][0]
+    assert (first["outcome"], first.get("externalId")) == ("Failed", None)
+    # The id was never recorded, but the remote job exists: found by the key, then stopped.
+    assert "find cheap uid-7-1" in world.log
+    assert world.networks["cheap"].cancelled == ["cheap-1"]
+    assert "pendingCancels" not in world.status
+
+
+async def test_a_cancel_that_fails_is_owed_until_it_succeeds_even_after_the_job_ended() -> None:
+    world = World()
+    await world.step()  # routed and submitted to cheap
+    network = world.networks["cheap"]
+    network.state = "Succeeded"
+    network.cancel_failures = 2
+    delay = await world.step()  # done: the release of the instance fails
+    assert world.status["phase"] == "Succeeded"
+    owed = world.status["pendingCancels"]
+    assert [(o["provider"], o["id"], o["idempotencyKey"]) for o in owed] == [
+        ("cheap", "cheap-1", "uid-7-1")
+    ]
+    assert "502" in owed[0]["lastError"] and owed[0]["tries"] == 1
+    assert delay is not None  # a finished job with owed cancels is still worked on
+    delay = await world.step()  # the second failure: still owed, tries counted
+    assert world.status["pendingCancels"][0]["tries"] == 2
+    assert delay is not None
+    assert await world.step() is None  # the third try works: nothing owed, nothing more
+    assert network.cancelled == ["cheap-1"]
+    assert "pendingCancels" not in world.status
+    assert world.status["phase"] == "Succeeded"
+
+
+async def test_an_owed_cancel_on_a_deleted_provider_is_dropped_with_a_warning() -> None:
+    world = World()
+    await world.step()
+    world.networks["cheap"].state = "Succeeded"
+    world.networks["cheap"].cancel_failures = 1
+    await world.step()
+    assert world.status["pendingCancels"]
+    del world.registry.providers["cheap"]  # the ComputeProvider was deleted meanwhile
+    events: list[tuple[str, str, str]] = []
+    step = JobStep(copy.deepcopy(world.kube.obj), world.deps(), lambda *e: events.append(e))
+    assert await step.run() is None
+    assert "pendingCancels" not in world.status
+    assert [e[1] for e in events] == ["CancelImpossible"]

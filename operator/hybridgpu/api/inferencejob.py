@@ -357,6 +357,31 @@ class ExternalRef(StatusModel):
     """Progress checkpoint of a client-driven batch, so a restart resends nothing completed."""
 
 
+class PendingCancel(StatusModel):
+    """Remote work the operator still has to stop: its cancel failed or its id is unknown.
+
+    The job keeps its finalizer until the list is empty, so work that bills by the hour is
+    never left running by a job that ended or was deleted.
+    """
+
+    provider: str
+    """ComputeProvider name."""
+    idempotency_key: str
+    """The attempt's key: finds the remote work when its id was never recorded."""
+    id: str = ""
+    """The network's id, when it was recorded."""
+    attempt: int = 0
+    """The attempt the work belongs to."""
+    gpu_product: str = ""
+    """GPU product of the attempt (some networks find work by what was submitted)."""
+    since: datetime | None = None
+    """When the cancel was first owed."""
+    tries: int = 0
+    """Cancels tried so far."""
+    last_error: Annotated[str, StringConstraints(max_length=512)] = ""
+    """Why the last try failed (redacted network text)."""
+
+
 class Attempt(StatusModel):
     """One try at running the job; failover adds another."""
 
@@ -439,6 +464,8 @@ class InferenceJobStatus(StatusModel):
     """When the job first started running."""
     completion_time: datetime | None = None
     """When the job reached Succeeded or Failed."""
+    pending_cancels: list[PendingCancel] = Field(default_factory=list, max_length=32)
+    """Remote work still to be stopped (retried until done; the job's deletion waits)."""
 
 
 class InferenceJob(ApiModel):

@@ -127,7 +127,7 @@ class JobRuntime:
         meta = job["metadata"]
         uid = str(meta.get("uid") or "")
         self.names[(str(meta.get("namespace")), str(meta.get("name")))] = uid
-        if cond.is_terminal(job["status"]):
+        if cond.is_terminal(job["status"]) and not job["status"].get("pendingCancels"):
             charges = job_charges(job)
             if charges:
                 self.finished[uid] = charges

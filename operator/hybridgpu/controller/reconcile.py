@@ -45,6 +45,8 @@ POLL_IN_CLUSTER = 30.0
 """In-cluster attempts are tracked on their Pod and batch/v1 Job watch events; this poll is a
 backstop only."""
 RETRY_SOON = 5.0
+CANCEL_RETRY = 30.0
+"""Seconds between tries of owed cancels (``status.pendingCancels``)."""
 
 Emit = Callable[[str, str, str], None]
 """(type Normal|Warning, reason, message) -> posts an Event on the job."""
@@ -186,7 +188,20 @@ class JobStep:
     # -- the step -------------------------------------------------------------------------
 
     async def run(self) -> float | None:
-        """Do one step; return seconds until the next, or None when the job is final."""
+        """Do one step; return seconds until the next, or None when the job is final.
+
+        A job is final only once no cancel is owed: until then it is retried every
+        ``CANCEL_RETRY`` seconds, even after it ended.
+        """
+        if self.status.get("pendingCancels"):
+            await self.settle_cancels()
+            await self.save()
+        delay = await self.step()
+        if delay is None and self.status.get("pendingCancels"):
+            return CANCEL_RETRY
+        return delay
+
+    async def step(self) -> float | None:
         if cond.is_terminal(self.status):
             return None
         try:
@@ -662,7 +677,13 @@ class JobStep:
     # -- shared endings -------------------------------------------------------------------
 
     async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
-        """Stop the attempt's work wherever it runs; failures here are logged, not fatal."""
+        """Stop the attempt's work wherever it runs.
+
+        Remote work is cancelled by its id or, when the id was never recorded (a crash or an
+        error between creating it and writing the id), found by the attempt's idempotency
+        key. A cancel that cannot be done now is owed in ``status.pendingCancels`` and retried
+        by later steps; the job's finalizer waits for it.
+        """
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
         if attempt.get("backend") == "InCluster":
@@ -670,16 +691,100 @@ class JobStep:
             await self.deps.kube.delete_batch_job(self.namespace, name)
             wakeup.notify(freed_place(attempt))
             return
-        entry = self.deps.registry.providers.get(attempt.get("provider", ""))
-        ref = self.remote_ref(attempt)
-        if entry is None or ref is None:
-            return
-        entry.active_jobs.discard(self.uid)
+        provider = attempt.get("provider", "")
+        entry = self.deps.registry.providers.get(provider)
+        if entry is not None:
+            entry.active_jobs.discard(self.uid)
         wakeup.notify(freed_place(attempt))
+        ref = self.remote_ref(attempt)
+        number = int(attempt.get("attempt") or 0)
+        owed: dict[str, Any] = {
+            "provider": provider,
+            "idempotencyKey": ref.idempotency_key if ref else self.attempt_key(number),
+            "id": ref.id if ref else str(attempt.get("externalId") or ""),
+            "attempt": number,
+            "gpuProduct": attempt.get("gpuProduct", ""),
+            "since": cond.timestamp(self.now),
+            "tries": 0,
+        }
+        if not await self.try_cancel(owed):
+            self.owe_cancel(owed)
+
+    def attempt_key(self, number: int) -> str:
+        """The idempotency key of attempt ``number`` (as ``prepare_dispatch`` makes it)."""
+        ref = self.status.get("externalRef") or {}
+        if ref.get("attempt") == number and ref.get("idempotencyKey"):
+            return str(ref["idempotencyKey"])
+        return f"{self.uid}-{number}"
+
+    def owe_cancel(self, owed: dict[str, Any]) -> None:
+        pending = self.status.setdefault("pendingCancels", [])
+        if not any(p.get("idempotencyKey") == owed["idempotencyKey"] for p in pending):
+            pending.append(owed)
+            self.emit(
+                "Warning",
+                "CancelOwed",
+                f"could not stop attempt {owed['attempt']} on {owed['provider']} yet "
+                f"({owed.get('lastError') or 'retrying'}); retried until it is",
+            )
+
+    async def try_cancel(self, owed: dict[str, Any]) -> bool:
+        """One try at stopping owed remote work; True when nothing of it is left to stop."""
+        provider = str(owed.get("provider") or "")
+        entry = self.deps.registry.providers.get(provider)
+        if entry is None:
+            if self.deps.provider_exists(provider):
+                owed["lastError"] = "the provider's adapter is not set up yet"
+                return False
+            self.emit(
+                "Warning",
+                "CancelImpossible",
+                f"attempt {owed.get('attempt')}: ComputeProvider {provider} is gone; any work "
+                f"left under key {owed.get('idempotencyKey')} must be stopped on the network",
+            )
+            return True
+        key = str(owed.get("idempotencyKey") or "")
         try:
-            await entry.adapter.cancel(ref)
+            ref: RemoteRef | None
+            if owed.get("id"):
+                ref = RemoteRef(provider, str(owed["id"]), key)
+            else:
+                spec = InferenceJobSpec.model_validate(self.raw_spec)
+                policy = self.deps.policy(self.namespace, spec.policy_ref)
+                ref = await entry.adapter.find(
+                    spec,
+                    idempotency_key=key,
+                    gpu_product=str(owed.get("gpuProduct") or ""),
+                    max_price_per_gpu_hour=_cap(spec, policy),
+                )
+            if ref is not None:
+                await entry.adapter.cancel(ref)
         except neterr.NetworkError as exc:
-            log.warning("cancelling %s on %s failed: %s", ref.id, entry.name, exc.message)
+            owed["tries"] = int(owed.get("tries") or 0) + 1
+            owed["lastError"] = exc.message[:512]
+            log.warning(
+                "%s/%s: cancelling attempt %s on %s failed: %s",
+                self.namespace,
+                self.name,
+                owed.get("attempt"),
+                provider,
+                exc.message,
+            )
+            return False
+        except ValidationError:
+            return True  # a spec that does not parse was never submitted
+        return True
+
+    async def settle_cancels(self) -> int:
+        """Retry every owed cancel; the number still owed."""
+        pending = self.status.get("pendingCancels") or []
+        left = [dict(p) for p in pending]
+        left = [p for p in left if not await self.try_cancel(p)]
+        if left:
+            self.status["pendingCancels"] = left
+        else:
+            self.status.pop("pendingCancels", None)
+        return len(left)
 
     def end_attempt(self, attempt: dict[str, Any], outcome: str, reason: str, message: str) -> None:
         attempt.update(

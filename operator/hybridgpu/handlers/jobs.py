@@ -12,7 +12,7 @@ import kopf
 from hybridgpu.api.common import GROUP, VERSION
 from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.ledger_writes import retire_job_spend
-from hybridgpu.controller.reconcile import JobStep
+from hybridgpu.controller.reconcile import CANCEL_RETRY, JobStep
 from hybridgpu.jobs.conditions import is_terminal
 
 
@@ -54,13 +54,17 @@ async def cleanup_job(
     then let the object go."""
     runtime: JobRuntime = memo.jobs
     fresh = await memo.kube.get_job(namespace or "", name) or dict(body)
-    status = fresh.get("status") or {}
-    if not is_terminal(status):
-        step = JobStep(fresh, runtime.deps(), lambda *_: None)
-        current = step.active_attempt()
-        if current is not None:
-            await step.cancel_attempt(current)
-            logger.info(
-                "cancelled attempt %s on %s", current.get("attempt"), current.get("provider")
-            )
+    step = JobStep(fresh, runtime.deps(), runtime.events.emit_for(fresh))
+    current = None if is_terminal(step.status) else step.active_attempt()
+    if current is not None:
+        await step.cancel_attempt(current)
+        logger.info("cancelled attempt %s on %s", current.get("attempt"), current.get("provider"))
+    if step.status.get("pendingCancels") and await step.settle_cancels():
+        # Kept until the remote work is stopped: a deleted job must not leave it billing.
+        await step.save()
+        raise kopf.TemporaryError(
+            f"{len(step.status['pendingCancels'])} remote cancels still owed "
+            "(status.pendingCancels); retrying",
+            delay=CANCEL_RETRY,
+        )
     await retire_job_spend(memo.kube, fresh)

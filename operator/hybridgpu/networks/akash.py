@@ -263,6 +263,13 @@ class AkashAdapter(ContainerAdapter):
                 return None
             skip += len(items)
 
+    async def lookup(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str | None:
+        """The deployment whose manifest version is the one ``start`` would create."""
+        _, manifest_hash = manifest_of(build_sdl(job, key, gpu_product, cap))
+        return await self._find(manifest_hash)
+
     async def start(
         self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
     ) -> str:

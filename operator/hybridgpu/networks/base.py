@@ -138,6 +138,20 @@ class NetworkAdapter(Protocol):
         """Start the job (or find the one already started with this key)."""
         ...
 
+    async def find(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+    ) -> RemoteRef | None:
+        """The work created for this key, if any (never creates anything).
+
+        Finds what a crashed or failed submission may have left, so it can be cancelled.
+        """
+        ...
+
     async def status(self, ref: RemoteRef) -> RemoteStatus:
         """The job's state, progress and cost so far."""
         ...

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks.adapter import AdapterBase, bearer
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
@@ -224,6 +225,18 @@ class BatchAdapter(AdapterBase):
         batch = self.runner.start(key, bodies, send, checkpoint, prior_cost)
         self.note_submitted(ref)
         return ref, batch
+
+    async def find(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+    ) -> RemoteRef | None:
+        """The batch's handle: it is this process's own work, named by its key."""
+        del job, gpu_product, max_price_per_gpu_hour
+        return RemoteRef(self.name, f"batch-{idempotency_key}", idempotency_key)
 
     async def status(self, ref: RemoteRef) -> RemoteStatus:
         """The batch's progress; Lost when this process does not run it (resubmit)."""

@@ -174,6 +174,12 @@ class ContainerAdapter(AdapterBase):
         """Find the job created for ``key`` or create it; return its id on the network."""
         raise NotImplementedError
 
+    async def lookup(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str | None:
+        """The id of the job created for ``key``, if the network has one (creates nothing)."""
+        raise NotImplementedError
+
     async def confirm(self, ref: RemoteRef, job: InferenceJobSpec, cap: Decimal | None) -> None:
         """Check what was created (its price against ``cap``)."""
         raise NotImplementedError
@@ -208,6 +214,18 @@ class ContainerAdapter(AdapterBase):
             await self.cancel(ref)
             raise
         return ref
+
+    async def find(
+        self,
+        job: InferenceJobSpec,
+        *,
+        idempotency_key: str,
+        gpu_product: str,
+        max_price_per_gpu_hour: Decimal | None,
+    ) -> RemoteRef | None:
+        """The job created for the key, found the way ``start`` finds it."""
+        found = await self.lookup(job, idempotency_key, gpu_product, max_price_per_gpu_hour)
+        return None if found is None else RemoteRef(self.name, found, idempotency_key)
 
     async def status(self, ref: RemoteRef) -> RemoteStatus:
         """The network's state of the job, its progress and its cost so far."""

@@ -29,7 +29,7 @@ from hybridgpu.networks.bounds import (
 )
 from hybridgpu.networks.errors import MalformedAnswer, NetworkError
 
-GUARDED_METHODS = ("list_offers", "submit", "status", "cancel", "result")
+GUARDED_METHODS = ("list_offers", "submit", "find", "status", "cancel", "result")
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # json.JSONDecodeError, UnicodeDecodeError, int("abc"), pydantic errors
     TypeError,

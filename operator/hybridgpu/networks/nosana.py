@@ -179,6 +179,14 @@ class NosanaAdapter(ContainerAdapter):
                 return deployment
         return None
 
+    async def lookup(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str | None:
+        """The deployment named after the key."""
+        del job, gpu_product, cap
+        found = await self._find(deployment_name(key))
+        return None if found is None else str(found["id"])
+
     async def start(
         self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
     ) -> str:

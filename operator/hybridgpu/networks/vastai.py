@@ -166,6 +166,14 @@ class VastAdapter(ContainerAdapter):
                 return None
             params["after_token"] = json.dumps(token)
 
+    async def lookup(
+        self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
+    ) -> str | None:
+        """The instance labelled for the key."""
+        del job, gpu_product, cap
+        found = await self._find(key)
+        return None if found is None else str(found["id"])
+
     async def start(
         self, job: InferenceJobSpec, key: str, gpu_product: str, cap: Decimal | None
     ) -> str:
