@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -127,6 +127,33 @@ class Kube:
                 raise Conflict(f"{plural} {namespace}/{name} changed since it was read") from None
             raise
         return patched
+
+    async def get_peering_status(
+        self, name: str, namespaces: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """The peers of Kopf's peering ``name`` (cluster-wide, or merged over ``namespaces``);
+        None when no such peering object (or no peering CRD) exists."""
+        calls: list[tuple[Callable[..., Any], tuple[str, ...]]] = (
+            [(self._custom.get_cluster_custom_object, ("kopf.dev", "v1", "clusterkopfpeerings"))]
+            if not namespaces
+            else [
+                (self._custom.get_namespaced_custom_object, ("kopf.dev", "v1", ns, "kopfpeerings"))
+                for ns in namespaces
+            ]
+        )
+        peers: dict[str, Any] | None = None
+        for method, where in calls:
+            try:
+                found: dict[str, Any] = await self._call(method, *where, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            status = found.get("status")
+            peers = peers if peers is not None else {}
+            if isinstance(status, dict):
+                peers.update(status)
+        return peers
 
     async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A RoutingPolicy, or None when it is gone."""

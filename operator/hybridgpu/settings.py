@@ -17,6 +17,11 @@ class Settings:
     namespaces: list[str] = field(default_factory=list)
     """Namespaces to watch for InferenceJobs and RoutingPolicies; empty means all."""
     log_format: str = "json"
+    peer_identity: str = ""
+    """This process's Kopf peer id (set by `hybridgpu run`)."""
+    peering_name: str | None = None
+    """The Kopf peering whose verdict the operator's own loops follow; None: standalone."""
+    peering_priority: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -174,8 +174,20 @@ def main() -> int:
         created = 0
         alive = 0
         per_market: dict[str, tuple[int, int]] = {}
+        recorded_ids = {
+            str(a.get("externalId"))
+            for s in found.values()
+            for a in s.get("attempts") or []
+            if a.get("backend") == "External" and a.get("externalId")
+        }
+        unrecorded: dict[str, str] = {}
         for market in MARKETS:
             stats = harness.control(market, "/_stats")
+            for remote_id in stats.get("created") or {}:
+                if remote_id not in recorded_ids:
+                    unrecorded[f"{market}/{remote_id}"] = str(
+                        (stats.get("jobs") or {}).get(remote_id, "gone")
+                    )
             made = len(stats.get("created") or {})
             recorded = sum(
                 1
@@ -201,14 +213,19 @@ def main() -> int:
             f"(remote jobs created {created}, external attempts recorded {external_attempts})"
         )
         print(f"left running: {alive}")
+        print(
+            "remote jobs no attempt records (a submission that failed after the network "
+            f"created the work; found by key and stopped): {len(unrecorded)}, their phases: "
+            f"{sorted(set(unrecorded.values()))}"
+        )
         print(f"per network (remote jobs created, attempts recorded): {per_market}")
-        unrecorded = [
+        early = [
             (n, a.get("provider"), a.get("reason"))
             for n, s in found.items()
             for a in s.get("attempts") or []
             if a.get("backend") == "External" and not a.get("externalId")
         ]
-        print(f"external attempts that ended before their remote id was recorded: {unrecorded}")
+        print(f"external attempts that ended before their remote id was recorded: {early}")
         # While an operator runs, so that finalizers are honoured and nothing is left.
         kubectl("delete", "namespace", ns, "--timeout=600s", check=False, timeout=700)
     finally:

@@ -229,10 +229,16 @@ def running_stack(config: Path, prefix: str, operator: Process | None = None) ->
         standins.kill()
 
 
-def operator_process(kubeconfig: Path | None = None) -> Process:
+def operator_process(
+    kubeconfig: Path | None = None,
+    *extra: str,
+    name: str = "e2e-operator",
+    metrics_port: int = METRICS_PORT,
+    liveness_port: int = LIVENESS_PORT,
+) -> Process:
     """The operator as users run it; ``kubeconfig`` defaults to the cluster admin's."""
     return Process(
-        "e2e-operator",
+        name,
         [
             sys.executable,
             "-m",
@@ -241,11 +247,12 @@ def operator_process(kubeconfig: Path | None = None) -> Process:
             "--kubeconfig",
             str(kubeconfig or kubeconfig_path()),
             "--metrics-port",
-            str(METRICS_PORT),
+            str(metrics_port),
             "--liveness",
-            f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
+            f"http://127.0.0.1:{liveness_port}/healthz",
             "--log-format",
             "plain",
+            *extra,
         ],
     )
 

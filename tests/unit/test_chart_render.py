@@ -78,6 +78,7 @@ def test_defaults_render_one_recreate_deployment_of_hybridgpu_run() -> None:
     assert main["image"] == f"ghcr.io/hybridgpu/hybridgpu:{__version__}"
     assert "--liveness=http://0.0.0.0:8081/healthz" in main["args"]
     assert not any(a.startswith("--peering") for a in main["args"])
+    assert "--standalone" in main["args"]
     env = {e["name"]: e.get("value") for e in main["env"]}
     assert env["HYBRIDGPU_LOG_FORMAT"] == "json"
     assert env["HYBRIDGPU_METRICS_PORT"] == "8080"
@@ -141,6 +142,7 @@ def test_several_replicas_run_a_statefulset_peering_with_distinct_priorities() -
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     main = container(docs)
     assert f"--peering={RELEASE}-hybridgpu" in main["args"]
+    assert "--standalone" not in main["args"]
     assert "--priority=$(HYBRIDGPU_POD_INDEX)" in main["args"]
     index = next(e for e in main["env"] if e["name"] == "HYBRIDGPU_POD_INDEX")
     assert index["valueFrom"]["fieldRef"]["fieldPath"] == (

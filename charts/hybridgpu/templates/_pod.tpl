@@ -39,6 +39,9 @@ spec:
         # Distinct priorities from the StatefulSet ordinal: the highest one works, the rest wait.
         - --priority=$(HYBRIDGPU_POD_INDEX)
         {{- end }}
+        {{- else }}
+        # One replica and no peering objects installed: say so, rather than let Kopf look.
+        - --standalone
         {{- end }}
         {{- range .Values.operator.extraArgs }}
         - {{ . | quote }}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, cast
 
 from hybridgpu.settings import SETTINGS
 
@@ -36,7 +36,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--peering",
         default=None,
-        help="Kopf peering name for several replicas (default: standalone)",
+        help="Kopf peering name, required to exist (default: peering 'hybridgpu' when Kopf's "
+        "peering CRDs are installed, else standalone)",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="act without peering: only when no other replica can run",
     )
     parser.add_argument("--priority", type=int, default=0, help="Kopf peering priority")
     parser.add_argument("--log-format", choices=["json", "plain"], default=None)
@@ -62,13 +68,28 @@ def run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
     import hybridgpu.handlers  # noqa: F401 - registers the handlers with Kopf
+    from hybridgpu.controller.peering import DEFAULT_PEERING, own_identity
 
+    if args.standalone and args.peering:
+        raise SystemExit("hybridgpu run: --standalone and --peering exclude each other")
+    settings = kopf.OperatorSettings()
+    # Peering by default: Kopf uses it when its peering CRDs are installed (two replicas then
+    # pause one another), and runs standalone with a warning when they are not.
+    settings.peering.name = args.peering or DEFAULT_PEERING
+    settings.peering.mandatory = args.peering is not None
+    settings.peering.standalone = args.standalone
+    settings.peering.priority = args.priority
+    identity = own_identity()
+    # The operator's own loops pause with Kopf (controller/peering.py): they need to know
+    # which peer they are and by which rule to stand by.
+    SETTINGS.peer_identity = identity
+    SETTINGS.peering_name = None if args.standalone else settings.peering.name
+    SETTINGS.peering_priority = args.priority
     kopf.run(
+        settings=settings,
+        identity=cast(Any, identity),  # Kopf's Identity is a NewType of str
         clusterwide=not SETTINGS.namespaces,
         namespaces=SETTINGS.namespaces,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0

@@ -110,7 +110,10 @@ class Admission:
         done: Callable[[str, dict[str, object] | None, float | None], None],
         reread: Callable[[str, str, str], Awaitable[None]],
         priority: Callable[[str, str], int] = lambda _ns, _name: 0,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._gate = gate
+        """Awaited before each cycle: no decision is made while this process is paused."""
         self._deps = deps
         self._bodies = bodies
         self._world = world
@@ -142,6 +145,8 @@ class Admission:
         while True:
             await self._event.wait()
             await asyncio.sleep(BATCH_WINDOW)
+            if self._gate is not None:
+                await self._gate()
             self._event.clear()
             uids, self._pending = self._pending, set()
             try:

@@ -30,6 +30,7 @@ from hybridgpu.controller.claims import (
 from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
 from hybridgpu.controller.events import EventPoster
 from hybridgpu.controller.jobcache import JobCache
+from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.periods import period_start
 from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.registry import Registry
@@ -38,6 +39,7 @@ from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Conflict, Kube
+from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.requests import load_request_items
 from hybridgpu.routing.snapshot import Snapshot
 
@@ -93,7 +95,15 @@ class Inventory:
 
 
 class JobRuntime:
-    def __init__(self, kube: Kube, registry: Registry, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        registry: Registry,
+        inventory: Inventory,
+        gate: PeeringGate | None = None,
+    ) -> None:
+        self.gate = gate or PeeringGate(identity="", priority=0, read=None)
+        self.gate.on_pause.append(self.stop_local_work)
         self.kube = kube
         self.registry = registry
         self.inventory = inventory
@@ -103,7 +113,7 @@ class JobRuntime:
         self.names: dict[tuple[str, str], str] = {}
         self.deleted: dict[str, tuple[float, tuple[Charge, ...]]] = {}
         """uid -> (when, charges) of jobs deleted in the last DELETED_GRACE seconds."""
-        self.queue = WorkQueue(self.work, workers=WORKERS)
+        self.queue = WorkQueue(self.work, workers=WORKERS, gate=self.gate.wait)
         self.events = EventPoster(kube.post_event)
         self.failures: dict[str, int] = {}
         self._parsed: dict[PolicyKey, tuple[str, RoutingPolicySpec]] = {}
@@ -116,6 +126,7 @@ class JobRuntime:
             done=self.done,
             reread=self.reread,
             priority=self.priority,
+            gate=self.gate.wait,
         )
         registry.wakeup.listeners.append(self.admission.wake)
 
@@ -360,4 +371,17 @@ class JobRuntime:
             return
 
     async def run(self) -> None:
-        await asyncio.gather(self.queue.run(), self.admission.run(), self.events.run())
+        await asyncio.gather(
+            self.queue.run(), self.admission.run(), self.events.run(), self.gate.run()
+        )
+
+    async def stop_local_work(self) -> None:
+        """This process was paused for a peer: stop the batches it sends itself.
+
+        The peer that now acts resubmits them from their checkpoints; forgetting the keys
+        makes this process do the same should it act again.
+        """
+        for entry in list(self.registry.providers.values()):
+            if isinstance(entry.adapter, BatchAdapter):
+                await entry.adapter.stop_all()
+        self.registry.submitted.clear()

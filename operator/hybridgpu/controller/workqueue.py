@@ -22,8 +22,16 @@ Handler = Callable[[str], Awaitable[float | None]]
 
 
 class WorkQueue:
-    def __init__(self, handler: Handler, *, workers: int = 16) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        workers: int = 16,
+        gate: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._handler = handler
+        self._gate = gate
+        """Awaited before each job is taken: holds the workers while this process is paused."""
         self._workers = workers
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, float] = {}
@@ -68,6 +76,8 @@ class WorkQueue:
 
     async def _worker(self) -> None:
         while True:
+            if self._gate is not None:
+                await self._gate()
             # Cleared before looking, so a job scheduled meanwhile ends the wait at once.
             self._changed.clear()
             item = self._pop_due()

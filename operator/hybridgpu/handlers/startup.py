@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.metrics import PhaseTally
+from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.inventory.pools import index_values
@@ -49,8 +50,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     if SETTINGS.metrics_port:
         start_http_server(SETTINGS.metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
     memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
-    memo.jobs = JobRuntime(memo.kube, memo.registry, _inventory(memo, kwargs))
+    memo.jobs = JobRuntime(memo.kube, memo.registry, _inventory(memo, kwargs), _gate(memo.kube))
     memo.jobs_task = asyncio.create_task(memo.jobs.run())
+
+
+def _gate(kube: Kube) -> PeeringGate:
+    """Pauses the operator's own loops when Kopf's peering rule pauses this process."""
+    name = SETTINGS.peering_name
+    if name is None:
+        return PeeringGate(identity=SETTINGS.peer_identity, priority=0, read=None)
+    namespaces = list(SETTINGS.namespaces)
+
+    async def read() -> dict[str, Any] | None:
+        return await kube.get_peering_status(name, namespaces)
+
+    return PeeringGate(
+        identity=SETTINGS.peer_identity, priority=SETTINGS.peering_priority, read=read
+    )
 
 
 def _inventory(memo: kopf.Memo, indexes: dict[str, Any]) -> Inventory:

@@ -258,6 +258,11 @@ class BatchAdapter(AdapterBase):
             return None
         return batch.first_output[1]
 
+    async def stop_all(self) -> None:
+        """Stop and forget every batch of this process (another process takes them over)."""
+        await self.runner.aclose()
+        self.runner.batches.clear()
+
     async def aclose(self) -> None:
         """Stop background batches and close the client."""
         await self.runner.aclose()
