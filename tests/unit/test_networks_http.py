@@ -23,6 +23,7 @@ from hybridgpu.networks.http import (
     HttpPolicy,
     ProviderClient,
     Redactor,
+    bypassing_breaker,
     full_jitter,
     retry_after_seconds,
 )
@@ -144,6 +145,25 @@ async def test_breaker_opens_and_refuses_without_sending() -> None:
         await client.request("GET", "/x", retry=True)
     assert len(calls) == 3
     assert client.breaker.state == "Open"
+    await client.aclose()
+
+
+async def test_an_owed_cancel_is_sent_through_an_open_breaker() -> None:
+    client, calls, _ = client_for(
+        [httpx.Response(500)] * 3 + [httpx.Response(200, json={})],
+        HttpPolicy(max_attempts=1, failure_threshold=3),
+    )
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await client.request("GET", "/x", retry=True)
+    assert client.breaker.state == "Open"
+    with pytest.raises(CircuitOpen):  # outside, calls are refused unsent
+        await client.request("GET", "/x", retry=True)
+    assert len(calls) == 3
+    with bypassing_breaker():
+        response = await client.request("DELETE", "/instances/7/", retry=True)
+    assert response.status_code == 200 and calls[-1].method == "DELETE"
+    assert client.breaker.state == "Closed"  # the network answered: it is back
     await client.aclose()
 
 

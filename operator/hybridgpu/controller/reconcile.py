@@ -31,6 +31,7 @@ from hybridgpu.kube import Kube
 from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.checkpoint import Checkpoint
+from hybridgpu.networks.http import bypassing_breaker
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.snapshot import Snapshot
@@ -744,21 +745,23 @@ class JobStep:
             )
             return True
         key = str(owed.get("idempotencyKey") or "")
+        # Sent even through an open circuit: stopping the bill is worth one call.
         try:
-            ref: RemoteRef | None
-            if owed.get("id"):
-                ref = RemoteRef(provider, str(owed["id"]), key)
-            else:
-                spec = InferenceJobSpec.model_validate(self.raw_spec)
-                policy = self.deps.policy(self.namespace, spec.policy_ref)
-                ref = await entry.adapter.find(
-                    spec,
-                    idempotency_key=key,
-                    gpu_product=str(owed.get("gpuProduct") or ""),
-                    max_price_per_gpu_hour=_cap(spec, policy),
-                )
-            if ref is not None:
-                await entry.adapter.cancel(ref)
+            with bypassing_breaker():
+                ref: RemoteRef | None
+                if owed.get("id"):
+                    ref = RemoteRef(provider, str(owed["id"]), key)
+                else:
+                    spec = InferenceJobSpec.model_validate(self.raw_spec)
+                    policy = self.deps.policy(self.namespace, spec.policy_ref)
+                    ref = await entry.adapter.find(
+                        spec,
+                        idempotency_key=key,
+                        gpu_product=str(owed.get("gpuProduct") or ""),
+                        max_price_per_gpu_hour=_cap(spec, policy),
+                    )
+                if ref is not None:
+                    await entry.adapter.cancel(ref)
         except neterr.NetworkError as exc:
             owed["tries"] = int(owed.get("tries") or 0) + 1
             owed["lastError"] = exc.message[:512]
