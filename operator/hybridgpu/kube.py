@@ -21,6 +21,10 @@ CALL_THREADS = 32
 """Blocking client calls in flight at once. asyncio's default executor has cpu+4 threads
 (6 on two cores), which made a burst of 1,000 jobs queue for the API server."""
 
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for every call: without it a hung API server connection hangs the
+step, its worker and in the end every job loop, while the liveness probe stays green."""
+
 JOBS = "inferencejobs"
 POLICIES = "routingpolicies"
 PROVIDERS = "computeproviders"
@@ -52,13 +56,17 @@ class Conflict(Exception):
 class Kube:
     """The reads and writes the operator does outside Kopf's own patching."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT
+    ) -> None:
+        self._timeout = timeout
         self._pool = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="kube")
         self._custom = client.CustomObjectsApi(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", self._timeout)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
