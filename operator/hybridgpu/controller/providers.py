@@ -8,6 +8,7 @@ whose refreshes keep failing stops being offered its old prices.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,11 +120,11 @@ def offer_status(offer: ExternalOffer) -> dict[str, Any]:
 async def ensure_adapter(
     registry: Registry, kube: Kube, name: str, spec: ComputeProviderSpec, labels: dict[str, str]
 ) -> ProviderEntry:
-    """The registry entry for this provider, rebuilt when its spec changed."""
+    """The registry entry for this provider, rebuilt when its spec or its credential changed.
+
+    The Secret is read at every refresh, so a rotated key is used from the next refresh on.
+    """
     entry = registry.providers.get(name)
-    if entry is not None and entry.spec == spec:
-        entry.labels = labels
-        return entry
     credential = None
     ref = spec.credentials_secret_ref
     if ref is not None:
@@ -132,13 +133,27 @@ async def ensure_adapter(
             raise CredentialMissing(
                 f"spec.credentialsSecretRef: Secret {ref.namespace}/{ref.name} has no key {ref.key}"
             )
+    digest = hashlib.sha256(credential.encode()).hexdigest() if credential is not None else ""
+    if entry is not None and entry.spec == spec and entry.credential_digest == digest:
+        entry.labels = labels
+        return entry
     adapter = make_adapter(name, spec, credential)
     if entry is not None:
         await entry.adapter.aclose()
         active = entry.active_jobs
+        # The old adapter's client-driven batches stopped with it: their jobs' next steps
+        # submit them again, from their checkpoints, to the new one.
+        registry.submitted.clear()
     else:
         active = set()
-    entry = ProviderEntry(name=name, spec=spec, adapter=adapter, labels=labels, active_jobs=active)
+    entry = ProviderEntry(
+        name=name,
+        spec=spec,
+        adapter=adapter,
+        labels=labels,
+        active_jobs=active,
+        credential_digest=digest,
+    )
     registry.providers[name] = entry
     return entry
 

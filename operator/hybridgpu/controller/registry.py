@@ -46,6 +46,9 @@ class ProviderEntry:
     """Set when the ComputeProvider is being deleted: its jobs fail over, no new ones go."""
     active_jobs: set[str] = field(default_factory=set)
     """UIDs of InferenceJobs with work on this network now."""
+    credential_digest: str = ""
+    """SHA-256 of the credential the adapter was built with (never the credential itself):
+    a rotated Secret rebuilds the adapter."""
 
 
 class Registry:
