@@ -160,3 +160,33 @@ def test_server_time_reads_the_date_header() -> None:
     assert abs(server_time(undated) - time.time()) < 5
     garbled = httpx.Response(200, headers={"Date": "yesterday"})
     assert abs(server_time(garbled) - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    ("provider_tier", "offer_tier", "expected"),
+    [
+        ("verified", "community", "community"),  # a Nosana community market
+        ("community", "audited", "community"),  # an offer never outranks its provider
+        ("audited", None, "audited"),
+    ],
+)
+def test_an_offer_is_trusted_at_the_lower_of_its_tier_and_its_providers(
+    provider_tier: str, offer_tier: str | None, expected: str
+) -> None:
+    from hybridgpu.api.computeprovider import ComputeProviderSpec, TrustTier
+    from hybridgpu.networks.base import make_adapter
+    from hybridgpu.routing.snapshot import PerGPUHour
+
+    spec = ComputeProviderSpec.model_validate(
+        {"type": "vastai", "endpoint": "https://vast.test", "trustTier": provider_tier}
+    )
+    adapter = make_adapter("p", spec, None)
+    offer = adapter.offer(  # type: ignore[attr-defined]
+        "NVIDIA-GeForce-RTX-4090",
+        memory_bytes=24 * 2**30,
+        pricing=PerGPUHour(Decimal("0.3")),
+        available=1,
+        typical_start_seconds=30,
+        trust_tier=TrustTier(offer_tier) if offer_tier else None,
+    )
+    assert offer.trust_tier is TrustTier(expected)

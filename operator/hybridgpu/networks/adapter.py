@@ -111,7 +111,12 @@ class AdapterBase:
             pricing=pricing,
             available=available,
             region=region or self.spec.region,
-            trust_tier=trust_tier or self.spec.trust_tier,
+            # An offer is no more trusted than its provider, nor than the network says it is
+            # (a Nosana community market under a provider an admin marked verified).
+            trust_tier=min(
+                (t for t in (trust_tier, self.spec.trust_tier) if t is not None),
+                key=lambda t: t.rank,
+            ),
             start_latency_seconds=self.start_latency[0] or typical_start_seconds,
             error_rate=self.error_rate,
             carbon_intensity=self.spec.carbon_intensity,
