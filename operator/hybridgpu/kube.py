@@ -136,6 +136,27 @@ class Kube:
             raise
         return patched
 
+    async def set_job_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        """Replace an InferenceJob's finalizers, only on the version they were read from."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            patched: dict[str, Any] = await self._call(
+                self._custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                JOBS,
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"{JOBS} {namespace}/{name} changed since it was read") from None
+            raise
+        return patched
+
     async def get_peering_status(
         self, name: str, namespaces: Sequence[str]
     ) -> dict[str, Any] | None:

@@ -151,6 +151,36 @@ def test_overflow_goes_to_the_cheapest_feasible_network(stack: Any, namespace: s
     assert json.loads(events)["items"], "no Routed event"
 
 
+def test_only_jobs_with_work_out_hold_a_finalizer_so_namespaces_stay_deletable(
+    stack: Any, namespace: str
+) -> None:
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(namespace, "released", gpu=RTX4090)
+    _job(namespace, "never-fits", gpu={"count": 1, "products": ["NVIDIA-B300"]})
+    job = _final(namespace, "released")
+    assert job["status"]["phase"] == "Succeeded"
+    uid = job["metadata"]["uid"]
+    # Ended: its spend is in the policy's ledger first, then the finalizer goes.
+    wait_for(
+        "the finalizer released",
+        lambda: not get("ij", "released", namespace)["metadata"].get("finalizers"),
+        timeout=30,
+    )
+    policy = get("rp", "default", namespace)
+    assert uid in (policy.get("status") or {}).get("retired", {}), policy.get("status")
+    assert not policy["metadata"].get("finalizers")  # no finalizer on policies at all
+    waiting = _settled_status(namespace, "never-fits")
+    assert waiting["phase"] == "Pending"
+    assert not get("ij", "never-fits", namespace)["metadata"].get("finalizers")
+    # Neither needs the operator to be deleted (this is what `helm uninstall` leaves behind).
+    stack.kill(signal.SIGKILL)
+    try:
+        kubectl("delete", "ij", "released", "never-fits", "-n", namespace, "--timeout=20s")
+        kubectl("delete", "rp", "default", "-n", namespace, "--timeout=20s")
+    finally:
+        stack.start()
+
+
 def test_regions_are_never_broken(stack: Any, namespace: str) -> None:
     _policy(namespace, **EXTERNAL_ONLY)
     _job(

@@ -135,9 +135,9 @@ def test_the_lower_priority_peer_acts_only_after_the_higher_one_leaves(
                 timeout=120,
             )
             assert any("POST" in line for line in _network_calls(low.log, paused_at))
+            for name in first + second:
+                attempts = get("ij", name, namespace)["status"]["attempts"]
+                assert len(attempts) == 1, (name, attempts)  # never dispatched twice
             kubectl("delete", "ij", "--all", "-n", namespace, "--timeout=60s", check=False)
         finally:
             low.kill()
-    for name in first + second:
-        attempts = get("ij", name, namespace)["status"]["attempts"]
-        assert len(attempts) == 1, (name, attempts)

@@ -20,6 +20,7 @@ import pytest
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.controller import jobloop
 from hybridgpu.controller.claims import Holdings, Ledger, job_charges
+from hybridgpu.controller.finalizers import WORK_FINALIZER
 from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.ledger import account
 from hybridgpu.controller.reconcile import JobStep
@@ -43,6 +44,7 @@ class FakeApi:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     batch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     version: int = 1
 
     def add(self, name: str, spec: dict[str, Any], created: datetime = NOW) -> dict[str, Any]:
@@ -82,6 +84,40 @@ class FakeApi:
 
     async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.jobs.get(name))
+
+    async def get_policy(self, ns: str, name: str) -> dict[str, Any] | None:
+        policy = self.policies.setdefault(
+            (ns, name),
+            {"metadata": {"name": name, "namespace": ns, "resourceVersion": "1"}, "status": {}},
+        )
+        return copy.deepcopy(policy)
+
+    async def patch_policy_status(
+        self, ns: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        policy = self.policies[(ns, name)]
+        if (
+            resource_version is not None
+            and resource_version != policy["metadata"]["resourceVersion"]
+        ):
+            raise Conflict(name)
+        policy["status"].update(copy.deepcopy(patch))
+        policy["metadata"]["resourceVersion"] = str(int(policy["metadata"]["resourceVersion"]) + 1)
+        self.log.append(f"ledger {sorted(patch.get('retired') or {})}")
+        return copy.deepcopy(policy)
+
+    async def set_job_finalizers(
+        self, ns: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        obj = self.jobs[name]
+        if resource_version != obj["metadata"]["resourceVersion"]:
+            self.log.append(f"409 {name}")
+            raise Conflict(name)
+        obj["metadata"]["finalizers"] = list(finalizers)
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        self.log.append(f"finalizers {name} {finalizers}")
+        return copy.deepcopy(obj)
 
     async def post_event(self, ns: str, body: dict[str, Any]) -> None:
         self.log.append(f"event {body['reason']}")
@@ -500,11 +536,15 @@ async def test_a_step_that_keeps_failing_fails_its_job_not_the_operator(
 
     network.submit = broken  # type: ignore[method-assign]
     delays = [await cluster.runtime.work("uid-j0000") for _ in range(3)]
-    assert delays[:2] == [10.0, 20.0] and delays[2] is None
+    assert delays[:2] == [10.0, 20.0] and delays[2] == 0.0  # failed; next: let it go
     status = cluster.api.jobs["j0000"]["status"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "ReconcileError"
     assert "a bug in one adapter" in failed["message"]
+    assert WORK_FINALIZER in cluster.api.jobs["j0000"]["metadata"]["finalizers"]
+    assert await cluster.runtime.work("uid-j0000") is None
+    assert cluster.api.jobs["j0000"]["metadata"]["finalizers"] == []
+    assert "uid-j0000" not in cluster.runtime.cache  # ended and released: forgotten
 
 
 def test_a_policy_created_again_under_the_same_name_starts_with_nothing_spent() -> None:
@@ -559,3 +599,29 @@ def test_the_spend_check_of_running_jobs_sums_the_jobs_once_per_moment(
     monkeypatch.setattr(jobloop, "SPENT_CACHE_SECONDS", -1.0)
     cluster.runtime.spent("ns", "default")
     assert len(calls) == 2
+
+
+async def test_an_ended_job_retires_its_spend_then_lets_go_of_its_finalizer() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=10),),
+    )
+    waiting = cluster.api.add("waits", external_job(gpu={"count": 1, "products": ["none"]}))
+    cluster.runtime.observe(waiting)
+    await cluster.burst(1, external_job())
+    await cluster.runtime.admission.cycle(["uid-waits"])
+    job = cluster.api.jobs["j0000"]
+    assert job["metadata"]["finalizers"] == [WORK_FINALIZER]  # held from its dispatch on
+    assert not cluster.api.jobs["waits"]["metadata"].get("finalizers")  # a waiting job: none
+    network = cluster.registry.providers["akash"].adapter
+    network.state = "Succeeded"  # type: ignore[attr-defined]
+    for _ in range(6):
+        if await cluster.runtime.work("uid-j0000") is None:
+            break
+    assert job["status"]["phase"] == "Succeeded"
+    assert job["metadata"]["finalizers"] == []
+    retired = cluster.api.policies[("ns", "default")]["status"]["retired"]
+    assert Decimal(retired["uid-j0000"]["cost"]) == Decimal("0.05")
+    log = cluster.api.log
+    assert log.index("ledger ['uid-j0000']") < log.index("finalizers j0000 []")
+    assert "uid-j0000" not in cluster.runtime.cache

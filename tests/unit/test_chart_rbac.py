@@ -61,8 +61,8 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
         '@kopf.on.event(GROUP, VERSION, "inferencejobs")',
     ),
     ("hybridgpu.dev", "inferencejobs", "patch"): (
-        OPERATOR / "handlers/startup.py",
-        "settings.persistence.finalizer = FINALIZER",
+        OPERATOR / "kube.py",
+        "self._custom.patch_namespaced_custom_object,",
     ),
     ("hybridgpu.dev", "routingpolicies", "list"): (
         OPERATOR / "handlers/indexes.py",
@@ -70,7 +70,7 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
     ),
     ("hybridgpu.dev", "routingpolicies", "watch"): (
         OPERATOR / "handlers/policies.py",
-        '@kopf.timer(GROUP, VERSION, "routingpolicies"',
+        '@kopf.on.event(GROUP, VERSION, "routingpolicies")',
     ),
     ("hybridgpu.dev", "routingpolicies", "get"): (
         OPERATOR / "controller/ledger_writes.py",

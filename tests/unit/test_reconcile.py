@@ -59,6 +59,18 @@ class FakeKube:
         self.log.append("patch")
         return copy.deepcopy(self.obj)
 
+    async def set_job_finalizers(
+        self, ns: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        meta = self.obj["metadata"]
+        if resource_version != meta["resourceVersion"]:
+            self.log.append("conflict")
+            raise Conflict(f"{name} changed")
+        meta["finalizers"] = list(finalizers)
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        self.log.append("finalizer")
+        return copy.deepcopy(self.obj)
+
     async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         self.log.append(f"create {manifest['metadata']['name']}")
         self.jobs.setdefault(manifest["metadata"]["name"], copy.deepcopy(manifest))
@@ -248,7 +260,7 @@ async def test_the_intent_is_written_before_the_submission_and_survives_a_crash(
     world.networks["cheap"].crash_on_submit = True
     with pytest.raises(Crash):
         await world.step()
-    assert world.log[:2] == ["patch", "submit cheap uid-7-1"]
+    assert world.log[:3] == ["finalizer", "patch", "submit cheap uid-7-1"]
     assert world.status["externalRef"]["idempotencyKey"] == "uid-7-1"
     assert world.status["attempts"][0]["outcome"] == "Dispatching"
 

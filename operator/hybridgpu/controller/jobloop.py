@@ -29,7 +29,9 @@ from hybridgpu.controller.claims import (
 )
 from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
 from hybridgpu.controller.events import EventPoster
+from hybridgpu.controller.finalizers import holds, releasable, without
 from hybridgpu.controller.jobcache import JobCache
+from hybridgpu.controller.ledger_writes import retire_job_spend
 from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.periods import period_start
 from hybridgpu.controller.reconcile import Deps, JobStep
@@ -61,6 +63,7 @@ _KEPT_META = (
     "generation",
     "creationTimestamp",
     "deletionTimestamp",
+    "finalizers",
 )
 
 
@@ -138,7 +141,11 @@ class JobRuntime:
         meta = job["metadata"]
         uid = str(meta.get("uid") or "")
         self.names[(str(meta.get("namespace")), str(meta.get("name")))] = uid
-        if cond.is_terminal(job["status"]) and not job["status"].get("pendingCancels"):
+        if (
+            cond.is_terminal(job["status"])
+            and not job["status"].get("pendingCancels")
+            and not holds(job)
+        ):
             charges = job_charges(job)
             if charges:
                 self.finished[uid] = charges
@@ -305,6 +312,8 @@ class JobRuntime:
     def done(self, uid: str, written: Mapping[str, Any] | None, delay: float | None) -> None:
         if written is not None:
             self.observe(written)
+        if delay is None and releasable(self.cache.get(uid)):
+            delay = 0.0
         if delay is not None and uid in self.cache:
             self.queue.schedule(uid, delay)
 
@@ -319,6 +328,8 @@ class JobRuntime:
         body = self.cache.get(uid)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None  # gone, or being deleted: the finalizer's handler cleans up
+        if releasable(body):
+            return await self.release(body)
         step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
         if step.needs_admission() is not None:
             self.admission.request(uid)
@@ -333,7 +344,7 @@ class JobRuntime:
             delay = exc.delay
         except PermanentJobError as exc:
             await self.fail(uid, exc.reason, str(exc))
-            return None
+            return 0.0 if releasable(self.cache.get(uid)) else None
         except Exception as exc:
             count = self.failures.get(uid, 0) + 1
             self.failures[uid] = count
@@ -342,13 +353,37 @@ class JobRuntime:
             )
             if count >= MAX_FAILURES:
                 await self.fail(uid, "ReconcileError", f"{count} steps in a row failed: {exc}")
-                return None
+                return 0.0 if releasable(self.cache.get(uid)) else None
             delay = min(10.0 * 2 ** (count - 1), 300.0)
         else:
             self.failures.pop(uid, None)
         if step.written is not None:
             self.observe(step.written)
+        if delay is None and releasable(self.cache.get(uid)):
+            return 0.0  # ended: its spend goes to the ledger, then the finalizer goes
         return delay
+
+    async def release(self, body: dict[str, Any]) -> float | None:
+        """An ended job owes nothing: its spend into its policy's ledger, then let it go.
+
+        The ledger entry is keyed by the job's UID (written once, also when retried), and it
+        is written first: a job released before its spend is recorded could be deleted and
+        give its budget back.
+        """
+        meta = body["metadata"]
+        try:
+            await retire_job_spend(self.kube, body)
+            written = await self.kube.set_job_finalizers(
+                meta["namespace"], meta["name"], without(body), str(meta["resourceVersion"])
+            )
+        except Conflict:
+            await self.reread(meta["namespace"], meta["name"], str(meta["uid"]))
+            return 0.0
+        except Exception:
+            log.exception("%s/%s: releasing the finalizer failed", meta["namespace"], meta["name"])
+            return 30.0
+        self.observe(written)
+        return None
 
     async def fail(self, uid: str, reason: str, message: str) -> None:
         """End one job as Failed with its reason; its running work is cancelled first."""

@@ -25,6 +25,7 @@ from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
+from hybridgpu.controller.finalizers import WORK_FINALIZER
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube
@@ -350,6 +351,7 @@ class JobStep:
             await self.save()
             return plan.delay or 30.0
         assert plan.target is not None
+        await self.hold_finalizer()
         await self.save()  # the intent first: a crash from here on resumes this attempt
         if not self.deps.dispatch_inline:
             return 0.0
@@ -357,6 +359,24 @@ class JobStep:
         if plan.target.backend == "External":
             return await self.submit_external(spec, attempt)
         return await self.create_in_cluster(spec, attempt)
+
+    async def hold_finalizer(self) -> None:
+        """Before the first dispatch: the job may not vanish while work or spend is out.
+
+        Conditional on the version this step read, like every intent write: a job changed
+        meanwhile is re-read and decided again.
+        """
+        if WORK_FINALIZER in (self.meta.get("finalizers") or []):
+            return
+        assert self.rv is not None
+        written = await self.deps.kube.set_job_finalizers(
+            self.namespace,
+            self.name,
+            [*(self.meta.get("finalizers") or []), WORK_FINALIZER],
+            self.rv,
+        )
+        self.meta = written["metadata"]
+        self.rv = self.meta.get("resourceVersion")
 
     def prepare_wait(self, decision: RoutingDecision) -> None:
         previous = cond.find(self.conditions, cond.ROUTED)

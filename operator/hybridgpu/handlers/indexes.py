@@ -63,6 +63,26 @@ def routing_policies(
     return {(namespace or "", name): (dict(spec), str(meta.get("creationTimestamp", "")), ledger)}
 
 
+@kopf.index(GROUP, VERSION, "routingpolicies")
+def policy_objects(
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """What the accounting loop reads of each policy: spec, status and the versions."""
+    return {
+        (namespace or "", name): {
+            "spec": dict(spec),
+            "status": dict(status),
+            "generation": int(meta.get("generation") or 0),
+            "resourceVersion": str(meta.get("resourceVersion") or ""),
+        }
+    }
+
+
 @kopf.index(GROUP, VERSION, "computeproviders")
 def compute_providers(name: str, **_: Any) -> dict[str, bool]:
     return {name: True}

@@ -10,10 +10,12 @@ from typing import Any
 import kopf
 
 from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.controller.finalizers import holds, without
 from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.ledger_writes import retire_job_spend
 from hybridgpu.controller.reconcile import CANCEL_RETRY, JobStep
 from hybridgpu.jobs.conditions import is_terminal
+from hybridgpu.kube import Conflict
 
 
 @kopf.on.event(GROUP, VERSION, "inferencejobs")
@@ -41,7 +43,9 @@ async def observe_job(
         runtime.queue.schedule(uid, 0.0)
 
 
-@kopf.on.delete(GROUP, VERSION, "inferencejobs")
+# optional: Kopf adds no finalizer of its own; the job holds hybridgpu.dev/work only while
+# deleting it would lose remote work or spend (controller/finalizers.py).
+@kopf.on.delete(GROUP, VERSION, "inferencejobs", optional=True)
 async def cleanup_job(
     name: str,
     namespace: str | None,
@@ -68,3 +72,11 @@ async def cleanup_job(
             delay=CANCEL_RETRY,
         )
     await retire_job_spend(memo.kube, fresh)
+    if holds(fresh):
+        meta = fresh["metadata"]
+        try:
+            await memo.kube.set_job_finalizers(
+                namespace or "", name, without(fresh), str(step.rv or meta["resourceVersion"])
+            )
+        except Conflict:
+            raise kopf.TemporaryError("changed while being released; retrying", delay=1) from None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +18,8 @@ from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.ledger import account
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Conflict
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.event(GROUP, VERSION, "routingpolicies")
@@ -41,25 +46,49 @@ async def wake_deferred_jobs(
         memo.registry.wakeup.notify_all()
 
 
-@kopf.timer(GROUP, VERSION, "routingpolicies", interval=10.0, initial_delay=1.0)
-async def account_policy(
-    name: str,
-    namespace: str | None,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
+ACCOUNT_EVERY = 10.0
+"""Seconds between two passes over every policy's ledger."""
+
+
+async def account_policies(memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+    """Keep every RoutingPolicy's ledger in its status, from the operator's own loop.
+
+    Not a Kopf timer: Kopf puts a finalizer on every object a timer runs for, and a finalizer
+    on a policy makes its namespace undeletable while no operator runs (after an uninstall).
+    """
     runtime: JobRuntime = memo.jobs
-    job_targets: kopf.Index[tuple[str, str], str] = kwargs["job_targets"]
-    namespace = namespace or ""
+    objects: kopf.Index[tuple[str, str], dict[str, Any]] = indexes["policy_objects"]
+    targets: kopf.Index[tuple[str, str], str] = indexes["job_targets"]
+    while True:
+        await asyncio.sleep(ACCOUNT_EVERY)
+        await runtime.gate.wait()
+        for key, found in list(objects.items()):
+            body = next(iter(found), None)
+            if body is None:
+                continue
+            try:
+                await account_policy(memo, runtime, key, body, Counter(targets.get(key, [])))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one policy's trouble never stops the others' ledgers
+                log.exception("accounting RoutingPolicy %s/%s failed", *key)
+
+
+async def account_policy(
+    memo: kopf.Memo,
+    runtime: JobRuntime,
+    key: tuple[str, str],
+    body: Mapping[str, Any],
+    routed: Counter[str],
+) -> None:
+    namespace, name = key
+    status: dict[str, Any] = dict(body.get("status") or {})
     now = datetime.now(UTC)
-    generation = int(meta.get("generation") or 0)
-    version = str(meta.get("resourceVersion"))
+    generation = int(body.get("generation") or 0)
+    version = str(body.get("resourceVersion") or "")
     conditions = [dict(c) for c in status.get("conditions") or []]
     try:
-        policy = RoutingPolicySpec.model_validate(dict(spec))
+        policy = RoutingPolicySpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(["spec", *(str(p) for p in first["loc"])])
@@ -72,9 +101,9 @@ async def account_policy(
             generation=generation,
             now=now,
         )
-        await memo.kube.patch_policy_status(namespace, name, {"conditions": conditions})
+        if conditions != status.get("conditions"):
+            await memo.kube.patch_policy_status(namespace, name, {"conditions": conditions})
         return
-    key = (namespace, name)
     start = runtime.period_start(key, policy, now)
     gone = set()
     for uid, entry in (status.get("retired") or {}).items():
@@ -85,12 +114,12 @@ async def account_policy(
             gone.add(uid)
     patch = account(
         policy=policy,
-        status=dict(status),
+        status=status,
         holdings=runtime.holdings(),
         key=key,
         start=start,
         gone=gone,
-        routed=Counter(job_targets.get(key, [])),
+        routed=routed,
         generation=generation,
         now=now,
     )
@@ -98,4 +127,4 @@ async def account_policy(
         try:
             await memo.kube.patch_policy_status(namespace, name, patch, resource_version=version)
         except Conflict:
-            return  # changed meanwhile (a job's spend was retired): the next tick recomputes
+            return  # changed meanwhile (a job's spend was retired): the next pass recomputes

@@ -15,6 +15,7 @@ from hybridgpu.controller.metrics import PhaseTally
 from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
+from hybridgpu.handlers.policies import account_policies
 from hybridgpu.inventory.pools import index_values
 from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
 from hybridgpu.kube import Kube, load_client_config
@@ -52,6 +53,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
     memo.jobs = JobRuntime(memo.kube, memo.registry, _inventory(memo, kwargs), _gate(memo.kube))
     memo.jobs_task = asyncio.create_task(memo.jobs.run())
+    memo.accounting_task = asyncio.create_task(account_policies(memo, kwargs))
 
 
 def _gate(kube: Kube) -> PeeringGate:
@@ -106,7 +108,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("jobs_task", "telemetry_task"):
+    for name in ("jobs_task", "accounting_task", "telemetry_task"):
         task = memo.get(name)
         if task is not None:
             task.cancel()
