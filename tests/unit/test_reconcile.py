@@ -100,6 +100,7 @@ class FakeNetwork:
     """Raised by ``submit`` once the remote job exists (an answer lost after creation)."""
     cancel_failures: int = 0
     """How many of the next cancels fail."""
+    crash_on_cancel: bool = False
     accrued: Decimal = Decimal("0.05")
     submissions: list[tuple[str, Checkpoint | None]] = field(default_factory=list)
     created: dict[str, str] = field(default_factory=dict)
@@ -151,6 +152,8 @@ class FakeNetwork:
         )
 
     async def cancel(self, ref: RemoteRef) -> None:
+        if self.crash_on_cancel:
+            raise Crash
         if self.cancel_failures > 0:
             self.cancel_failures -= 1
             raise Unavailable(self.name, "502 from the network")
@@ -488,3 +491,23 @@ async def test_an_owed_cancel_on_a_deleted_provider_is_dropped_with_a_warning() 
     assert await step.run() is None
     assert "pendingCancels" not in world.status
     assert [e[1] for e in events] == ["CancelImpossible"]
+
+
+async def test_the_outcome_is_saved_before_the_remote_work_is_destroyed() -> None:
+    """A crash while destroying finished work: the restart knows it succeeded, runs it once."""
+    world = World()
+    await world.step()
+    network = world.networks["cheap"]
+    network.state = "Succeeded"
+    network.crash_on_cancel = True
+    with pytest.raises(Crash):
+        await world.step()
+    assert world.status["phase"] == "Succeeded"
+    assert [o["id"] for o in world.status["pendingCancels"]] == ["cheap-1"]
+    network.crash_on_cancel = False
+    network.state = "Lost"  # Vast.ai forgets destroyed instances: never asked again
+    world.registry.submitted.clear()  # a new process
+    assert await world.step() is None
+    assert network.cancelled == ["cheap-1"]
+    assert [k for k, _ in network.submissions] == ["uid-7-1"]
+    assert world.status["phase"] == "Succeeded" and "pendingCancels" not in world.status

@@ -398,6 +398,9 @@ class JobRuntime:
                     await step.cancel_attempt(current)
                     step.end_attempt(current, "Failed", reason, message)
                 await step.finish(False, reason, message)
+                if step.status.get("pendingCancels"):
+                    await step.settle_cancels()
+                    await step.save()
             except Conflict:
                 await self.reread(step.namespace, step.name, uid)
                 continue

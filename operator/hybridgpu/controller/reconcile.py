@@ -199,9 +199,16 @@ class JobStep:
             await self.settle_cancels()
             await self.save()
         delay = await self.step()
-        if delay is None and self.status.get("pendingCancels"):
-            return CANCEL_RETRY
-        return delay
+        if not self.status.get("pendingCancels"):
+            return delay
+        # The step ended work and saved that first (the cancels are owed in status): now
+        # stop it, and record what could not be stopped yet.
+        if any(not p.get("tries") for p in self.status["pendingCancels"]):
+            await self.settle_cancels(only_new=True)
+            await self.save()
+        if not self.status.get("pendingCancels"):
+            return delay
+        return CANCEL_RETRY if delay is None else min(delay, CANCEL_RETRY)
 
     async def step(self) -> float | None:
         if cond.is_terminal(self.status):
@@ -700,10 +707,14 @@ class JobStep:
     async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
         """Stop the attempt's work wherever it runs.
 
-        Remote work is cancelled by its id or, when the id was never recorded (a crash or an
-        error between creating it and writing the id), found by the attempt's idempotency
-        key. A cancel that cannot be done now is owed in ``status.pendingCancels`` and retried
-        by later steps; the job's finalizer waits for it.
+        Remote work is not stopped here: the cancel is owed in ``status.pendingCancels``, and
+        the step stops it once the status that ends the attempt is saved (``run``). Stopping
+        first would lose the outcome to a crash in between: Vast.ai forgets a destroyed
+        instance (the restarted operator would read the attempt as lost and run it again),
+        and an Akash deployment closed by us reads as finished. The remote work is cancelled
+        by its id or, when the id was never recorded (a crash or an error between creating
+        it and writing the id), found by the attempt's idempotency key; what cannot be
+        stopped yet stays owed and is retried; the job's finalizer waits for it.
         """
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
@@ -719,17 +730,17 @@ class JobStep:
         wakeup.notify(freed_place(attempt))
         ref = self.remote_ref(attempt)
         number = int(attempt.get("attempt") or 0)
-        owed: dict[str, Any] = {
-            "provider": provider,
-            "idempotencyKey": ref.idempotency_key if ref else self.attempt_key(number),
-            "id": ref.id if ref else str(attempt.get("externalId") or ""),
-            "attempt": number,
-            "gpuProduct": attempt.get("gpuProduct", ""),
-            "since": cond.timestamp(self.now),
-            "tries": 0,
-        }
-        if not await self.try_cancel(owed):
-            self.owe_cancel(owed)
+        self.owe_cancel(
+            {
+                "provider": provider,
+                "idempotencyKey": ref.idempotency_key if ref else self.attempt_key(number),
+                "id": ref.id if ref else str(attempt.get("externalId") or ""),
+                "attempt": number,
+                "gpuProduct": attempt.get("gpuProduct", ""),
+                "since": cond.timestamp(self.now),
+                "tries": 0,
+            }
+        )
 
     def attempt_key(self, number: int) -> str:
         """The idempotency key of attempt ``number`` (as ``prepare_dispatch`` makes it)."""
@@ -742,12 +753,6 @@ class JobStep:
         pending = self.status.setdefault("pendingCancels", [])
         if not any(p.get("idempotencyKey") == owed["idempotencyKey"] for p in pending):
             pending.append(owed)
-            self.emit(
-                "Warning",
-                "CancelOwed",
-                f"could not stop attempt {owed['attempt']} on {owed['provider']} yet "
-                f"({owed.get('lastError') or 'retrying'}); retried until it is",
-            )
 
     async def try_cancel(self, owed: dict[str, Any]) -> bool:
         """One try at stopping owed remote work; True when nothing of it is left to stop."""
@@ -785,6 +790,13 @@ class JobStep:
         except neterr.NetworkError as exc:
             owed["tries"] = int(owed.get("tries") or 0) + 1
             owed["lastError"] = exc.message[:512]
+            if owed["tries"] == 1:
+                self.emit(
+                    "Warning",
+                    "CancelOwed",
+                    f"could not stop attempt {owed.get('attempt')} on {provider} yet "
+                    f"({owed['lastError']}); retried until it is",
+                )
             log.warning(
                 "%s/%s: cancelling attempt %s on %s failed: %s",
                 self.namespace,
@@ -798,11 +810,12 @@ class JobStep:
             return True  # a spec that does not parse was never submitted
         return True
 
-    async def settle_cancels(self) -> int:
-        """Retry every owed cancel; the number still owed."""
-        pending = self.status.get("pendingCancels") or []
-        left = [dict(p) for p in pending]
-        left = [p for p in left if not await self.try_cancel(p)]
+    async def settle_cancels(self, *, only_new: bool = False) -> int:
+        """Try every owed cancel (or only those never tried); the number still owed."""
+        left = []
+        for owed in (dict(p) for p in self.status.get("pendingCancels") or []):
+            if (only_new and owed.get("tries")) or not await self.try_cancel(owed):
+                left.append(owed)
         if left:
             self.status["pendingCancels"] = left
         else:
