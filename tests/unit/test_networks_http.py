@@ -223,3 +223,21 @@ def test_health_reports_error_rate_and_latency_percentiles() -> None:
     p50, p95 = health.start_latency()
     assert p50 == pytest.approx(18.5)  # window of four: 17..20
     assert p95 is not None and 19.5 < p95 <= 20.0
+
+
+async def test_a_network_that_only_ever_answers_429_opens_the_breaker() -> None:
+    client, calls, _ = client_for(
+        [httpx.Response(429, headers={"Retry-After": "0"})] * 5,
+        HttpPolicy(max_attempts=1, rate_limited_threshold=5),
+    )
+    for _ in range(4):
+        with pytest.raises(RateLimited):
+            await client.request("GET", "/x", retry=True)
+    assert client.breaker.state == "Closed"  # a few 429s: slow down, not down
+    with pytest.raises(RateLimited):
+        await client.request("GET", "/x", retry=True)
+    assert client.breaker.state == "Open"
+    with pytest.raises(CircuitOpen):
+        await client.request("GET", "/x", retry=True)
+    assert len(calls) == 5
+    await client.aclose()

@@ -76,6 +76,9 @@ class HttpPolicy:
     retry_after_cap: float = 60.0
     """Longest Retry-After honoured; a longer one fails the call as RateLimited."""
     failure_threshold: int = 5
+    rate_limited_threshold: int = 20
+    """Consecutive 429s after which the circuit opens: one 429 says "slow down", not "down",
+    but a network that answers nothing else is not usable."""
     open_seconds: float = 30.0
     window: int = 50
     """Recent calls remembered for the error rate."""
@@ -220,6 +223,8 @@ class ProviderClient:
         self.policy = policy
         self.redact = redactor
         self.breaker = CircuitBreaker(policy.failure_threshold, policy.open_seconds)
+        self._rate_limited = 0
+        """429s in a row (any call), reset by any other answer."""
         self.health = Health(policy.window)
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -275,6 +280,7 @@ class ProviderClient:
                 delay = None
             else:
                 if response.is_success:
+                    self._rate_limited = 0
                     self.breaker.record_success()
                     self.health.record(True)
                     return response
@@ -286,9 +292,15 @@ class ProviderClient:
                     raise error
             self.health.record(False)
             if not isinstance(error, RateLimited):
+                self._rate_limited = 0
                 self.breaker.record_failure()
             else:
-                self.breaker.release_probe()
+                self._rate_limited += 1
+                if self._rate_limited >= self.policy.rate_limited_threshold:
+                    self._rate_limited = 0
+                    self.breaker.trip()
+                else:
+                    self.breaker.release_probe()
             if attempt == attempts:
                 raise error
             if delay is None:
