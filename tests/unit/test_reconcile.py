@@ -511,3 +511,37 @@ async def test_the_outcome_is_saved_before_the_remote_work_is_destroyed() -> Non
     assert network.cancelled == ["cheap-1"]
     assert [k for k, _ in network.submissions] == ["uid-7-1"]
     assert world.status["phase"] == "Succeeded" and "pendingCancels" not in world.status
+
+
+async def test_routine_polls_write_progress_by_steps_not_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World(spec={"input": {"requests": 1000}})
+    await world.step()  # routed and submitted
+    network = world.networks["cheap"]
+    done = [3]
+
+    async def status(ref: RemoteRef) -> RemoteStatus:
+        done[0] += 1  # a request per poll: 0.1 % of the batch
+        return RemoteStatus("Running", completed=done[0], total=1000, accrued_usd=Decimal("0.05"))
+
+    monkeypatch.setattr(network, "status", status)
+    clock = [1000.0]
+    monkeypatch.setattr("hybridgpu.controller.reconcile.time.monotonic", lambda: clock[0])
+    writes_before = world.log.count("patch")
+    await world.step()  # first poll: Running, an outcome change: written
+    after_first = world.log.count("patch")
+    assert after_first == writes_before + 1
+    for _ in range(5):
+        clock[0] += 2
+        await world.step()
+    assert world.log.count("patch") == after_first  # 0.5 % in 10 s: nothing written
+    clock[0] += 30
+    await world.step()
+    assert world.log.count("patch") == after_first + 1  # 30 s since the last write
+    assert world.status["progress"]["completed"] == done[0]
+    network.state = "Failed"
+    monkeypatch.setattr(network, "status", FakeNetwork.status.__get__(network))
+    clock[0] += 1
+    await world.step()  # an outcome: written at once
+    assert world.status["attempts"][0]["outcome"] == "Failed"

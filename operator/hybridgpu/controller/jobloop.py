@@ -152,6 +152,7 @@ class JobRuntime:
             self.cache.forget(uid)
             self.queue.cancel(uid)
             self.admission.forget(uid)
+            self.registry.progress_written.pop(uid, None)
             return False
         return self.cache.observe(job)
 
@@ -169,6 +170,7 @@ class JobRuntime:
         self.cache.forget(uid)
         self.finished.pop(uid, None)
         self.names.pop((namespace, name), None)
+        self.registry.progress_written.pop(uid, None)
         self.queue.cancel(uid)
         self.admission.forget(uid)
         self.failures.pop(uid, None)

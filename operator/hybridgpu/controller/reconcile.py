@@ -47,6 +47,8 @@ POLL_IN_CLUSTER = 30.0
 """In-cluster attempts are tracked on their Pod and batch/v1 Job watch events; this poll is a
 backstop only."""
 RETRY_SOON = 5.0
+PROGRESS_STEP = 0.01
+PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
 """Seconds between tries of owed cancels (``status.pendingCancels``)."""
 
@@ -175,6 +177,30 @@ class JobStep:
             )
             self.rv = self.written["metadata"].get("resourceVersion")
             self.original = copy.deepcopy(self.status)
+
+    async def save_progress(self) -> None:
+        """Save a routine poll, unless all it changed is progress and cost, by little.
+
+        Progress and cost are written when requests done moved by at least
+        ``PROGRESS_STEP`` of the batch or ``PROGRESS_EVERY`` seconds after the last write of
+        this job; anything else (an outcome, a condition, a new attempt) is written at once.
+        A restart loses at most that much of a checkpoint, which resends no request twice
+        to a network that honours the per-request idempotency keys.
+        """
+        changed = self.patch()
+        if not changed:
+            return
+        written = self.deps.registry.progress_written
+        last = written.get(self.uid)
+        if last is not None and _progress_only(self.original, self.status):
+            total = max(int((self.status.get("progress") or {}).get("total") or 0), 1)
+            done = int((self.status.get("progress") or {}).get("completed") or 0)
+            before = int((self.original.get("progress") or {}).get("completed") or 0)
+            moved = (done - before) / total
+            if moved < PROGRESS_STEP and time.monotonic() - last < PROGRESS_EVERY:
+                return
+        await self.save()
+        written[self.uid] = time.monotonic()
 
     def _sum_cost(self) -> None:
         costs = [parse_money(a["cost"]) for a in self.attempts if a.get("cost")]
@@ -609,7 +635,7 @@ class JobStep:
         if breach is not None:
             await self.cancel_attempt(attempt)
             return await self.stop_for_limit(attempt, *breach)
-        await self.save()
+        await self.save_progress()
         return POLL_RUNNING if remote.state == "Running" else POLL_PENDING
 
     async def network_trouble(
@@ -884,3 +910,19 @@ def _cap(spec: InferenceJobSpec, policy: RoutingPolicySpec | None) -> Decimal | 
         caps.append(policy.external.max_price_per_gpu_hour)
     present = [c for c in caps if c is not None]
     return min(present) if present else None
+
+
+def _progress_only(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether two statuses differ only in progress, cost and a batch checkpoint."""
+
+    def routine(status: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in status.items() if k not in ("progress", "cost")}
+        out["attempts"] = [
+            {k: v for k, v in a.items() if k != "cost"} for a in status.get("attempts") or []
+        ]
+        ref = status.get("externalRef")
+        if isinstance(ref, dict):
+            out["externalRef"] = {k: v for k, v in ref.items() if k != "checkpoint"}
+        return out
+
+    return routine(before) == routine(after)

@@ -62,6 +62,8 @@ class Registry:
         self.submitted: set[str] = set()
         # Jobs deferred for price sleep on this; whatever may free capacity notifies it.
         self.wakeup = Wakeup()
+        self.progress_written: dict[str, float] = {}
+        """uid -> monotonic time of the job's last status write from a routine poll."""
 
     def offers(self, now: datetime | None = None) -> tuple[ExternalOffer, ...]:
         """Every usable provider's offers, with live circuit, pause and load figures; offers
