@@ -210,6 +210,10 @@ class Cluster:
             uids.append(body["metadata"]["uid"])
         await self.runtime.admission.cycle(uids)
 
+    def version_bump(self, body: dict[str, Any]) -> None:
+        self.api.version += 1
+        body["metadata"]["resourceVersion"] = str(self.api.version)
+
     def statuses(self) -> list[dict[str, Any]]:
         return [j.get("status") or {} for j in self.api.jobs.values()]
 
@@ -625,3 +629,26 @@ async def test_an_ended_job_retires_its_spend_then_lets_go_of_its_finalizer() ->
     log = cluster.api.log
     assert log.index("ledger ['uid-j0000']") < log.index("finalizers j0000 []")
     assert "uid-j0000" not in cluster.runtime.cache
+
+
+async def test_a_deleted_running_job_is_cleaned_up_by_the_runtime_and_let_go() -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=10),),
+    )
+    await cluster.burst(1, external_job())
+    assert await cluster.runtime.work("uid-j0000") is not None  # submitted
+    assert await cluster.runtime.work("uid-j0000") is not None  # running, spending
+    job = cluster.api.jobs["j0000"]
+    network = cluster.registry.providers["akash"].adapter
+    network.cancel_failures = 1  # type: ignore[attr-defined]
+    job["metadata"]["deletionTimestamp"] = NOW.isoformat()  # kubectl delete
+    cluster.version_bump(job)
+    cluster.runtime.observe(copy.deepcopy(job))
+    assert await cluster.runtime.work("uid-j0000") == 30.0  # the cancel failed: still held
+    assert job["metadata"]["finalizers"] == [WORK_FINALIZER]
+    assert job["status"]["pendingCancels"][0]["tries"] == 1
+    assert await cluster.runtime.work("uid-j0000") is None
+    assert network.cancelled == ["akash-1"]  # type: ignore[attr-defined]
+    assert job["metadata"]["finalizers"] == []
+    assert "uid-j0000" in cluster.api.policies[("ns", "default")]["status"]["retired"]

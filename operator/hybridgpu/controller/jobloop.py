@@ -34,7 +34,7 @@ from hybridgpu.controller.jobcache import JobCache
 from hybridgpu.controller.ledger_writes import retire_job_spend
 from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.periods import period_start
-from hybridgpu.controller.reconcile import Deps, JobStep
+from hybridgpu.controller.reconcile import CANCEL_RETRY, Deps, JobStep
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
@@ -141,10 +141,9 @@ class JobRuntime:
         meta = job["metadata"]
         uid = str(meta.get("uid") or "")
         self.names[(str(meta.get("namespace")), str(meta.get("name")))] = uid
-        if (
-            cond.is_terminal(job["status"])
-            and not job["status"].get("pendingCancels")
-            and not holds(job)
+        if not holds(job) and (
+            meta.get("deletionTimestamp")
+            or (cond.is_terminal(job["status"]) and not job["status"].get("pendingCancels"))
         ):
             charges = job_charges(job)
             if charges:
@@ -328,8 +327,10 @@ class JobRuntime:
 
     async def work(self, uid: str) -> float | None:
         body = self.cache.get(uid)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None  # gone, or being deleted: the finalizer's handler cleans up
+        if body is None:
+            return None
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return await self.clean_up(body) if holds(body) else None
         if releasable(body):
             return await self.release(body)
         step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
@@ -364,6 +365,43 @@ class JobRuntime:
         if delay is None and releasable(self.cache.get(uid)):
             return 0.0  # ended: its spend goes to the ledger, then the finalizer goes
         return delay
+
+    async def clean_up(self, body: dict[str, Any]) -> float | None:
+        """A deleted job that holds the finalizer: stop its work, ledger its spend, let go.
+
+        Done here rather than in a Kopf delete handler: Kopf calls those only for objects
+        that carry its own finalizer, which it would then put on every job.
+        """
+        meta = body["metadata"]
+        step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+        try:
+            current = None if cond.is_terminal(step.status) else step.active_attempt()
+            if current is not None:
+                await step.cancel_attempt(current)
+                log.info(
+                    "%s/%s deleted: cancelling attempt %s on %s",
+                    step.namespace,
+                    step.name,
+                    current.get("attempt"),
+                    current.get("provider"),
+                )
+            if step.status.get("pendingCancels") and await step.settle_cancels():
+                # Kept until the remote work is stopped: a deleted job must not leave it billing.
+                await step.save()
+                if step.written is not None:
+                    self.observe(step.written)
+                return CANCEL_RETRY
+            await retire_job_spend(self.kube, body)
+            await self.kube.set_job_finalizers(
+                step.namespace, step.name, without(body), str(step.rv or meta["resourceVersion"])
+            )
+        except Conflict:
+            await self.reread(step.namespace, step.name, step.uid)
+            return 0.0
+        except Exception:
+            log.exception("%s/%s: cleaning up after deletion failed", step.namespace, step.name)
+            return 30.0
+        return None
 
     async def release(self, body: dict[str, Any]) -> float | None:
         """An ended job owes nothing: its spend into its policy's ledger, then let it go.

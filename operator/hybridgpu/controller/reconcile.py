@@ -221,6 +221,10 @@ class JobStep:
         A job is final only once no cancel is owed: until then it is retried every
         ``CANCEL_RETRY`` seconds, even after it ended.
         """
+        if self.status.get("pendingCancels") or self.active_attempt() is not None:
+            # Work is out: the job may not vanish (jobs dispatched by an older operator,
+            # under Kopf's finalizer, get this one here).
+            await self.hold_finalizer()
         if self.status.get("pendingCancels"):
             await self.settle_cancels()
             await self.save()
