@@ -34,6 +34,7 @@ from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.snapshot import Snapshot
+from hybridgpu.routing.telemetry import telemetry_condition
 from hybridgpu.units import format_money, parse_money
 
 log = logging.getLogger(__name__)
@@ -270,25 +271,23 @@ class JobStep:
                 return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
-        problem = self.deps.telemetry_problem()
-        if snapshot.telemetry_available:
-            self.set(cond.TELEMETRY, True, "Prometheus", "decided with DCGM GPU utilisation")
-        else:
-            self.set(
-                cond.TELEMETRY,
-                False,
-                "RequestsOnly",
-                f"decided on GPU requests alone: {problem or 'no GPU utilisation series'}",
-            )
+        created_at = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         started = time.perf_counter()
-        decision = decide(
-            spec,
-            policy,
-            snapshot,
-            created_at=cond.parse_timestamp(self.meta.get("creationTimestamp")),
-            excluded=excluded,
-        )
+        decision = decide(spec, policy, snapshot, created_at=created_at, excluded=excluded)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        # Says "DCGM telemetry decided" only when deciding without it gives another answer.
+        self.set(
+            cond.TELEMETRY,
+            *telemetry_condition(
+                spec,
+                policy,
+                snapshot,
+                decision,
+                self.deps.telemetry_problem(),
+                created_at=created_at,
+                excluded=excluded,
+            ),
+        )
         target_label = decision.target.provider if decision.target else "none"
         metrics.DECISIONS.labels(
             outcome=decision.outcome, target=target_label, reason=decision.reason

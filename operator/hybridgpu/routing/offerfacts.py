@@ -84,6 +84,8 @@ PoolFacts = tuple[
     tuple[int, int, int],  # GPUs in use + queued, queued, free
     int,  # the most GPUs a job may ask for and start now (0 when the queue is not empty)
     tuple[float, ...],  # release times
+    int,  # GPUs left out for DCGM faults
+    float | None,  # GPUs measured busy by DCGM (None: no telemetry)
 ]
 
 
@@ -112,6 +114,8 @@ def _pool(pool: InClusterPool) -> PoolFacts:
         (pool.in_use + pool.queued, pool.queued, free),
         start_now,
         pool.release_seconds,
+        pool.unhealthy_gpus,
+        pool.measured_busy,
     )
 
 
