@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from hybridgpu.inventory.pools import gpu_nodes_index, gpu_pods_index, pools_from
 from hybridgpu.inventory.telemetry import XID_METRIC, parse_query_results
 from hybridgpu.routing.engine import decide
-from hybridgpu.routing.snapshot import PerGPUHour, Snapshot
+from hybridgpu.routing.snapshot import InClusterPool, PerGPUHour, Snapshot
 from hybridgpu.routing.telemetry import (
     CHANGED,
     NO_EFFECT,
@@ -19,7 +20,7 @@ from hybridgpu.routing.telemetry import (
 from .inventory_objects import A100, T4, node, pod
 from .routing_fixtures import NOW, job, offer, policy, pool
 
-PRICES = {
+PRICES: dict[str, Any] = {
     "inCluster": {
         "gpuPrices": [
             {"gpuProduct": T4, "pricePerGPUHour": "0.20"},
@@ -29,12 +30,12 @@ PRICES = {
 }
 
 
-def _series(name: str, value: str, node_name: str, gpu: str = "0") -> dict[str, object]:
+def _series(name: str, value: str, node_name: str, gpu: str = "0") -> dict[str, Any]:
     labels = {"__name__": name, "gpu": gpu, "UUID": f"GPU-{node_name}-{gpu}", "Hostname": node_name}
     return {"metric": labels, "value": [0.0, value]}
 
 
-def _cluster_pools(xid_on: str | None) -> tuple[object, ...]:
+def _cluster_pools(xid_on: str | None) -> tuple[InClusterPool, ...]:
     nodes = [
         r for n in (node("t1", 2, T4, 15360), node("a1", 4)) for r in gpu_nodes_index(n).values()
     ]

@@ -31,7 +31,17 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
     if decision.awaiting:
         out.write(f"  waiting for capacity at: {', '.join(decision.awaiting)}\n")
     out.write("\n")
-    header = ("#", "CANDIDATE", "FEASIBLE", "EST. COST", "$/GPU-H", "START(s)", "SCORE", "REASON")
+    header = (
+        "#",
+        "CANDIDATE",
+        "FEASIBLE",
+        "EST. COST",
+        "$/GPU-H",
+        "START(s)",
+        "SCORE",
+        "REASON",
+        "ESTIMATE",
+    )
     rows = [header]
     for i, c in enumerate(decision.candidates, 1):
         rows.append(
@@ -44,6 +54,7 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
                 "" if c.expected_start_seconds is None else f"{c.expected_start_seconds:.0f}",
                 "" if c.score is None else f"{c.score:.3f}",
                 c.reason,
+                c.estimate,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -61,6 +61,7 @@ from hybridgpu.routing.offerfacts import (
     pool_facts,
 )
 from hybridgpu.routing.snapshot import ExternalOffer, Snapshot
+from hybridgpu.routing.work import Estimator, memory_fits, weight_bytes
 from hybridgpu.units import format_duration, format_money, parse_quantity
 
 FEASIBLE = "Feasible"
@@ -89,6 +90,7 @@ PERMANENT_REASONS = frozenset(
         "RegionNotAllowed",
         "TrustTierTooLow",
         "ModelNotServed",
+        "ModelTooLarge",
     }
 )
 # Static for in-cluster GPUs (the policy's price), transient for external offers (prices move).
@@ -151,6 +153,10 @@ def decide(
     min_mem = _min_memory_bytes(job.gpu.min_memory)
     products = frozenset(job.gpu.products) if job.gpu.products else None
     gpu_millis = job_gpu_millis(job)
+    # llm jobs: GPU time per product from the tokens (throughput table), where it has a row.
+    estimator = Estimator(job, gpu_millis)
+    work_based = estimator.active
+    weights = weight_bytes(job)
     placement = job.placement
     job_cap = job.max_price_per_gpu_hour
     max_cost = job.max_cost
@@ -192,7 +198,8 @@ def decide(
         pool_price = price_for(product)
         if pool_price is None:
             pool_price = _ZERO
-        pool_cost = pool_price * gpu_millis / MILLIS_PER_HOUR
+        millis = estimator.for_product(product).gpu_millis if work_based else gpu_millis
+        pool_cost = pool_price * millis / MILLIS_PER_HOUR
         wait = 0.0 if count <= wait_now else _queue_wait(count, busy, releases, max_queue)
         static_ok = False
         if not in_cluster_allowed:
@@ -203,6 +210,8 @@ def decide(
             reason = "ProductNotAllowed"
         elif memory < min_mem:
             reason = "InsufficientMemory"
+        elif not memory_fits(weights, memory, count):
+            reason = "ModelTooLarge"
         elif allocatable < count or (per_node is not None and per_node < count):
             # Faults are repaired, unlike a pool's size: the job may wait for them.
             fits_healthy = unhealthy and allocatable + unhealthy >= count
@@ -295,7 +304,9 @@ def decide(
     model = job.model
     requests = job.input.requests
     tokens_in, tokens_out = token_counts(job)
-    quantities = JobQuantities(task, gpu_millis, tokens_in, tokens_out, requests)
+    quantities = JobQuantities(
+        task, gpu_millis, tokens_in, tokens_out, requests, estimator if work_based else None
+    )
     unit_cache: dict[str, int] = {}
 
     for pos, entry in enumerate(offer_facts(snapshot), len(snapshot.pools)):
@@ -325,7 +336,7 @@ def decide(
         ) = entry
         # The exact cost is num / den (int true division rounds correctly).
         if kind == PER_GPU_HOUR:
-            num = num_a * gpu_millis
+            num = num_a * (estimator.for_product(product).gpu_millis if work_based else gpu_millis)
             need = count
         else:
             if kind == PER_TOKEN:
@@ -357,6 +368,8 @@ def decide(
             reason = "ProductNotAllowed"
         elif kind != PER_TOKEN and memory < min_mem:
             reason = "InsufficientMemory"
+        elif kind != PER_TOKEN and not memory_fits(weights, memory, count):
+            reason = "ModelTooLarge"
         elif regions is not None and region not in regions:
             reason = "RegionNotAllowed"
         elif rank < min_rank:
@@ -471,9 +484,18 @@ def _candidate(
     feasible = score is not None
     if not external:
         raw: _Raw = source  # type: ignore[assignment]
-        return _new(ScoredCandidate, (*raw[:7], score, feasible, reason, None))
+        estimate = job.estimate_label(raw[3])
+        return _new(ScoredCandidate, (*raw[:7], score, feasible, reason, None, estimate))
     facts: OfferFacts = source  # type: ignore[assignment]
     price, cost = money(facts, job)
+    kind = facts[4]
+    estimate = (
+        job.estimate_label(facts[3])
+        if kind == PER_GPU_HOUR
+        else "PerToken"
+        if kind == PER_TOKEN
+        else "PerUnit"
+    )
     return _new(
         ScoredCandidate,
         (
@@ -488,6 +510,7 @@ def _candidate(
             feasible,
             reason,
             facts[0],
+            estimate,
         ),
     )
 
