@@ -61,7 +61,7 @@ from hybridgpu.routing.offerfacts import (
     pool_facts,
 )
 from hybridgpu.routing.snapshot import ExternalOffer, Snapshot
-from hybridgpu.routing.work import Estimator, memory_fits, weight_bytes
+from hybridgpu.routing.work import estimator_for, weight_bytes
 from hybridgpu.units import format_duration, format_money, parse_quantity
 
 FEASIBLE = "Feasible"
@@ -154,8 +154,9 @@ def decide(
     products = frozenset(job.gpu.products) if job.gpu.products else None
     gpu_millis = job_gpu_millis(job)
     # llm jobs: GPU time per product from the tokens (throughput table), where it has a row.
-    estimator = Estimator(job, gpu_millis)
+    estimator = estimator_for(job, gpu_millis)
     work_based = estimator.active
+    millis_of = estimator.millis  # product -> GPU-milliseconds, filled as products are met
     weights = weight_bytes(job)
     placement = job.placement
     job_cap = job.max_price_per_gpu_hour
@@ -198,7 +199,9 @@ def decide(
         pool_price = price_for(product)
         if pool_price is None:
             pool_price = _ZERO
-        millis = estimator.for_product(product).gpu_millis if work_based else gpu_millis
+        millis = (
+            (millis_of.get(product) or estimator.millis_on(product)) if work_based else gpu_millis
+        )
         pool_cost = pool_price * millis / MILLIS_PER_HOUR
         wait = 0.0 if count <= wait_now else _queue_wait(count, busy, releases, max_queue)
         static_ok = False
@@ -210,7 +213,7 @@ def decide(
             reason = "ProductNotAllowed"
         elif memory < min_mem:
             reason = "InsufficientMemory"
-        elif not memory_fits(weights, memory, count):
+        elif weights is not None and memory > 0 and memory * count < weights:
             reason = "ModelTooLarge"
         elif allocatable < count or (per_node is not None and per_node < count):
             # Faults are repaired, unlike a pool's size: the job may wait for them.
@@ -336,7 +339,11 @@ def decide(
         ) = entry
         # The exact cost is num / den (int true division rounds correctly).
         if kind == PER_GPU_HOUR:
-            num = num_a * (estimator.for_product(product).gpu_millis if work_based else gpu_millis)
+            num = num_a * (
+                (millis_of.get(product) or estimator.millis_on(product))
+                if work_based
+                else gpu_millis
+            )
             need = count
         else:
             if kind == PER_TOKEN:
@@ -368,7 +375,7 @@ def decide(
             reason = "ProductNotAllowed"
         elif kind != PER_TOKEN and memory < min_mem:
             reason = "InsufficientMemory"
-        elif kind != PER_TOKEN and not memory_fits(weights, memory, count):
+        elif weights is not None and kind != PER_TOKEN and memory > 0 and memory * count < weights:
             reason = "ModelTooLarge"
         elif regions is not None and region not in regions:
             reason = "RegionNotAllowed"

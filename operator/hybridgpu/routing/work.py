@@ -22,7 +22,7 @@ import csv
 import math
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from hybridgpu.api.inferencejob import EstimateFrom, InferenceJobSpec, Task
@@ -111,10 +111,33 @@ def weight_bytes(job: InferenceJobSpec) -> int | None:
     """Bytes the model's weights (plus headroom) need across the job's GPUs; None if unknown."""
     if job.task is not Task.LLM:
         return None
-    params = model_params_b(job.model)
+    return _weight_bytes(job.model)
+
+
+@lru_cache(maxsize=4096)
+def _weight_bytes(model: str | None) -> int | None:
+    params = model_params_b(model)
     if params is None:
         return None
     return math.ceil(params * 1e9 * WEIGHT_BYTES_PER_PARAM * WEIGHT_OVERHEAD)
+
+
+_ESTIMATORS: dict[tuple[object, ...], Estimator] = {}
+_ESTIMATORS_MAX = 4096
+
+
+def estimator_for(job: InferenceJobSpec, default_millis: int) -> Estimator:
+    """The job's estimator, shared by every decision about the same work (a job is decided
+    again and again; its estimates depend only on what this key holds)."""
+    if job.task is not Task.LLM or job.estimate is not EstimateFrom.WORK:
+        return Estimator(job, default_millis)
+    key = (job.model, token_counts(job), job.gpu.count, default_millis)
+    hit = _ESTIMATORS.get(key)
+    if hit is None:
+        if len(_ESTIMATORS) >= _ESTIMATORS_MAX:
+            _ESTIMATORS.clear()
+        hit = _ESTIMATORS[key] = Estimator(job, default_millis)
+    return hit
 
 
 class Estimator:
@@ -123,6 +146,8 @@ class Estimator:
     def __init__(self, job: InferenceJobSpec, default_millis: int) -> None:
         self.default = Estimate(default_millis, DURATION)
         self._cache: dict[str, Estimate] = {}
+        self.millis: dict[str, int] = {}
+        """GPU-milliseconds per product met so far (the engine's inner loops read it)."""
         self._rows: dict[str, list[Row]] | None = None
         self._params: float | None = None
         self._tokens = (0, 0)
@@ -137,6 +162,11 @@ class Estimator:
     def active(self) -> bool:
         """Whether any product may get a work-based estimate."""
         return self._rows is not None
+
+    def millis_on(self, product: str) -> int:
+        """GPU-milliseconds on ``product`` (and remembered in ``millis``)."""
+        millis = self.millis[product] = self.for_product(product).gpu_millis
+        return millis
 
     def for_product(self, product: str) -> Estimate:
         """The estimate on ``product`` (the job's estimatedDuration where the table has none)."""
