@@ -39,8 +39,8 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
         "$/GPU-H",
         "START(s)",
         "SCORE",
-        "REASON",
         "ESTIMATE",
+        "REASON",
     )
     rows = [header]
     for i, c in enumerate(decision.candidates, 1):
@@ -53,8 +53,8 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
                 "" if c.price_per_gpu_hour is None else f"{c.price_per_gpu_hour:.4f}",
                 "" if c.expected_start_seconds is None else f"{c.expected_start_seconds:.0f}",
                 "" if c.score is None else f"{c.score:.3f}",
-                c.reason,
                 c.estimate,
+                c.reason,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

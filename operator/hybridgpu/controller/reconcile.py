@@ -33,6 +33,7 @@ from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
+from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import Snapshot
 from hybridgpu.routing.telemetry import telemetry_condition
 from hybridgpu.units import format_money, parse_money
@@ -445,7 +446,7 @@ class JobStep:
             await self.save()
             return POLL_IN_CLUSTER
         since = cond.parse_timestamp(attempt.get("startTime")) or self.now
-        max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
+        max_queue = requeue_after_seconds(policy)  # the simulator's rule too
         if (self.now - since).total_seconds() > max_queue:
             await self.deps.kube.delete_batch_job(self.namespace, job_name)
             return await self.failover(
