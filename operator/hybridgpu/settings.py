@@ -13,6 +13,9 @@ class Settings:
     metrics_port: int = 8080
     """Port of the operator's own /metrics (0 turns it off)."""
     telemetry_interval: float = 15.0
+    telemetry_stale_after: float = 60.0
+    """Seconds after its scrape that a DCGM sample stops counting (four of dcgm-exporter's
+    default 15 s ServiceMonitor intervals); then routing falls back to requests."""
     kubeconfig: str | None = None
     namespaces: list[str] = field(default_factory=list)
     """Namespaces to watch for InferenceJobs and RoutingPolicies; empty means all."""
@@ -30,6 +33,7 @@ class Settings:
             prometheus_url=env.get("HYBRIDGPU_PROMETHEUS_URL", ""),
             metrics_port=int(env.get("HYBRIDGPU_METRICS_PORT", "8080")),
             telemetry_interval=float(env.get("HYBRIDGPU_TELEMETRY_INTERVAL", "15")),
+            telemetry_stale_after=float(env.get("HYBRIDGPU_TELEMETRY_STALE_AFTER", "60")),
             kubeconfig=env.get("KUBECONFIG") or None,
             namespaces=[n for n in env.get("HYBRIDGPU_NAMESPACES", "").split(",") if n],
             log_format=env.get("HYBRIDGPU_LOG_FORMAT", "json"),

@@ -16,14 +16,26 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from hybridgpu.inventory.pools import gpu_nodes_index, gpu_pods_index, pools_from
-from hybridgpu.inventory.telemetry import GpuTelemetry, TelemetryUnavailable, fetch_gpu_telemetry
+from hybridgpu.inventory.telemetry import (
+    GpuTelemetry,
+    TelemetryUnavailable,
+    fetch_gpu_telemetry,
+    usable_telemetry,
+)
+from hybridgpu.routing.decision import RoutingDecision
+from hybridgpu.routing.engine import decide
+from hybridgpu.routing.snapshot import PerGPUHour, Snapshot
+from hybridgpu.routing.telemetry import CHANGED, telemetry_condition
 from hybridgpu.telemetry.dcgm_exporter import fake_gpus, framebuffer_mib, gpu_utilization
 from tests.unit.inventory_objects import A100, T4, node, pod
+from tests.unit.routing_fixtures import job, offer, policy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_SH = REPO_ROOT / "hack" / "prometheus.sh"
@@ -59,6 +71,8 @@ NODE_RECORDS = [r for n in CLUSTER["nodes"] for r in gpu_nodes_index(n).values()
 POD_RECORDS = [r for p in CLUSTER["pods"] for r in gpu_pods_index(p).values()]
 PROMETHEUS_ENV: dict[str, str] = {}
 """The environment hack/prometheus.sh runs with (filled by the fixture)."""
+FAULTS: list[Path] = []
+"""The stand-in's faults file (filled by the fixture; absent means no faults)."""
 
 
 def free_port() -> int:
@@ -85,12 +99,14 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("prometheus-e2e")
     cluster_json = work / "cluster.json"
     cluster_json.write_text(json.dumps(CLUSTER))
+    faults = work / "faults.json"
+    FAULTS[:] = [faults]
     exporter_port, prometheus_port = free_port(), free_port()
     exporter = subprocess.Popen(
         [
             sys.executable, "-m", "hybridgpu.cli", "dcgm-exporter", "serve",
             "--from-json", str(cluster_json), "--port", str(exporter_port),
-            "--interval", "1", "--noise", "0",
+            "--interval", "1", "--noise", "0", "--faults", str(faults),
         ],
         stdout=(work / "exporter.log").open("w"),
         stderr=subprocess.STDOUT,
@@ -192,3 +208,59 @@ def test_prometheus_sh_status_finds_the_running_server(prometheus_url: str) -> N
     with urllib.request.urlopen(f"{prometheus_url}/api/v1/targets", timeout=5) as response:
         targets = json.load(response)["data"]["activeTargets"]
     assert [(t["labels"]["job"], t["health"]) for t in targets] == [("dcgm-exporter", "up")]
+
+
+def faults_seen(url: str, want: dict[str, str], timeout: float = 60) -> GpuTelemetry:
+    """Telemetry once Prometheus reports exactly the faults ``want``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        telemetry = scraped(url)
+        if telemetry.faults() == want:
+            return telemetry
+        if time.monotonic() > deadline:
+            pytest.fail(f"faults never became {want}; last: {telemetry.faults()}")
+        time.sleep(0.5)
+
+
+def test_a_job_avoids_nodes_with_xid_errors(prometheus_url: str) -> None:
+    # T4 is full; both A100 nodes report XID 79 (GPU fallen off the bus) on one GPU. The job
+    # goes to the external offer, and the A100 pool is shown as UnhealthyGPUs; once the faults
+    # clear, it comes back to the cluster's A100s.
+    faults = FAULTS[0]
+    faults.write_text(
+        json.dumps({"a1/0": {"DCGM_FI_DEV_XID_ERRORS": 79}, "a2/3": {"DCGM_FI_DEV_XID_ERRORS": 79}})
+    )
+    spec = job(task="container", image="x", gpu={"count": 1})
+    pol = policy(inCluster={"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.90"}]})
+    external = offer("akash", pricing=PerGPUHour(Decimal("1.50")))
+
+    def decide_now(telemetry: GpuTelemetry) -> tuple[Snapshot, RoutingDecision]:
+        fresh, problem = usable_telemetry(telemetry, time.time(), 60.0)
+        assert fresh is not None, problem  # scraped a second ago, so not stale
+        pools = pools_from(
+            NODE_RECORDS,
+            POD_RECORDS,
+            faults=fresh.faults(),
+            busy_by_node=fresh.busy_gpus_by_node(),
+        )
+        snapshot = Snapshot(
+            now=datetime.now(UTC), pools=pools, offers=(external,), telemetry_available=True
+        )
+        return snapshot, decide(spec, pol, snapshot)
+
+    try:
+        telemetry = faults_seen(prometheus_url, {"a1": "GPU 0: XID 79", "a2": "GPU 3: XID 79"})
+        snapshot, decision = decide_now(telemetry)
+        assert decision.target is not None
+        assert decision.target.name == external.provider + "/" + external.gpu_product
+        reasons = {c.name: c.reason for c in decision.candidates}
+        assert reasons[f"in-cluster/{A100}"] == "UnhealthyGPUs"
+        status, reason, message = telemetry_condition(spec, pol, snapshot, decision, "")
+        assert (status, reason) == (True, CHANGED)
+        assert "left out 16 NVIDIA-A100-SXM4-80GB GPUs (node a1: GPU 0: XID 79)" in message
+    finally:
+        faults.unlink()
+    telemetry = faults_seen(prometheus_url, {})
+    _, decision = decide_now(telemetry)
+    assert decision.target is not None
+    assert decision.target.name == f"in-cluster/{A100}"

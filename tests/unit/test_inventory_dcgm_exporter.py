@@ -19,11 +19,13 @@ from hybridgpu.inventory.pools import gpu_nodes_index, gpu_pods_index
 from hybridgpu.telemetry.dcgm_exporter import (
     CountersFileError,
     FakeGpu,
+    FaultsError,
     fake_gpus,
     framebuffer_mib,
     gpu_utilization,
     load_counters,
     parse_counters,
+    parse_faults,
     render_metrics,
 )
 from hybridgpu.telemetry.server import DcgmExporterServer
@@ -250,3 +252,66 @@ def test_cli_registers_dcgm_exporter_serve() -> None:
     assert callable(args.func)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["dcgm-exporter", "serve", "--port", "1"])
+
+
+def _value(body: str, field: str, node_name: str, gpu: str) -> float:
+    for sample in families(body)[field].samples:
+        if sample.labels["Hostname"] == node_name and sample.labels["gpu"] == gpu:
+            return float(sample.value)
+    raise AssertionError(f"no {field} for {node_name}/{gpu}")
+
+
+def test_injected_faults_replace_values_per_gpu_or_node() -> None:
+    faults = parse_faults(
+        {"a1/2": {"DCGM_FI_DEV_XID_ERRORS": 79}, "t1": {"DCGM_FI_DEV_ROW_REMAP_FAILURE": 1}}
+    )
+    body = render_metrics(gpus(), NOW, faults=faults)
+    assert _value(body, "DCGM_FI_DEV_XID_ERRORS", "a1", "2") == 79
+    assert _value(body, "DCGM_FI_DEV_XID_ERRORS", "a1", "1") == 0
+    assert _value(body, "DCGM_FI_DEV_ROW_REMAP_FAILURE", "t1", "0") == 1
+    assert _value(body, "DCGM_FI_DEV_ROW_REMAP_FAILURE", "t1", "1") == 1
+    assert "DCGM_EXP_GPU_HEALTH_STATUS" not in body  # commented out in the default counters
+
+
+def test_health_status_appears_when_the_counters_enable_it() -> None:
+    counters = parse_counters(
+        "DCGM_FI_DEV_GPU_UTIL, gauge, util\n"
+        "DCGM_EXP_GPU_HEALTH_STATUS, gauge, Current DCGM-reported GPU health status.\n"
+    )
+    faults = parse_faults({"a1/0": {"DCGM_EXP_GPU_HEALTH_STATUS": 20}})
+    body = render_metrics(gpus(), NOW, counters, faults=faults)
+    assert _value(body, "DCGM_EXP_GPU_HEALTH_STATUS", "a1", "0") == 20
+    assert _value(body, "DCGM_EXP_GPU_HEALTH_STATUS", "a1", "1") == 0
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], "expected an object"),
+        ({"a1/x": {}}, "key 'a1/x' must be NODE or NODE/INDEX"),
+        ({"a1": {"XID": 1}}, "a1.XID: not a DCGM field name"),
+        ({"a1": {"DCGM_FI_DEV_XID_ERRORS": "79"}}, "a1.DCGM_FI_DEV_XID_ERRORS: must be a number"),
+    ],
+)
+def test_bad_faults_name_the_key(doc: object, message: str) -> None:
+    with pytest.raises(FaultsError, match=re.escape(message)):
+        parse_faults(doc, "faults.json")
+
+
+def test_server_rereads_the_faults_file(served: tuple[DcgmExporterServer, Path]) -> None:
+    server, path = served
+    faults = path.parent / "faults.json"
+    server.faults_path = faults
+    base = f"http://127.0.0.1:{server.port}"
+    server.refresh()
+    assert _value(get(base + "/metrics")[2], "DCGM_FI_DEV_XID_ERRORS", "a1", "0") == 0
+    faults.write_text(json.dumps({"a1/0": {"DCGM_FI_DEV_XID_ERRORS": 48}}))
+    server.refresh()
+    assert _value(get(base + "/metrics")[2], "DCGM_FI_DEV_XID_ERRORS", "a1", "0") == 48
+    faults.write_text("{broken")
+    os.utime(faults, (NOW + 9, NOW + 9))
+    server.refresh()  # a bad file keeps the last good faults
+    assert _value(get(base + "/metrics")[2], "DCGM_FI_DEV_XID_ERRORS", "a1", "0") == 48
+    faults.unlink()
+    server.refresh()
+    assert _value(get(base + "/metrics")[2], "DCGM_FI_DEV_XID_ERRORS", "a1", "0") == 0

@@ -14,12 +14,18 @@ import pytest
 
 from hybridgpu.inventory.pools import NodeRecord
 from hybridgpu.inventory.telemetry import (
+    HEALTH_METRIC,
+    HEALTH_QUERY,
+    ROW_REMAP_FAILURE_METRIC,
+    UNCORRECTABLE_ROWS_METRIC,
+    XID_METRIC,
     TelemetryUnavailable,
     fetch_gpu_telemetry,
     node_of,
     parse_query_results,
     product_from_model_name,
     redact_url,
+    usable_telemetry,
 )
 
 
@@ -155,7 +161,9 @@ def test_fetch_reads_the_three_series_over_http(
     telemetry = fetch_gpu_telemetry(url + "/", headers={"Authorization": "Bearer tok"})
     assert telemetry.nodes["n1"].utilization_percent == 80.0
     assert telemetry.nodes["n1"].fb_used_mib == 110000.0
-    assert handler.seen_headers == ["Bearer tok"] * 3
+    # Utilisation, framebuffer used and free, the health series in one, scrape times.
+    assert handler.seen_headers == ["Bearer tok"] * 5
+    assert telemetry.faults() == {}
 
 
 def test_fetch_without_dcgm_series_is_unavailable(
@@ -199,3 +207,71 @@ def test_fetch_from_a_dead_port_is_unavailable() -> None:
 def test_bad_url_is_unavailable_with_a_clear_message(url: str) -> None:
     with pytest.raises(TelemetryUnavailable, match=r"prometheus URL .* not valid"):
         fetch_gpu_telemetry(url)
+
+
+def named(name: str, value: str, gpu: str, node: str, **extra: str) -> dict[str, Any]:
+    entry = series(value, gpu, node, **extra)
+    entry["metric"]["__name__"] = name
+    return entry
+
+
+def test_faults_follow_dcgm_fields_and_skip_application_xids() -> None:
+    util = [series("10", str(i), "n1") for i in range(2)] + [
+        series("10", "0", "n2"),
+        series("10", "0", "n3"),
+        series("10", "0", "n4"),
+        series("10", "0", "n5"),
+        series("10", "0", "n6"),
+    ]
+    health = {
+        XID_METRIC: [named(XID_METRIC, "79", "1", "n1"), named(XID_METRIC, "13", "0", "n2")],
+        UNCORRECTABLE_ROWS_METRIC: [named(UNCORRECTABLE_ROWS_METRIC, "2", "0", "n3")],
+        ROW_REMAP_FAILURE_METRIC: [named(ROW_REMAP_FAILURE_METRIC, "1", "0", "n4")],
+        # One health series per watched subsystem: the worst one counts.
+        HEALTH_METRIC: [
+            named(HEALTH_METRIC, "0", "0", "n5", health_watch="PCIE"),
+            named(HEALTH_METRIC, "20", "0", "n5", health_watch="MEM"),
+            named(HEALTH_METRIC, "10", "0", "n6", health_watch="MEM"),
+        ],
+    }
+    telemetry = parse_query_results(util, health=health)
+    assert telemetry.faults() == {
+        "n1": "GPU 1: XID 79",
+        "n3": "GPU 0: 2 uncorrectable remapped rows",
+        "n4": "GPU 0: row remap failure",
+        "n5": "GPU 0: DCGM health check failed",
+    }  # XID 13 is the application's (k8s-device-plugin skips it); WARN (10) is no failure
+
+
+def test_busy_counts_the_larger_of_utilisation_and_framebuffer() -> None:
+    util = [series("20", "0", "n1"), series("90", "1", "n1")]
+    used = [series("60000", "0", "n1"), series("0", "1", "n1")]
+    free = [series("20000", "0", "n1"), series("80000", "1", "n1")]
+    busy = parse_query_results(util, used, free).busy_gpus_by_node()
+    assert busy["n1"] == pytest.approx(0.75 + 0.90)
+
+
+def test_stale_samples_are_dropped_and_all_stale_says_how_old() -> None:
+    util = [series("50", "0", "n1"), series("50", "0", "n2")]
+    scraped = [series("1000", "0", "n1"), series("1100", "0", "n2")]
+    telemetry = parse_query_results(util, scraped=scraped)
+    fresh, problem = usable_telemetry(telemetry, now=1150.0, max_age=60.0)
+    assert fresh is not None and set(fresh.nodes) == {"n2"} and problem == ""
+    gone, problem = usable_telemetry(telemetry, now=1300.0, max_age=60.0)
+    assert gone is None
+    assert problem == "DCGM telemetry is stale: the newest scrape is 200s old (limit 60s)"
+    assert usable_telemetry(None, now=0.0, max_age=60.0) == (None, "")
+
+
+def test_fetch_reads_health_series_and_scrape_times(
+    fake_prometheus: tuple[str, type[_FakePrometheus]],
+) -> None:
+    url, handler = fake_prometheus
+    handler.answers = {
+        "DCGM_FI_DEV_GPU_UTIL": UTIL,
+        HEALTH_QUERY: [named(XID_METRIC, "48", "0", "n2")],
+        "timestamp(DCGM_FI_DEV_GPU_UTIL)": [series("1764299990", "0", "n1")],
+    }
+    telemetry = fetch_gpu_telemetry(url)
+    assert telemetry.faults() == {"n2": "GPU 0: XID 48"}
+    assert telemetry.newest_scrape() == 1764299990.0

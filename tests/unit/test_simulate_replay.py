@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hybridgpu.api.computeprovider import ProviderType, TrustTier
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.cli import main
+from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.simulate.inputs import DATA, Node
 from hybridgpu.simulate.lowerbound import lower_bound
 from hybridgpu.simulate.market import MarketOffer
@@ -217,8 +218,10 @@ def test_command_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all((tmp_path / "png" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def test_a_late_queued_job_is_routed_again() -> None:
-    # Two 2-GPU nodes; one GPU frees on each node, so a 2-GPU job never fits in time.
+def test_a_queued_job_not_started_after_max_queue_time_is_routed_again() -> None:
+    # Two 2-GPU nodes; one GPU frees on each node, so a 2-GPU job never fits in time. As in the
+    # operator (QueueTimeout), the job is routed again maxQueueTime after it was queued, not
+    # as soon as it is later than the engine expected (the replay's own rule before).
     name, policy = load_policy(_policy_file("spill-when-cheaper"))
     w = workload(
         sim_job("a", 0, 100),
@@ -235,6 +238,7 @@ def test_a_late_queued_job_is_routed_again() -> None:
                 {
                     **policy.in_cluster.to_api(),
                     "gpuPrices": [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}],
+                    "maxQueueTime": "5m",
                 }
             )
         }
@@ -243,10 +247,11 @@ def test_a_late_queued_job_is_routed_again() -> None:
     replay = Replay(w, nodes, (network,), OWNED, within)
     result = replay.run(PolicyRouter(name, policy, specs))
     z = next(r for r in replay.records if r.job.name == "z")
-    # Queued at 10 expecting GPUs at 200; not started by 201, so re-routed to the network.
+    # Queued at 10 expecting GPUs at 200; still not running at 10 + 300, so re-routed then to
+    # the network, starting 60 s later: past its 5m startWithin, which the operator misses too.
     assert z.backend == "External"
-    assert z.start == 261.0
-    assert result.slo_attainment == 1.0
+    assert z.start == 370.0
+    assert result.slo_attainment == 0.0
 
 
 def _with_t4_price(policy: RoutingPolicySpec) -> RoutingPolicySpec:
@@ -308,3 +313,52 @@ def test_deferral_gives_up_waiting_after_max_wait() -> None:
     assert be.backend == "External"
     assert be.start == 10 + 14 * 86400 + 60.0  # maxWait, then the offer's start latency
     assert replay.dispatches["be"] == 1
+
+
+def test_replay_requeues_in_cluster_jobs_by_the_operators_rule() -> None:
+    # One rule (routing.requeue) for the operator's QueueTimeout and the replay: maxQueueTime
+    # after dispatch, latency-sensitive or not.
+    name, policy = load_policy(_policy_file("spill-when-cheaper"))
+    w = workload(sim_job("ls", 0, 600, ls=True), sim_job("be", 5, 600))
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    priced = policy.model_validate(
+        {
+            **policy.to_api(),
+            "inCluster": {
+                **policy.to_api()["inCluster"],
+                "gpuPrices": [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}],
+            },
+        }
+    )
+    router = PolicyRouter(name, priced, specs)
+    replay = Replay(w, (Node("n0", T4, 16 * GIB, 2),), (), OWNED, within)
+    for index in (0, 1):
+        action = router.route(index, replay, w.jobs[index].arrival)
+        assert action.kind == "queue"
+        assert action.recheck_seconds == requeue_after_seconds(priced) == 3600.0
+
+
+def test_command_reports_the_attainable_slo_on_a_product_constrained_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Default nodes at scale 0.01 keep one 2-GPU P100 node and no V100-32GB; no network offers
+    # either product. Four latency-sensitive P100-only pods at once: two can start in time.
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    header += "creation_time,deletion_time,scheduled_time\n"
+    rows = [f"p{i},1000,1024,1,1000,P100,LS,Running,{i},{3600 + i},{i}\n" for i in range(4)]
+    rows.append("v,1000,1024,1,1000,V100M32,LS,Running,0,600,0\n")
+    rows.append("any,1000,1024,1,1000,,BE,Running,0,600,0\n")
+    trace = tmp_path / "constrained.csv"
+    trace.write_text(header + "".join(rows))
+    assert main(["simulate", "--jobs", str(trace), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["unservable_jobs"] == 1
+    assert doc["slo_attainable"] == pytest.approx(2 / 5)
+    assert doc["lower_bound_status"] == "optimal at attainable SLO"
+    assert Decimal(doc["lower_bound_cost_usd"]) > 0
+    for r in doc["results"]:
+        assert r["slo_attainment"] <= doc["slo_attainable"] + 1e-9
+    assert main(["simulate", "--jobs", str(trace), "--baseline", "in-cluster-fifo"]) == 0
+    table = " ".join(capsys.readouterr().out.split())  # the title may wrap
+    assert "40.00% SLO attainable" in table
+    assert "1 jobs unservable" in table

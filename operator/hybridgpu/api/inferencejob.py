@@ -187,6 +187,16 @@ class GPURequest(ApiModel):
         return parse_quantity(self.min_memory) if self.min_memory else 0
 
 
+class EstimateFrom(StrEnum):
+    """Where the GPU time that hour-priced places are costed on comes from."""
+
+    WORK = "Work"
+    """llm jobs: from the tokens and the throughput table of each GPU product, where it has
+    one (else estimatedDuration); other tasks: estimatedDuration."""
+    ESTIMATED_DURATION = "EstimatedDuration"
+    """Always spec.estimatedDuration (the user's own figure overrides the table)."""
+
+
 class InferenceJobSpec(ApiModel):
     """What the job is and the constraints on where it may run."""
 
@@ -230,6 +240,10 @@ class InferenceJobSpec(ApiModel):
         json_schema_extra=_at_most_a_year("spec.estimatedDuration")
     )
     """GPU time for the whole batch on one of the allowed GPUs, e.g. 30m (at most 8760h)."""
+    estimate: EstimateFrom = EstimateFrom.WORK
+    """Work or EstimatedDuration: how hour-priced places estimate the job's GPU time. Work
+    (llm) prices the tokens through a published per-product throughput table, so GPU-hour and
+    token prices compare on the same work; each candidate says which estimate it used."""
     policy_ref: Name = "default"
     """Name of the RoutingPolicy in this namespace that decides where the job runs."""
     placement: Placement = Placement.ANY
@@ -303,6 +317,8 @@ class Candidate(StatusModel):
     """Whether every hard constraint holds."""
     reason: str = ""
     """Why the candidate was rejected, or why it ranks where it does."""
+    estimate: str = ""
+    """What its cost rests on: Work or EstimatedDuration and the GPU-hours, or PerToken/PerUnit."""
 
 
 class Decision(StatusModel):

@@ -58,6 +58,18 @@ class Weights(ApiModel):
         return self
 
 
+class BusyFrom(StrEnum):
+    """What counts a pool's GPUs busy for the spillover rule."""
+
+    REQUESTS = "Requests"
+    """GPUs requested by bound Pods (nvidia.com/gpu), plus those pending for the product."""
+    TELEMETRY = "Telemetry"
+    """GPUs measured busy by DCGM (per GPU the larger of utilisation and framebuffer use),
+    plus those pending; for GPUs shared by time-slicing or fractional requests, whose
+    requests say little about load. Falls back to requests while telemetry is missing or
+    stale, and the job's TelemetryAvailable condition says so."""
+
+
 class InClusterPolicy(ApiModel):
     """How the cluster's own GPUs are used."""
 
@@ -70,6 +82,8 @@ class InClusterPolicy(ApiModel):
     """Percent of in-cluster GPUs in use above which jobs may spill over to external networks."""
     max_queue_time: Duration = timedelta(minutes=5)
     """How long an in-cluster job may wait unscheduled before it is re-routed."""
+    busy_from: BusyFrom = BusyFrom.REQUESTS
+    """Requests or Telemetry: how spilloverUtilization counts busy GPUs."""
 
     def price_for(self, product: str) -> Decimal | None:
         """The amortised price for ``product``, falling back to the 'default' entry."""

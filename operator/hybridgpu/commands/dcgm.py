@@ -39,6 +39,13 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--noise", type=float, default=3.0, help="utilisation jitter in percent points (0: none)"
     )
+    serve.add_argument(
+        "--faults",
+        type=Path,
+        metavar="FILE",
+        help="inject DCGM field values, re-read when FILE changes: "
+        '{"NODE[/GPU]": {"DCGM_FI_DEV_XID_ERRORS": 79}}',
+    )
     serve.set_defaults(func=run)
 
 
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             counters=counters,
             driver_version=args.driver_version,
             noise=args.noise,
+            faults_path=args.faults,
         )
     except (SourceError, ValueError, OSError) as exc:
         print(f"dcgm-exporter: {exc}", file=sys.stderr)

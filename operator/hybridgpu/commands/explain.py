@@ -31,7 +31,17 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
     if decision.awaiting:
         out.write(f"  waiting for capacity at: {', '.join(decision.awaiting)}\n")
     out.write("\n")
-    header = ("#", "CANDIDATE", "FEASIBLE", "EST. COST", "$/GPU-H", "START(s)", "SCORE", "REASON")
+    header = (
+        "#",
+        "CANDIDATE",
+        "FEASIBLE",
+        "EST. COST",
+        "$/GPU-H",
+        "START(s)",
+        "SCORE",
+        "ESTIMATE",
+        "REASON",
+    )
     rows = [header]
     for i, c in enumerate(decision.candidates, 1):
         rows.append(
@@ -43,6 +53,7 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
                 "" if c.price_per_gpu_hour is None else f"{c.price_per_gpu_hour:.4f}",
                 "" if c.expected_start_seconds is None else f"{c.expected_start_seconds:.0f}",
                 "" if c.score is None else f"{c.score:.3f}",
+                c.estimate,
                 c.reason,
             )
         )

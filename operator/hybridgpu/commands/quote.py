@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,20 @@ import yaml
 from pydantic import ValidationError
 
 from hybridgpu.api.computeprovider import ComputeProvider
-from hybridgpu.api.inferencejob import InferenceJob, InferenceJobSpec, Task
+from hybridgpu.api.inferencejob import InferenceJob, InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.networks import CircuitOpen, HttpPolicy, NetworkError, make_adapter
 from hybridgpu.networks.bounds import screen_offers
 from hybridgpu.networks.openai_compat import MODEL_LABEL
-from hybridgpu.routing.cost import estimate_cost
-from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, PerToken, PerUnit, Pricing
+from hybridgpu.routing.engine import FEASIBLE, decide
+from hybridgpu.routing.snapshot import (
+    ExternalOffer,
+    PerGPUHour,
+    PerToken,
+    PerUnit,
+    Pricing,
+    Snapshot,
+)
 from hybridgpu.units import format_money
 
 QUOTE_POLICY = HttpPolicy(
@@ -158,6 +167,8 @@ class OfferQuote:
     cost: Decimal | None
     feasible: bool
     reason: str = ""
+    estimate: str = ""
+    """What the cost rests on (the engine's candidate estimate)."""
 
 
 @dataclass
@@ -175,35 +186,55 @@ class ProviderQuote:
         return min(feasible, key=lambda o: o.cost or Decimal(0)) if feasible else None
 
 
+QUOTE_ROUTING = RoutingPolicySpec.model_validate(
+    {"inCluster": {"enabled": False}, "external": {"enabled": True}}
+)
+"""What a quote asks the engine: external offers only, no policy limits beyond the job's own."""
+
+
+def _explain(reason: str, job: InferenceJobSpec, offer: ExternalOffer, cost: Decimal) -> str:
+    """The engine's reason, with what it means for this job and offer."""
+    text = {
+        "TaskNotSupported": f"does not run task {job.task.value}",
+        "ProductNotAllowed": f"GPU {offer.gpu_product} is not in spec.gpu.products",
+        "InsufficientMemory": "less GPU memory than spec.gpu.minMemory",
+        "ModelTooLarge": f"{job.model} does not fit {job.gpu.count} such GPU(s)",
+        "ModelNotServed": f"serves model {offer.labels.get(MODEL_LABEL)}, not {job.model}",
+        "RegionNotAllowed": f"region {offer.region} is not in spec.regions",
+        "NoCapacity": "no capacity available",
+        "ConcurrencyLimit": "the network's concurrent-job limit is reached",
+        "PriceCapExceeded": "price per GPU-hour is above maxPricePerGPUHour",
+        "MaxCostExceeded": f"estimated {format_money(cost)} USD is above maxCost",
+        "ProviderPaused": "provider is paused",
+        "CircuitOpen": "circuit open",
+        "MissesStartWithin": "starts later than spec.startWithin",
+    }.get(reason)
+    return f"{reason}: {text}" if text else reason
+
+
+def judge_all(job: InferenceJobSpec, offers: list[ExternalOffer]) -> list[OfferQuote]:
+    """Each offer as the routing engine judges it for ``job`` (one decision over them all).
+
+    The engine is the one the operator routes with, so a quote never disagrees with where the
+    job would go: the same constraints, the same cost estimate (work-based for llm jobs).
+    """
+    if not offers:
+        return []
+    snapshot = Snapshot(now=datetime.now(UTC), offers=tuple(offers), inventory_final=True)
+    decision = decide(job, QUOTE_ROUTING, snapshot)
+    by_offer = {id(c.offer): c for c in decision.candidates if c.offer is not None}
+    quotes = []
+    for offer in offers:
+        c = by_offer[id(offer)]
+        ok = c.feasible
+        reason = "" if c.reason == FEASIBLE else _explain(c.reason, job, offer, c.estimated_cost)
+        quotes.append(OfferQuote(offer, c.estimated_cost, ok, reason, c.estimate))
+    return quotes
+
+
 def judge(job: InferenceJobSpec, offer: ExternalOffer) -> OfferQuote:
-    """Whether ``offer`` can take ``job``, and what it would cost."""
-    cost = estimate_cost(job, offer.pricing)
-    reasons = []
-    if (
-        job.gpu.products
-        and offer.gpu_product not in job.gpu.products
-        and offer.gpu_product != "unknown"
-    ):
-        reasons.append(f"GPU {offer.gpu_product} is not in spec.gpu.products")
-    if offer.memory_bytes and offer.memory_bytes < job.gpu.min_memory_bytes():
-        reasons.append("less GPU memory than spec.gpu.minMemory")
-    if offer.tasks is not None and job.task.value not in offer.tasks:
-        reasons.append(f"does not run task {job.task.value}")
-    model = offer.labels.get(MODEL_LABEL)
-    if model is not None and job.task is Task.LLM and model != job.model:
-        reasons.append(f"serves model {model}, not {job.model}")
-    if job.regions and offer.region not in job.regions:
-        reasons.append(f"region {offer.region} is not in spec.regions")
-    if offer.available < 1:
-        reasons.append("no capacity available")
-    cap = job.max_price_per_gpu_hour
-    if cap is not None and isinstance(offer.pricing, PerGPUHour) and offer.pricing.usd > cap:
-        reasons.append(
-            f"{format_money(offer.pricing.usd)} USD/GPU-hour is above maxPricePerGPUHour"
-        )
-    if job.max_cost is not None and cost > job.max_cost:
-        reasons.append(f"estimated {format_money(cost)} USD is above maxCost")
-    return OfferQuote(offer, cost, not reasons, "; ".join(reasons))
+    """One offer as the engine judges it for ``job``."""
+    return judge_all(job, [offer])[0]
 
 
 async def quote_provider(
@@ -233,7 +264,7 @@ async def quote_provider(
         await adapter.aclose()
     # The operator's refresh drops the same offers, so a quote never prices what it would not.
     offers_kept, dropped = screen_offers(offers)
-    result.offers = [judge(job, offer) for offer in offers_kept]
+    result.offers = judge_all(job, list(offers_kept))
     if not offers_kept and dropped:
         result.reason = f"no usable offers ({dropped[0].gpu_product}: {dropped[0].reason})"
     elif not offers_kept:
@@ -306,6 +337,7 @@ def to_json(quotes: list[ProviderQuote]) -> list[dict[str, Any]]:
                         "estimatedCost": None if o.cost is None else format_money(o.cost, 8),
                         "feasible": o.feasible,
                         "reason": o.reason,
+                        "estimate": o.estimate,
                         **(
                             {"model": o.offer.labels[MODEL_LABEL]}
                             if MODEL_LABEL in o.offer.labels

@@ -38,12 +38,13 @@ from hybridgpu.controller.reconcile import CANCEL_RETRY, Deps, JobStep
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
-from hybridgpu.inventory.telemetry import GpuTelemetry
+from hybridgpu.inventory.telemetry import GpuTelemetry, usable_telemetry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Conflict, Kube
 from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.requests import load_request_items
 from hybridgpu.routing.snapshot import Snapshot
+from hybridgpu.settings import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -263,18 +264,38 @@ class JobRuntime:
         now = datetime.now(UTC)
         nodes = list(self.inventory.nodes())
         pods = list(self.inventory.pods())
-        telemetry = self.inventory.telemetry()
+        telemetry, _ = self.fresh_telemetry()
         utilization = telemetry.utilization_by_product(nodes) if telemetry else None
         held = self.holdings()
         refreshed = {name: e.refreshed for name, e in self.registry.providers.items()}
         return World(
             now=now,
-            pools=held.pools(pools_from(nodes, pods, utilization, now=now), now),
+            pools=held.pools(
+                pools_from(
+                    nodes,
+                    pods,
+                    utilization,
+                    now=now,
+                    faults=telemetry.faults() if telemetry else None,
+                    busy_by_node=telemetry.busy_gpus_by_node() if telemetry else None,
+                ),
+                now,
+            ),
             offers=held.offers(self.registry.offers(now), refreshed),
             holdings=held,
             period_start=lambda key, policy: self.period_start(key, policy, now),
             telemetry_available=telemetry is not None,
         )
+
+    def fresh_telemetry(self) -> tuple[GpuTelemetry | None, str]:
+        """The telemetry scraped recently enough to route on, or why there is none."""
+        return usable_telemetry(
+            self.inventory.telemetry(), time.time(), SETTINGS.telemetry_stale_after
+        )
+
+    def telemetry_problem(self) -> str:
+        """Why routing runs on requests alone ('' when telemetry is fresh)."""
+        return self.inventory.telemetry_problem() or self.fresh_telemetry()[1]
 
     def snapshot(self, namespace: str, name: str, policy: RoutingPolicySpec) -> Snapshot:
         """A one-off snapshot (outside admission, e.g. for quote-like reads)."""
@@ -304,7 +325,7 @@ class JobRuntime:
             policy=self.policy,
             provider_exists=self.inventory.provider_exists,
             load_requests=self.load_requests,
-            telemetry_problem=self.inventory.telemetry_problem,
+            telemetry_problem=self.telemetry_problem,
             policy_spent=self.spent,
         )
 

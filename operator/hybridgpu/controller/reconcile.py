@@ -35,7 +35,9 @@ from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.http import bypassing_breaker
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
+from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import Snapshot
+from hybridgpu.routing.telemetry import telemetry_condition
 from hybridgpu.units import format_money, parse_money
 
 log = logging.getLogger(__name__)
@@ -324,25 +326,23 @@ class JobStep:
                 return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
-        problem = self.deps.telemetry_problem()
-        if snapshot.telemetry_available:
-            self.set(cond.TELEMETRY, True, "Prometheus", "decided with DCGM GPU utilisation")
-        else:
-            self.set(
-                cond.TELEMETRY,
-                False,
-                "RequestsOnly",
-                f"decided on GPU requests alone: {problem or 'no GPU utilisation series'}",
-            )
+        created_at = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         started = time.perf_counter()
-        decision = decide(
-            spec,
-            policy,
-            snapshot,
-            created_at=cond.parse_timestamp(self.meta.get("creationTimestamp")),
-            excluded=excluded,
-        )
+        decision = decide(spec, policy, snapshot, created_at=created_at, excluded=excluded)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        # Says "DCGM telemetry decided" only when deciding without it gives another answer.
+        self.set(
+            cond.TELEMETRY,
+            *telemetry_condition(
+                spec,
+                policy,
+                snapshot,
+                decision,
+                self.deps.telemetry_problem(),
+                created_at=created_at,
+                excluded=excluded,
+            ),
+        )
         target_label = decision.target.provider if decision.target else "none"
         metrics.DECISIONS.labels(
             outcome=decision.outcome, target=target_label, reason=decision.reason
@@ -519,7 +519,7 @@ class JobStep:
             await self.save()
             return POLL_IN_CLUSTER
         since = cond.parse_timestamp(attempt.get("startTime")) or self.now
-        max_queue = policy.in_cluster.max_queue_time.total_seconds() if policy else 300.0
+        max_queue = requeue_after_seconds(policy)  # the simulator's rule too
         if (self.now - since).total_seconds() > max_queue:
             await self.deps.kube.delete_batch_job(self.namespace, job_name)
             return await self.failover(

@@ -357,6 +357,8 @@ def pools_from(
     utilization: Mapping[str, float] | None = None,
     *,
     now: datetime | None = None,
+    faults: Mapping[str, str] | None = None,
+    busy_by_node: Mapping[str, float] | None = None,
 ) -> tuple[InClusterPool, ...]:
     """One ``InClusterPool`` per GPU product, sorted by product name.
 
@@ -365,7 +367,12 @@ def pools_from(
     A product whose nodes are all NotReady or cordoned still gets a pool, with nothing
     allocatable, so that routing can say why it was not chosen. With ``now`` the pools carry
     ``release_seconds`` (see the module docstring); without it that stays empty.
+
+    ``faults`` (node -> why, from ``GpuTelemetry.faults``) leaves those nodes out of the pool
+    like NotReady ones, counted in ``unhealthy_gpus`` with the first reason; ``busy_by_node``
+    (``GpuTelemetry.busy_gpus_by_node``) gives ``measured_busy`` over the nodes kept.
     """
+    faults = faults or {}
     pod_list = list(pods)
     used = gpus_in_use_by_node(pod_list)
     queued: dict[str, int] = defaultdict(int)
@@ -386,7 +393,9 @@ def pools_from(
     pools: list[InClusterPool] = []
     for product in sorted(by_product):
         members = by_product[product]
-        ready = [n for n in members if n.schedulable]
+        schedulable = [n for n in members if n.schedulable]
+        ready = [n for n in schedulable if n.name not in faults]
+        faulty = [n for n in schedulable if n.name in faults]
         memories = [n.memory_mib for n in members if n.memory_mib > 0]
         # Differing labels within one product would be odd; promise only what every node has.
         memory_bytes = min(memories) * MIB if memories else 0
@@ -409,6 +418,22 @@ def pools_from(
                 # Cordoning is temporary; a node's size is not, so count every node here.
                 max_gpus_per_node=biggest,
                 release_seconds=releases,
+                unhealthy_gpus=sum(n.allocatable for n in faulty),
+                unhealthy_in_use=sum(used.get(n.name, 0) for n in faulty),
+                unhealthy_max_free=max(
+                    (max(n.allocatable - used.get(n.name, 0), 0) for n in faulty), default=0
+                ),
+                unhealthy_reason=f"node {faulty[0].name}: {faults[faulty[0].name]}"
+                if faulty
+                else "",
+                measured_busy=_measured(ready, busy_by_node),
             )
         )
     return tuple(pools)
+
+
+def _measured(nodes: list[NodeRecord], busy_by_node: Mapping[str, float] | None) -> float | None:
+    """GPUs measured busy over ``nodes``; None unless telemetry covers every one of them."""
+    if busy_by_node is None or any(n.name not in busy_by_node for n in nodes):
+        return None
+    return sum(min(busy_by_node[n.name], n.allocatable) for n in nodes)

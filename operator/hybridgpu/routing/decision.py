@@ -42,6 +42,9 @@ class ScoredCandidate(NamedTuple):
     """CamelCase: why it was rejected, or ``Feasible``."""
     offer: ExternalOffer | None = None
     """The external offer this candidate came from (None in-cluster)."""
+    estimate: str = ""
+    """What the cost rests on: ``Work 34.6 GPU-h`` (throughput table), ``EstimatedDuration
+    1 GPU-h`` (the job's own figure), ``PerToken`` or ``PerUnit``."""
 
 
 class RoutingDecision:
@@ -168,6 +171,7 @@ def to_status(decision: RoutingDecision, policy_name: str, now: datetime) -> Dec
                 score=None if c.score is None else round(c.score, 6),
                 feasible=c.feasible,
                 reason=c.reason,
+                estimate=c.estimate,
             )
             for c in decision.top(STATUS_CANDIDATE_LIMIT)
         ],

@@ -4,16 +4,19 @@ Candidates are the in-cluster pools (``in-cluster/<product>``) and the external 
 (``<provider>/<product>``). Each gets the first hard constraint it fails, in this order:
 
 * in-cluster: placement, ``inCluster.enabled``, failed before (failover), products, memory,
-  GPUs per pool and per node, the job's price cap and maxCost (at the policy's amortised
-  price), then the queue: the expected wait (FIFO over the pool's release times, else the
-  policy's maxQueueTime) must not exceed maxQueueTime nor the job's startWithin;
+  GPUs per pool and per node (``UnhealthyGPUs`` instead of ``TooFewGPUs`` when the GPUs left
+  out for DCGM faults would have been enough), the job's price cap and maxCost (at the
+  policy's amortised price), then the queue: the expected wait (FIFO over the pool's release
+  times, else the policy's maxQueueTime) must not exceed maxQueueTime nor the job's
+  startWithin;
 * external: placement, ``external.enabled``, failed before, providers and providerSelector,
   task, model (token-priced offers only), products and memory (not token-priced), regions,
   trust tier, paused, circuit open, price caps (job and policy, on the price normalised per
   GPU-hour), maxCost, capacity and concurrency, budget, spillover (external only when
   in-cluster cannot take the job, cannot start it now, or the matching pools would be at least
   spilloverUtilization busy with the job's GPUs added to those in use and queued; so at 1 %
-  external offers always compete on price, even with the cluster idle), startWithin.
+  external offers always compete on price, even with the cluster idle; with ``busyFrom:
+  Telemetry`` "in use" is what DCGM measures busy, where the pools carry it), startWithin.
 
 startWithin is kept whenever any candidate can meet it; if none can, the best late candidate
 is chosen and the decision says ``StartWithinUnattainable``. Feasible candidates are ranked by
@@ -43,7 +46,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Placement, Task
-from hybridgpu.api.routingpolicy import RoutingPolicySpec, WhenExceeded
+from hybridgpu.api.routingpolicy import BusyFrom, RoutingPolicySpec, WhenExceeded
 from hybridgpu.routing.cost import MILLIS_PER_HOUR, job_gpu_millis, token_counts, units_per_request
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
 from hybridgpu.routing.offerfacts import (
@@ -58,6 +61,7 @@ from hybridgpu.routing.offerfacts import (
     pool_facts,
 )
 from hybridgpu.routing.snapshot import ExternalOffer, Snapshot
+from hybridgpu.routing.work import estimator_for, weight_bytes
 from hybridgpu.units import format_duration, format_money, parse_quantity
 
 FEASIBLE = "Feasible"
@@ -86,6 +90,7 @@ PERMANENT_REASONS = frozenset(
         "RegionNotAllowed",
         "TrustTierTooLow",
         "ModelNotServed",
+        "ModelTooLarge",
     }
 )
 # Static for in-cluster GPUs (the policy's price), transient for external offers (prices move).
@@ -103,6 +108,7 @@ RETRY_SECONDS: dict[str, float] = {
     "BelowSpilloverThreshold": 30.0,
     "NoCandidates": 60.0,
     "NoMatchingCapacity": 120.0,
+    "UnhealthyGPUs": 60.0,
 }
 DEFAULT_RETRY_SECONDS = 30.0
 NEUTRAL_CARBON_TERM = 0.5
@@ -147,6 +153,11 @@ def decide(
     min_mem = _min_memory_bytes(job.gpu.min_memory)
     products = frozenset(job.gpu.products) if job.gpu.products else None
     gpu_millis = job_gpu_millis(job)
+    # llm jobs: GPU time per product from the tokens (throughput table), where it has a row.
+    estimator = estimator_for(job, gpu_millis)
+    work_based = estimator.active
+    millis_of = estimator.millis  # product -> GPU-milliseconds, filled as products are met
+    weights = weight_bytes(job)
     placement = job.placement
     job_cap = job.max_price_per_gpu_hour
     max_cost = job.max_cost
@@ -167,18 +178,31 @@ def decide(
 
     # In-cluster pools. Eligibility ignoring capacity also feeds the spillover rule below.
     eligible_alloc = 0
-    eligible_busy = 0
+    eligible_busy = 0.0
     startable_now = False
     # The cheapest cost of a place that only lacks free capacity now (for deferral).
     blocked_cost = math.inf
     price_for = in_policy.price_for
-    for pos, (name, product, memory, allocatable, per_node, busy, wait_now, releases) in enumerate(
-        pool_facts(snapshot)
-    ):
+    by_telemetry = in_policy.busy_from is BusyFrom.TELEMETRY
+    for pos, (
+        name,
+        product,
+        memory,
+        allocatable,
+        per_node,
+        busy,
+        wait_now,
+        releases,
+        unhealthy,
+        measured,
+    ) in enumerate(pool_facts(snapshot)):
         pool_price = price_for(product)
         if pool_price is None:
             pool_price = _ZERO
-        pool_cost = pool_price * gpu_millis / MILLIS_PER_HOUR
+        millis = (
+            (millis_of.get(product) or estimator.millis_on(product)) if work_based else gpu_millis
+        )
+        pool_cost = pool_price * millis / MILLIS_PER_HOUR
         wait = 0.0 if count <= wait_now else _queue_wait(count, busy, releases, max_queue)
         static_ok = False
         if not in_cluster_allowed:
@@ -189,8 +213,12 @@ def decide(
             reason = "ProductNotAllowed"
         elif memory < min_mem:
             reason = "InsufficientMemory"
+        elif weights is not None and memory > 0 and memory * count < weights:
+            reason = "ModelTooLarge"
         elif allocatable < count or (per_node is not None and per_node < count):
-            reason = "TooFewGPUs"
+            # Faults are repaired, unlike a pool's size: the job may wait for them.
+            fits_healthy = unhealthy and allocatable + unhealthy >= count
+            reason = "UnhealthyGPUs" if fits_healthy else "TooFewGPUs"
         else:
             static_ok = True
             if job_cap is not None and pool_price > job_cap:
@@ -236,7 +264,8 @@ def decide(
             rejected.append((pos, cand, False, reason))
         if static_ok:
             eligible_alloc += allocatable
-            eligible_busy += busy[0]
+            # Measured busy GPUs plus the queue, when the policy asks and telemetry has it.
+            eligible_busy += busy[0] if not by_telemetry or measured is None else measured + busy[1]
             startable_now = startable_now or wait == 0.0
 
     ext_policy = policy.external
@@ -278,7 +307,9 @@ def decide(
     model = job.model
     requests = job.input.requests
     tokens_in, tokens_out = token_counts(job)
-    quantities = JobQuantities(task, gpu_millis, tokens_in, tokens_out, requests)
+    quantities = JobQuantities(
+        task, gpu_millis, tokens_in, tokens_out, requests, estimator if work_based else None
+    )
     unit_cache: dict[str, int] = {}
 
     for pos, entry in enumerate(offer_facts(snapshot), len(snapshot.pools)):
@@ -308,7 +339,11 @@ def decide(
         ) = entry
         # The exact cost is num / den (int true division rounds correctly).
         if kind == PER_GPU_HOUR:
-            num = num_a * gpu_millis
+            num = num_a * (
+                (millis_of.get(product) or estimator.millis_on(product))
+                if work_based
+                else gpu_millis
+            )
             need = count
         else:
             if kind == PER_TOKEN:
@@ -340,6 +375,8 @@ def decide(
             reason = "ProductNotAllowed"
         elif kind != PER_TOKEN and memory < min_mem:
             reason = "InsufficientMemory"
+        elif weights is not None and kind != PER_TOKEN and memory > 0 and memory * count < weights:
+            reason = "ModelTooLarge"
         elif regions is not None and region not in regions:
             reason = "RegionNotAllowed"
         elif rank < min_rank:
@@ -454,9 +491,18 @@ def _candidate(
     feasible = score is not None
     if not external:
         raw: _Raw = source  # type: ignore[assignment]
-        return _new(ScoredCandidate, (*raw[:7], score, feasible, reason, None))
+        estimate = job.estimate_label(raw[3])
+        return _new(ScoredCandidate, (*raw[:7], score, feasible, reason, None, estimate))
     facts: OfferFacts = source  # type: ignore[assignment]
     price, cost = money(facts, job)
+    kind = facts[4]
+    estimate = (
+        job.estimate_label(facts[3])
+        if kind == PER_GPU_HOUR
+        else "PerToken"
+        if kind == PER_TOKEN
+        else "PerUnit"
+    )
     return _new(
         ScoredCandidate,
         (
@@ -471,6 +517,7 @@ def _candidate(
             feasible,
             reason,
             facts[0],
+            estimate,
         ),
     )
 

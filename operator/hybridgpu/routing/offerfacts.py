@@ -27,6 +27,7 @@ from hybridgpu.routing.snapshot import (
     Pricing,
     Snapshot,
 )
+from hybridgpu.routing.work import DURATION, Estimate, Estimator
 
 LATENCY_SOFTENING_SECONDS = 30.0
 """Added to start times before taking ratios, so 0 s and 1 s are not worlds apart."""
@@ -73,6 +74,20 @@ class JobQuantities(NamedTuple):
     tokens_in: int
     tokens_out: int
     requests: int
+    estimator: Estimator | None = None
+    """GPU time per product for hour-priced offers (work-based); None: ``gpu_millis``."""
+
+    def millis_on(self, product: str) -> int:
+        """GPU-milliseconds the job takes on ``product``."""
+        if self.estimator is None:
+            return self.gpu_millis
+        return self.estimator.for_product(product).gpu_millis
+
+    def estimate_label(self, product: str) -> str:
+        """What a GPU-hour cost on ``product`` rests on (for the candidate table)."""
+        if self.estimator is None:
+            return Estimate(self.gpu_millis, DURATION).label
+        return self.estimator.for_product(product).label
 
 
 PoolFacts = tuple[
@@ -84,6 +99,8 @@ PoolFacts = tuple[
     tuple[int, int, int],  # GPUs in use + queued, queued, free
     int,  # the most GPUs a job may ask for and start now (0 when the queue is not empty)
     tuple[float, ...],  # release times
+    int,  # GPUs left out for DCGM faults
+    float | None,  # GPUs measured busy by DCGM (None: no telemetry)
 ]
 
 
@@ -112,6 +129,8 @@ def _pool(pool: InClusterPool) -> PoolFacts:
         (pool.in_use + pool.queued, pool.queued, free),
         start_now,
         pool.release_seconds,
+        pool.unhealthy_gpus,
+        pool.measured_busy,
     )
 
 
@@ -193,9 +212,10 @@ def money(facts: OfferFacts, job: JobQuantities) -> tuple[Decimal, Decimal]:
     """Price per GPU-hour and cost of the job at this offer, in Decimal, as ``cost`` computes
     them (same operations in the same order, so the same roundings)."""
     pricing = facts[0].pricing
-    gpu_millis = job.gpu_millis
     kind = facts[4]
+    gpu_millis = job.gpu_millis
     if kind == PER_GPU_HOUR:
+        gpu_millis = job.millis_on(facts[3])
         usd = facts[20]
         return usd, usd * gpu_millis / MILLIS_PER_HOUR
     if kind == PER_TOKEN:

@@ -65,6 +65,18 @@ class InClusterPool:
     release_seconds: tuple[float, ...] = ()
     """Seconds from now until each GPU in use is expected back, ascending (one entry per GPU).
     Empty when unknown; the engine then assumes the policy's maxQueueTime."""
+    unhealthy_gpus: int = 0
+    """GPUs of nodes left out of ``allocatable`` because DCGM reports a fault on the node
+    (XID error, uncorrectable remapped rows, row remap failure, failed health check)."""
+    unhealthy_reason: str = ""
+    """The first such fault, e.g. ``node t1: GPU 0: XID 79``."""
+    unhealthy_in_use: int = 0
+    """GPUs requested by Pods on those nodes (left out of ``in_use`` with them)."""
+    unhealthy_max_free: int = 0
+    """Largest number of free GPUs on one of those nodes."""
+    measured_busy: float | None = None
+    """GPUs of ``allocatable`` that DCGM measures busy (per GPU the larger of utilisation and
+    framebuffer use), for policies that count busy by telemetry; None without telemetry."""
 
     @property
     def free(self) -> int:

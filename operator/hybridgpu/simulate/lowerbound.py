@@ -22,13 +22,21 @@ The relaxation knows every job in advance and may split a job across places. Con
 Every schedule the replay can produce that meets the targets (by default: every startWithin
 met) satisfies these, so the optimum is a lower bound on its cost. The solver works in floating
 point; the bound is turned into a Decimal rounded down to 1/100 of a cent at the edge.
+
+When no schedule can meet every startWithin (GPU types offered nowhere, or too few GPUs of a
+required type at a peak), ``attainable_bound`` first solves the same programme for the most
+latency-sensitive jobs that can be on time (``slo_attainable``; an upper bound on what any
+schedule attains, since the relaxation only widens the choice), then for the cheapest cost of
+a schedule with that many on time. Jobs that no pool or offer can take (``unservable``) are left
+out of both: no schedule runs them.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -43,6 +51,10 @@ from hybridgpu.simulate.workload import SimJob
 PEAK_INSTANTS = 20_000
 """At most this many local maxima of the surely-running load (the highest) get capacity rows."""
 SOLVER_TOLERANCE = 1e-7
+ON_TIME_TOLERANCE = 1e-6
+"""Late jobs the solver may report above the true minimum (its feasibility tolerance); taken
+off before rounding up, so that the attainable count is never understated into a loose bound
+nor overstated past what the relaxation allows by more than this."""
 BUCKETS = 64
 """Arrival-time buckets for the "work arriving later runs later" constraints."""
 
@@ -57,6 +69,23 @@ class LowerBound:
     status: str
     gpu_hours_by_place: dict[str, float]
     """GPU-hours the optimum puts on each pool or external offer."""
+    ls_jobs: int = 0
+    """Jobs with a startWithin."""
+    ls_on_time: int = 0
+    """Of them, how many the bounded schedules start in time: every servable one by default;
+    for ``attainable_bound`` the most that any schedule can."""
+    ls_unservable: int = 0
+    """Latency-sensitive jobs that no pool or offer can take (never on time)."""
+
+    @property
+    def unservable_jobs(self) -> int:
+        """Jobs no pool or offer can take (no place offers their GPU type, or a node too small)."""
+        return self.jobs_without_any_option
+
+    @property
+    def slo_attainable(self) -> float:
+        """The best share of latency-sensitive jobs any schedule starts in time (1.0 if none)."""
+        return self.ls_on_time / self.ls_jobs if self.ls_jobs else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +101,9 @@ class ServiceTargets:
     ls_late_share: float = 0.0
     be_start_within: float | None = None
     be_late_share: float = 0.05
+    ls_min_on_time: int | None = None
+    """If set (instead of ``ls_late_share``): at least this many latency-sensitive jobs, of all
+    of them, unservable ones included, start within their startWithin."""
 
 
 def late_budget(jobs: int, share: float) -> int:
@@ -99,23 +131,96 @@ def lower_bound(
     ``targets`` (default: every startWithin met, nothing asked of best-effort jobs) says which
     schedules are feasible; the result bounds the cost of each of them from below.
     """
-    targets = targets or ServiceTargets()
+    return _solve(jobs, nodes, market, owned_prices, start_within, targets or ServiceTargets())
+
+
+def attainable_bound(
+    jobs: tuple[SimJob, ...],
+    nodes: tuple[Node, ...],
+    market: tuple[MarketOffer, ...],
+    owned_prices: dict[str, Decimal],
+    start_within: list[float | None],
+) -> LowerBound:
+    """The cost bound at the best attainable share of on-time latency-sensitive jobs.
+
+    If every startWithin can be met this is ``lower_bound`` itself. Otherwise it solves for the
+    most latency-sensitive jobs on time (rounded down to whole jobs: a relaxation's optimum is
+    at least any schedule's count, which is whole), then bounds the cost of every schedule
+    that starts that many in time. A schedule that starts fewer in time may cost less; compare
+    it with ``lower_bound(..., ServiceTargets(ls_min_on_time=its count))``.
+    """
+    strict = lower_bound(jobs, nodes, market, owned_prices, start_within)
+    if strict.status in ("optimal", "empty"):
+        return strict  # every servable latency-sensitive job can be on time
+    best = _solve(
+        jobs, nodes, market, owned_prices, start_within, ServiceTargets(), maximise_on_time=True
+    )
+    if best.status != "optimal":
+        return best
+    targets = ServiceTargets(ls_min_on_time=best.ls_on_time)
+    bound = _solve(jobs, nodes, market, owned_prices, start_within, targets)
+    if bound.status == "optimal":
+        return replace(bound, status="optimal at attainable SLO")
+    return bound
+
+
+def _solve(
+    jobs: tuple[SimJob, ...],
+    nodes: tuple[Node, ...],
+    market: tuple[MarketOffer, ...],
+    owned_prices: dict[str, Decimal],
+    start_within: list[float | None],
+    targets: ServiceTargets,
+    *,
+    maximise_on_time: bool = False,
+) -> LowerBound:
+    """Build and solve the programme; ``maximise_on_time`` minimises late LS jobs instead."""
     windows: list[float | None] = [
         w if w is not None else targets.be_start_within for w in start_within
     ]
     is_ls = [w is not None for w in start_within]
-    n_ls = sum(is_ls)
-    budgets = {
-        True: late_budget(n_ls, targets.ls_late_share) if targets.ls_late_share > 0 else 0,
-        False: late_budget(len(jobs) - n_ls, targets.be_late_share),
-    }
-    hard = {True: budgets[True] == 0, False: False}
     capacity: dict[str, int] = defaultdict(int)
     largest: dict[str, int] = defaultdict(int)
     for node in nodes:
         capacity[node.gpu_product] += node.gpus
         largest[node.gpu_product] = max(largest[node.gpu_product], node.gpus)
     pools = sorted(capacity)
+
+    def allowed_pools(job: SimJob) -> list[str]:
+        return [
+            p
+            for p in pools
+            if (job.products is None or p in job.products) and largest[p] >= job.gpus
+        ]
+
+    def allowed_offers(job: SimJob) -> list[MarketOffer]:
+        return [o for o in market if job.products is None or o.gpu_product in job.products]
+
+    servable = [bool(allowed_pools(j) or allowed_offers(j)) for j in jobs]
+    n_ls = sum(is_ls)
+    ls_servable = sum(1 for ls, ok in zip(is_ls, servable, strict=True) if ls and ok)
+    ls_unservable = n_ls - ls_servable
+    if maximise_on_time:
+        ls_budget = ls_servable  # any number may be late; the objective counts them
+    elif targets.ls_min_on_time is not None:
+        ls_budget = ls_servable - targets.ls_min_on_time
+    elif targets.ls_late_share > 0:
+        ls_budget = late_budget(n_ls, targets.ls_late_share)
+    else:
+        ls_budget = 0
+    if ls_budget < 0:
+        return LowerBound(
+            Decimal(0),
+            0,
+            len(jobs) - sum(servable),
+            f"infeasible: only {ls_servable} latency-sensitive jobs can run at all",
+            {},
+            n_ls,
+            ls_servable,
+            ls_unservable,
+        )
+    budgets = {True: ls_budget, False: late_budget(len(jobs) - n_ls, targets.be_late_share)}
+    hard = {True: budgets[True] == 0, False: False}
     bounds, horizons = _arrival_buckets(jobs)
     _, covers = _peak_instants(jobs, windows)
     lp = _LP()
@@ -125,6 +230,7 @@ def lower_bound(
     instant_rows: dict[tuple[str, int], int] = {}
     limits = dict(capacity) | {o.name: o.capacity for o in market}
     budget_rows = {cls: lp.ub_row(float(b)) for cls, b in budgets.items()}
+    late_columns: list[int] = []  # latency-sensitive jobs' late shares
     bounded = unplaceable = 0
 
     def bucket_row(resource: str, bucket: int) -> int:
@@ -141,13 +247,9 @@ def lower_bound(
 
     for i, job in enumerate(jobs):
         gh = job.gpus * job.duration / 3600
-        allowed = [
-            p
-            for p in pools
-            if (job.products is None or p in job.products) and largest[p] >= job.gpus
-        ]
-        offers = [o for o in market if job.products is None or o.gpu_product in job.products]
-        if not allowed and not offers:
+        allowed = allowed_pools(job)
+        offers = allowed_offers(job)
+        if not servable[i]:
             unplaceable += 1
             continue
         bounded += 1
@@ -171,6 +273,8 @@ def lower_bound(
             late = lp.column(0.0)
             lp.eq(on_time_row, late, 1.0)
             lp.ub(budget_rows[is_ls[i]], late, 1.0)
+            if is_ls[i]:
+                late_columns.append(late)
         for (label, price), resource in zip(places, resources, strict=True):
             c = lp.column(price * gh, label, gh)
             lp.eq(row, c, 1.0)
@@ -192,8 +296,11 @@ def lower_bound(
                 group_rows[gkey] = lp.eq_row(0.0)
             lp.eq(group_rows[gkey], e, gh)
 
+    def result(cost: Decimal, status: str, usage: dict[str, float], on_time: int) -> LowerBound:
+        return LowerBound(cost, bounded, unplaceable, status, usage, n_ls, on_time, ls_unservable)
+
     if not lp.cost:
-        return LowerBound(Decimal(0), 0, unplaceable, "empty", {})
+        return result(Decimal(0), "empty", {}, ls_servable)
 
     for (products, b), grow in sorted(group_rows.items(), key=lambda g: (str(g[0][0]), g[0][1])):
         for o in market:
@@ -215,9 +322,19 @@ def lower_bound(
                 for col in cols:
                     lp.ub(row, col, 1.0)
 
-    res = lp.solve()
+    objective = None
+    if maximise_on_time:
+        objective = [0.0] * len(lp.cost)
+        for col in late_columns:
+            objective[col] = 1.0
+    res = lp.solve(objective)
+    on_time_floor = ls_servable - budgets[True]
     if res.status != 0:
-        return LowerBound(Decimal(0), bounded, unplaceable, f"solver: {res.message}", {})
+        return result(Decimal(0), f"solver: {res.message}", {}, on_time_floor)
+    if maximise_on_time:
+        # Whole jobs: no schedule has more on time than the relaxation's (fractional) optimum.
+        on_time = ls_servable - math.ceil(float(res.fun) - ON_TIME_TOLERANCE)
+        return result(Decimal(0), "optimal", {}, max(on_time, 0))
     # Round down past the solver's relative optimality tolerance: a bound must not exceed
     # the true optimum, and the float answer may overshoot it by that much.
     fun = float(res.fun) * (1 - SOLVER_TOLERANCE)
@@ -226,7 +343,7 @@ def lower_bound(
     for (label, gh), x in zip(lp.labels, res.x, strict=True):
         if label and x > 1e-9:
             usage[label] += gh * float(x)
-    return LowerBound(max(value, Decimal(0)), bounded, unplaceable, "optimal", dict(usage))
+    return result(max(value, Decimal(0)), "optimal", dict(usage), on_time_floor)
 
 
 def _arrival_buckets(jobs: tuple[SimJob, ...]) -> tuple[list[float], list[float]]:
@@ -282,12 +399,12 @@ class _LP:
         self._ub[1].append(col)
         self._ub[2].append(value)
 
-    def solve(self) -> Any:
+    def solve(self, objective: list[float] | None = None) -> Any:
         n = len(self.cost)
         a_eq = coo_matrix((self._eq[2], (self._eq[0], self._eq[1])), shape=(len(self.eq_rhs), n))
         a_ub = coo_matrix((self._ub[2], (self._ub[0], self._ub[1])), shape=(len(self.ub_rhs), n))
         return linprog(
-            c=self.cost,
+            c=self.cost if objective is None else objective,
             A_ub=a_ub.tocsr() if self.ub_rhs else None,
             b_ub=self.ub_rhs or None,
             A_eq=a_eq.tocsr(),

@@ -21,7 +21,9 @@ def render_table(report: SimulationReport, console: Console) -> None:
         title=(
             f"{len(w.jobs)} jobs from {Path(w.source).name} ({w.format}), "
             f"{report.gpus_in_cluster} in-cluster GPUs; "
-            f"cost lower bound ${format_money(bound, 2)} ({report.bound.status})"
+            f"cost lower bound ${format_money(bound, 2)} ({report.bound.status}) "
+            f"at {report.bound.slo_attainable:.2%} SLO attainable; "
+            f"{report.bound.unservable_jobs} jobs unservable (no place offers their GPU type)"
         )
     )
     for header, justify in [
@@ -69,6 +71,13 @@ def write_plots(report: SimulationReport, directory: Path) -> list[Path]:
         ax.scatter(float(r.total_cost), r.slo_attainment * 100, marker=marker, s=60, label=r.policy)
     if report.bound.cost_usd > 0:
         ax.axvline(float(report.bound.cost_usd), linestyle="--", color="grey", label="lower bound")
+    # No schedule starts more latency-sensitive jobs in time than this.
+    ax.axhline(
+        report.bound.slo_attainable * 100,
+        linestyle=":",
+        color="black",
+        label=f"SLO attainable ({report.bound.unservable_jobs} jobs unservable)",
+    )
     ax.legend(fontsize=8)
     ax.set_xlabel("total cost (USD)")
     ax.set_ylabel("startWithin met (%)")

@@ -21,6 +21,7 @@ from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.routing.decision import IN_CLUSTER
 from hybridgpu.routing.engine import decide
+from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
 from hybridgpu.simulate.replay import Action, PoolState, Replay
@@ -57,11 +58,6 @@ def job_spec(job: SimJob, start_within: float | None) -> InferenceJobSpec:
     return InferenceJobSpec.model_validate(spec)
 
 
-def job_deadline(spec: InferenceJobSpec) -> bool:
-    """Whether the job has a startWithin."""
-    return spec.start_within is not None
-
-
 class PolicyRouter:
     """A RoutingPolicy, decided by ``hybridgpu.routing.engine.decide`` as in the operator."""
 
@@ -96,13 +92,8 @@ class PolicyRouter:
         )
         if d.outcome == "Routed" and d.target is not None:
             if d.target.backend == "InCluster":
-                # The operator re-routes a job left unscheduled: after maxQueueTime, and for a
-                # latency-sensitive job as soon as it is later than the engine expected.
-                recheck = (
-                    d.target.expected_start_seconds + 1.0
-                    if job_deadline(self.specs[index])
-                    else self.policy.in_cluster.max_queue_time.total_seconds()
-                )
+                # Left unscheduled, the job is routed again by the operator's own rule.
+                recheck = requeue_after_seconds(self.policy)
                 return Action("queue", d.target.gpu_product, recheck_seconds=recheck)
             self.spent += d.target.estimated_cost
             return Action("external", d.target.name)

@@ -21,7 +21,7 @@ from hybridgpu.simulate.inputs import (
     load_nodes,
     load_prices,
 )
-from hybridgpu.simulate.lowerbound import LowerBound, lower_bound
+from hybridgpu.simulate.lowerbound import LowerBound, attainable_bound
 from hybridgpu.simulate.market import build_market
 from hybridgpu.simulate.replay import Replay, Router, RunResult
 from hybridgpu.simulate.routers import BASELINES, PolicyRouter, job_spec
@@ -72,6 +72,8 @@ class SimulationReport:
             },
             "lower_bound_cost_usd": format_money(self.bound.cost_usd, 4),
             "lower_bound_status": self.bound.status,
+            "slo_attainable": round(self.bound.slo_attainable, 6),
+            "unservable_jobs": self.bound.unservable_jobs,
             "results": [
                 {
                     "policy": r.policy,
@@ -172,7 +174,9 @@ def simulate(
                 progress(name, done, total)
 
         results.append(replay.run(router, tick))
-    bound = lower_bound(workload.jobs, nodes, market, owned, [within(j) for j in workload.jobs])
+    bound = attainable_bound(
+        workload.jobs, nodes, market, owned, [within(j) for j in workload.jobs]
+    )
     return SimulationReport(
         workload,
         sum(n.gpus for n in nodes),

@@ -12,6 +12,12 @@ modelName, Hostname``, then the "label" counters (``DCGM_FI_DRIVER_VERSION``), t
 pod holds the GPU, the attribution labels ``container, namespace, pod`` (sorted, like Go's map
 iteration in templates). Counters, types and help texts come from ``default-counters.csv``, a
 copy of dcgm-exporter's ``etc/default-counters.csv``.
+
+Faults are injected as DCGM's own ``dcgmi test --inject`` does, by field and value: a faults
+document maps ``NODE`` (every GPU of it) or ``NODE/INDEX`` (one GPU) to ``{DCGM field: value}``,
+e.g. ``{"t1/0": {"DCGM_FI_DEV_XID_ERRORS": 79}}``; those values replace the made-up ones.
+``DCGM_EXP_GPU_HEALTH_STATUS`` (0 pass, 10 warn, 20 fail) appears only when the counters
+enable it, as with the real exporter.
 """
 
 from __future__ import annotations
@@ -62,6 +68,43 @@ _DOUBLE_FIELDS = frozenset(
         "DCGM_FI_PROF_PIPE_FP16_ACTIVE",
     }
 )
+
+
+Faults = Mapping[str, Mapping[str, float]]
+"""``NODE`` or ``NODE/INDEX`` -> {DCGM field name: injected value}."""
+
+
+class FaultsError(ValueError):
+    """A faults document that cannot be used (the message names the key)."""
+
+
+def parse_faults(doc: object, source: str = "faults") -> dict[str, dict[str, float]]:
+    """Validate a faults document: ``{"NODE[/INDEX]": {"DCGM_...": number}}``."""
+    if not isinstance(doc, dict):
+        raise FaultsError(f"{source}: expected an object of NODE or NODE/INDEX keys")
+    out: dict[str, dict[str, float]] = {}
+    for key, fields in doc.items():
+        node, _, index = str(key).partition("/")
+        if not node or (index and not index.isdigit()):
+            raise FaultsError(f"{source}: key {key!r} must be NODE or NODE/INDEX")
+        if not isinstance(fields, dict):
+            raise FaultsError(f"{source}: {key}: expected an object of DCGM field values")
+        values: dict[str, float] = {}
+        for field, value in fields.items():
+            if not str(field).startswith("DCGM_"):
+                raise FaultsError(f"{source}: {key}.{field}: not a DCGM field name")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FaultsError(f"{source}: {key}.{field}: must be a number, got {value!r}")
+            values[str(field)] = float(value)
+        out[str(key)] = values
+    return out
+
+
+def injected(gpu: FakeGpu, faults: Faults | None) -> Mapping[str, float]:
+    """The injected values for ``gpu``: its node's, then its own on top."""
+    if not faults:
+        return {}
+    return {**faults.get(gpu.node, {}), **faults.get(f"{gpu.node}/{gpu.index}", {})}
 
 
 class CountersFileError(ValueError):
@@ -205,6 +248,11 @@ def gpu_values(gpu: FakeGpu, now: float, noise: float = 3.0) -> dict[str, float]
         "DCGM_FI_PROF_DRAM_ACTIVE": busy * 0.5,
         "DCGM_FI_PROF_PCIE_TX_BYTES": round(busy * 2.5e8),
         "DCGM_FI_PROF_PCIE_RX_BYTES": round(busy * 4.0e8),
+        # Healthy unless a fault is injected: no XID, no remapped rows, DCGM health PASS.
+        "DCGM_FI_DEV_XID_ERRORS": 0,
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": 0,
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE": 0,
+        "DCGM_EXP_GPU_HEALTH_STATUS": 0,
     }
 
 
@@ -244,13 +292,17 @@ def render_metrics(
     *,
     driver_version: str = DEFAULT_DRIVER_VERSION,
     noise: float = 3.0,
+    faults: Faults | None = None,
 ) -> str:
     """The ``/metrics`` body for ``gpus`` at ``now``: one block per counter, one line per GPU."""
     counter_list = tuple(counters) if counters is not None else load_counters()
     # Of the "label" fields only the driver version has a value we can make up credibly.
     label_fields = {c.field for c in counter_list if c.prom_type == "label"}
     static_labels = dict.fromkeys(label_fields & {"DCGM_FI_DRIVER_VERSION"}, driver_version)
-    rows = [(gpu, _labels(gpu, static_labels), gpu_values(gpu, now, noise)) for gpu in gpus]
+    rows = [
+        (gpu, _labels(gpu, static_labels), {**gpu_values(gpu, now, noise), **injected(gpu, faults)})
+        for gpu in gpus
+    ]
     out: list[str] = []
     for counter in counter_list:
         if counter.prom_type == "label":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from hybridgpu.telemetry.dcgm_exporter import (
@@ -15,6 +17,7 @@ from hybridgpu.telemetry.dcgm_exporter import (
     FakeGpu,
     fake_gpus,
     load_counters,
+    parse_faults,
     render_metrics,
 )
 from hybridgpu.telemetry.sources import Source, SourceError
@@ -41,6 +44,7 @@ class DcgmExporterServer:
         driver_version: str = DEFAULT_DRIVER_VERSION,
         noise: float = 3.0,
         clock: Callable[[], float] = time.time,
+        faults_path: Path | None = None,
     ) -> None:
         self.source = source
         self.refresh_s = refresh_s
@@ -48,6 +52,9 @@ class DcgmExporterServer:
         self.driver_version = driver_version
         self.noise = noise
         self.clock = clock
+        self.faults_path = faults_path
+        self._faults: dict[str, dict[str, float]] = {}
+        self._faults_mtime: float | None = None
         self._gpus: list[FakeGpu] | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
@@ -61,8 +68,27 @@ class DcgmExporterServer:
         port: int = self._httpd.server_address[1]
         return port
 
+    def _read_faults(self) -> None:
+        """Re-read the faults file when it changed; a bad one keeps the last good faults."""
+        if self.faults_path is None:
+            return
+        try:
+            mtime = self.faults_path.stat().st_mtime
+            if mtime == self._faults_mtime:
+                return
+            faults = parse_faults(json.loads(self.faults_path.read_text()), str(self.faults_path))
+        except FileNotFoundError:
+            faults, mtime = {}, -1.0  # no file: no faults
+        except (OSError, ValueError) as exc:
+            log.warning("dcgm-exporter stand-in: faults: %s", exc)
+            return
+        with self._lock:
+            self._faults = faults
+        self._faults_mtime = mtime
+
     def refresh(self) -> None:
         """Read the source once; on failure keep serving the last good state."""
+        self._read_faults()
         try:
             state = self.source.read()
         except SourceError as exc:
@@ -79,6 +105,7 @@ class DcgmExporterServer:
         """The current exposition, or None before the first successful read."""
         with self._lock:
             gpus = self._gpus
+            faults = self._faults
         if gpus is None:
             return None
         return render_metrics(
@@ -87,6 +114,7 @@ class DcgmExporterServer:
             self.counters,
             driver_version=self.driver_version,
             noise=self.noise,
+            faults=faults,
         )
 
     def _refresh_loop(self) -> None:
