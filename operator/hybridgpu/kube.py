@@ -120,40 +120,35 @@ class Kube:
         body: dict[str, Any] = {"status": patch}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            patched: dict[str, Any] = await self._call(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                body,
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(f"{plural} {namespace}/{name} changed since it was read") from None
-            raise
-        return patched
+        return await self._patch(
+            self._custom.patch_namespaced_custom_object_status, plural, namespace, name, body
+        )
 
     async def set_job_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> dict[str, Any]:
         """Replace an InferenceJob's finalizers, only on the version they were read from."""
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        return await self._patch(
+            self._custom.patch_namespaced_custom_object, JOBS, namespace, name, body
+        )
+
+    async def _patch(
+        self,
+        method: Callable[..., Any],
+        plural: str,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A merge patch of ours; a resourceVersion in it that is no longer current is a 409."""
         try:
             patched: dict[str, Any] = await self._call(
-                self._custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                JOBS,
-                name,
-                body,
+                method, GROUP, VERSION, namespace, plural, name, body
             )
         except ApiException as exc:
             if exc.status == 409:
-                raise Conflict(f"{JOBS} {namespace}/{name} changed since it was read") from None
+                raise Conflict(f"{plural} {namespace}/{name} changed since it was read") from None
             raise
         return patched
 

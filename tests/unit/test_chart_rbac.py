@@ -62,7 +62,7 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
     ),
     ("hybridgpu.dev", "inferencejobs", "patch"): (
         OPERATOR / "kube.py",
-        "self._custom.patch_namespaced_custom_object,",
+        "self._custom.patch_namespaced_custom_object, JOBS",
     ),
     ("hybridgpu.dev", "routingpolicies", "list"): (
         OPERATOR / "handlers/indexes.py",
