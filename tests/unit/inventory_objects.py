@@ -65,6 +65,7 @@ def pod(
     node_selector: dict[str, str] | None = None,
     affinity_terms: list[list[dict[str, Any]]] | None = None,
     annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
     start_time: str | None = None,
     created: str | None = None,
 ) -> dict[str, Any]:
@@ -88,6 +89,8 @@ def pod(
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{name}"}
     if annotations:
         metadata["annotations"] = annotations
+    if labels:
+        metadata["labels"] = labels
     if created:
         metadata["creationTimestamp"] = created
     status: dict[str, Any] = {"phase": phase}

@@ -11,7 +11,9 @@ import pytest
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.inventory.pools import (
+    ATTEMPT_LABEL,
     ESTIMATED_DURATION_ANNOTATION,
+    OWNER_LABEL,
     InvalidObject,
     NodeRecord,
     PodRecord,
@@ -254,6 +256,18 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 STARTED = "2026-11-28T11:50:00Z"  # ten minutes before NOW
 
 
+ATTEMPT = {OWNER_LABEL: "job", ATTEMPT_LABEL: "1"}
+"""The labels of an in-cluster attempt's pods."""
+
+
+def test_only_an_attempts_pod_is_trusted_with_a_duration() -> None:
+    forged = pod(
+        "f", 1, "n1", annotations={ESTIMATED_DURATION_ANNOTATION: "1m"}, start_time=STARTED
+    )
+    (record,) = gpu_pods_index(forged).values()
+    assert record.ends_at is None  # another tenant's pod cannot say the GPUs come back soon
+
+
 def ours(
     name: str, gpus: int, node_name: str | None, duration: str, start: str | None = STARTED
 ) -> dict[str, Any]:
@@ -264,6 +278,7 @@ def ours(
         node_name,
         "Running" if start else "Pending",
         annotations={ESTIMATED_DURATION_ANNOTATION: duration},
+        labels=ATTEMPT,
         start_time=start,
     )
 
@@ -277,11 +292,25 @@ def test_expected_end_is_unknown_without_annotation_or_start() -> None:
     (foreign,) = gpu_pods_index(pod("x", 1, "n1", start_time=STARTED)).values()
     assert foreign.ends_at is None
     (unbound,) = gpu_pods_index(
-        pod("u", 1, None, "Pending", annotations={ESTIMATED_DURATION_ANNOTATION: "1h"})
+        pod(
+            "u",
+            1,
+            None,
+            "Pending",
+            annotations={ESTIMATED_DURATION_ANNOTATION: "1h"},
+            labels=ATTEMPT,
+        )
     ).values()
     assert unbound.ends_at is None
     (bad,) = gpu_pods_index(
-        pod("b", 1, "n1", annotations={ESTIMATED_DURATION_ANNOTATION: "soon"}, start_time=STARTED)
+        pod(
+            "b",
+            1,
+            "n1",
+            annotations={ESTIMATED_DURATION_ANNOTATION: "soon"},
+            labels=ATTEMPT,
+            start_time=STARTED,
+        )
     ).values()
     assert bad.ends_at is None  # a malformed annotation is not a broken pod
 
@@ -293,6 +322,7 @@ def test_bound_pod_without_start_time_falls_back_to_its_creation() -> None:
         "n1",
         "Pending",
         annotations={ESTIMATED_DURATION_ANNOTATION: "20m"},
+        labels=ATTEMPT,
         created="2026-11-28T11:55:00Z",
     )
     (record,) = gpu_pods_index(body).values()

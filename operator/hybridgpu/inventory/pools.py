@@ -275,6 +275,11 @@ def expected_end(meta: Mapping[str, Any], status: Mapping[str, Any], bound: bool
     started: ``status.startTime``, else the creation time of a pod already bound to a node.
     A malformed annotation or timestamp makes the end unknown rather than the pod invalid.
     """
+    labels = meta.get("labels") or {}
+    if not (labels.get(OWNER_LABEL) and labels.get(ATTEMPT_LABEL)):
+        # Any other pod could steer everyone's wait estimates with the annotation; an
+        # attempt's pod says no more than its InferenceJob's own estimatedDuration.
+        return None
     duration = (meta.get("annotations") or {}).get(ESTIMATED_DURATION_ANNOTATION)
     if not duration:
         return None
