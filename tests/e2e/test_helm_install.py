@@ -124,6 +124,8 @@ def test_every_rendered_manifest_passes_the_api_servers_dry_run(
         "--set",
         f"rbac.secretNamespaces={{{namespace}}}",
         "--set",
+        "rbac.allSecretsInNamespaces=true",
+        "--set",
         "routingPolicy.create=true",
         "--set",
         f"routingPolicy.namespaces={{{namespace}}}",
@@ -168,6 +170,8 @@ def test_install_upgrade_and_uninstall_keep_crds_and_jobs(
         "replicaCount=0",
         "--set",
         "rbac.secretNamespaces={" + ns + "}",
+        "--set",
+        "rbac.allSecretsInNamespaces=true",
         # Objects of CRDs the release installs itself: hooks on install, adopted on upgrade.
         "--set",
         "peering.enabled=true",

@@ -72,6 +72,8 @@ def service_account(cluster: Path) -> Iterator[None]:
         "replicaCount=0",
         "--set",
         f"rbac.secretNamespaces={{{CREDENTIALS_NAMESPACE}}}",
+        "--set",
+        "rbac.allSecretsInNamespaces=true",
     )
     yield
     helm("uninstall", RELEASE, "-n", NAMESPACE, check=False)

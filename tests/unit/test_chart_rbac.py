@@ -166,7 +166,14 @@ def test_every_permission_is_explained_by_the_code_that_uses_it() -> None:
 
 
 def test_clusterwide_rules_are_exactly_the_needed_ones_without_wildcards() -> None:
-    docs = chart.render("--set", "rbac.secretNamespaces={creds}", "--set", "replicaCount=2")
+    docs = chart.render(
+        "--set",
+        "rbac.secretNamespaces={creds}",
+        "--set",
+        "rbac.secretNames={akash-key}",
+        "--set",
+        "replicaCount=2",
+    )
     (cluster_role,) = _roles(docs, "ClusterRole")
     granted = _flatten(cluster_role["rules"])
     expected = {r for r in NEEDED if r[1] not in ("secrets", "kopfpeerings")}
@@ -203,6 +210,24 @@ def test_no_secret_access_without_named_namespaces_and_names_narrow_it() -> None
     )
     (role,) = _roles(named, "Role")
     assert role["rules"][0]["resourceNames"] == ["akash-key"]
+    everything = chart.render(
+        "--set", "rbac.secretNamespaces={creds}", "--set", "rbac.allSecretsInNamespaces=true"
+    )
+    (role,) = _roles(everything, "Role")
+    assert "resourceNames" not in role["rules"][0]  # the explicit opt-in
+
+
+def test_a_credentials_namespace_without_secret_names_is_refused() -> None:
+    result = chart.helm(
+        "template",
+        chart.RELEASE,
+        str(chart.CHART),
+        "--set",
+        "rbac.secretNamespaces={creds}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "rbac.secretNames is empty" in result.stderr
 
 
 def test_namespaced_mode_moves_namespaced_rules_into_roles() -> None:
