@@ -241,3 +241,22 @@ async def test_a_network_that_only_ever_answers_429_opens_the_breaker() -> None:
         await client.request("GET", "/x", retry=True)
     assert len(calls) == 5
     await client.aclose()
+
+
+async def test_a_daily_quota_is_not_retried_until_it_resets() -> None:
+    client, calls, sleeps = client_for(
+        [httpx.Response(429, json={"error": "search_quota_exceeded", "msg": "daily quota"})] * 4
+    )
+    with pytest.raises(RateLimited) as caught:
+        await client.request("POST", "/api/v0/bundles/", retry=True)
+    assert len(calls) == 1 and sleeps == []  # one call, no retries burning the quota
+    assert caught.value.retry_after is not None and caught.value.retry_after > 0
+    await client.aclose()
+
+
+def test_quotas_reset_at_utc_midnight() -> None:
+    from datetime import UTC, datetime
+
+    from hybridgpu.networks.http import seconds_to_utc_midnight
+
+    assert seconds_to_utc_midnight(datetime(2026, 12, 2, 23, 0, tzinfo=UTC)) == 3600

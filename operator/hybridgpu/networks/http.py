@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -185,6 +186,13 @@ class Health:
         return statistics.median(data), cuts[18]
 
 
+def seconds_to_utc_midnight(now: datetime | None = None) -> float:
+    """Seconds until the next 00:00 UTC, when daily quotas reset."""
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
+
+
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """Parse a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     if not value:
@@ -330,6 +338,10 @@ class ProviderClient:
         message = f"{method} {path}: HTTP {status}: {excerpt}"
         after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429:
+            if after is None and "quota" in response.text[:2000].lower():
+                # A daily quota (Vast.ai's search_quota_exceeded) comes back at UTC midnight:
+                # retrying it only spends what is left of the day's calls.
+                after = seconds_to_utc_midnight()
             return RateLimited(self.provider, message, after), after
         if status == 503 and after is not None:
             return Unavailable(self.provider, message), after
