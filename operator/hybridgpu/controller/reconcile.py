@@ -25,6 +25,7 @@ from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
+from hybridgpu.controller.errors import PermanentJobError
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube
@@ -392,17 +393,29 @@ class JobStep:
     # -- in-cluster -----------------------------------------------------------------------
 
     async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
-        manifest = incluster.job_manifest(
-            name=self.name,
-            namespace=self.namespace,
-            uid=self.uid,
-            spec=spec,
-            attempt=int(attempt["attempt"]),
-            gpu_product=attempt["gpuProduct"],
-        )
-        await self.deps.kube.create_batch_job(manifest)
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        try:
+            manifest = incluster.job_manifest(
+                name=self.name,
+                namespace=self.namespace,
+                uid=self.uid,
+                spec=spec,
+                attempt=int(attempt["attempt"]),
+                gpu_product=attempt["gpuProduct"],
+                **_deadline_inputs(policy),
+            )
+        except incluster.ManifestError as exc:
+            # Nothing was created; the job fails with the reason, naming the field.
+            raise PermanentJobError(str(exc), reason=exc.reason) from None
+        job = await self.deps.kube.create_batch_job(manifest)
+        name = manifest["metadata"]["name"]
+        if not incluster.owned_by(job, self.uid):
+            # A Job of that name exists and is not ours: never adopt (or delete) it.
+            return await self.failover(
+                attempt, "JobNameTaken", f"a batch/v1 Job {name} not owned by this job exists"
+            )
         attempt["outcome"] = "Pending"
-        attempt["externalId"] = manifest["metadata"]["name"]
+        attempt["externalId"] = name
         await self.save()
         return POLL_IN_CLUSTER
 
@@ -411,14 +424,14 @@ class JobStep:
     ) -> float | None:
         if attempt.get("outcome") == "Dispatching":
             return await self.create_in_cluster(spec, attempt)
-        job_name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+        job_name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
         job = await self.deps.kube.get_batch_job(self.namespace, job_name)
         if job is None:
             return await self.failover(attempt, "JobLost", f"batch/v1 Job {job_name} disappeared")
         state = incluster.job_state(job)
         pods = await self.deps.kube.list_pods(
             self.namespace,
-            f"{incluster.LABEL_JOB}={self.name},{incluster.LABEL_ATTEMPT}={attempt['attempt']}",
+            incluster.pod_selector(self.uid, int(attempt["attempt"])),
         )
         started = incluster.pod_running(pods)
         if started is not None and attempt.get("outcome") == "Pending":
@@ -666,7 +679,7 @@ class JobStep:
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
         if attempt.get("backend") == "InCluster":
-            name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+            name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
             await self.deps.kube.delete_batch_job(self.namespace, name)
             wakeup.notify(freed_place(attempt))
             return
@@ -735,6 +748,16 @@ class JobStep:
         self.status["completionTime"] = cond.timestamp(self.now)
         self.emit("Normal" if ok else "Warning", reason, message)
         await self.save()
+
+
+def _deadline_inputs(policy: RoutingPolicySpec | None) -> dict[str, Any]:
+    """What the in-cluster Job's activeDeadlineSeconds is made of, from the job's policy."""
+    if policy is None:
+        return {}
+    return {
+        "max_run_time_factor": policy.failover.max_run_time_factor,
+        "max_queue_time": policy.in_cluster.max_queue_time,
+    }
 
 
 def _cap(spec: InferenceJobSpec, policy: RoutingPolicySpec | None) -> Decimal | None:
