@@ -378,3 +378,27 @@ def test_a_model_task_without_an_input_object_fails_clearly_in_cluster(
     failed = condition(job, "Failed")
     assert failed is not None and failed["reason"] == "NoInputObject", job["status"]
     assert "spec.input" in failed["message"]
+
+
+def test_the_namespace_really_enforces_restricted(cluster: Path, restricted: str) -> None:
+    """The API server refuses the Pod a Job without our securityContext would make, so the
+    Pods above ran because they comply, not because nothing was checked."""
+    spec = InferenceJobSpec.model_validate(
+        {
+            "task": "container",
+            "image": "ghcr.io/example/batch:1",
+            "input": {"requests": 1},
+            "estimatedDuration": "1m",
+        }
+    )
+    template = job_manifest(
+        name="lax", namespace=restricted, uid="lax", spec=spec, attempt=1, gpu_product="x"
+    )["spec"]["template"]
+    pod_spec = template["spec"]
+    del pod_spec["securityContext"]
+    for container in pod_spec["containers"]:
+        del container["securityContext"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lax"}, "spec": pod_spec}
+    result = kubectl("create", "-n", restricted, "-f", "-", input=json.dumps(pod), check=False)
+    assert result.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in result.stderr

@@ -1,0 +1,59 @@
+"""The reconcile step's in-cluster dispatch: refusals become the job's reason; no adoption."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridgpu.controller.errors import PermanentJobError
+from hybridgpu.routing.snapshot import InClusterPool
+from tests.unit.test_reconcile import World
+
+T4 = (InClusterPool(gpu_product="Tesla-T4", memory_bytes=16 * 2**30, allocatable=4, in_use=0),)
+POLICY = {
+    "inCluster": {
+        "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.1"}],
+        "maxQueueTime": "2m",
+    },
+    "failover": {"backoff": "0s", "maxRunTimeFactor": 3},
+}
+
+
+async def test_a_refused_manifest_fails_the_job_with_its_reason_and_creates_nothing() -> None:
+    world = World(
+        spec={
+            "gpu": {"count": 1, "products": ["Tesla-T4"]},
+            "env": [{"name": "CUDA_VISIBLE_DEVICES", "value": "0,1,2,3"}],
+        },
+        pools=T4,
+        policy=POLICY,
+    )
+    with pytest.raises(PermanentJobError) as err:
+        await world.step()
+    assert err.value.reason == "InvalidInput"
+    assert str(err.value).startswith("spec.env[0].name: CUDA_VISIBLE_DEVICES")
+    assert world.kube.jobs == {}
+    # The intent was written first, so a restarted operator ends up here again, not elsewhere.
+    assert world.status["attempts"][0]["outcome"] == "Dispatching"
+
+
+async def test_the_job_deadline_comes_from_the_policy() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    await world.step()
+    (job,) = world.kube.jobs.values()
+    assert job["spec"]["activeDeadlineSeconds"] == 30 * 60 * 3 + 120
+
+
+async def test_a_job_of_that_name_owned_by_another_is_never_adopted() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    squatter = {
+        "metadata": {
+            "name": "hybridgpu-uid-7-a1",
+            "ownerReferences": [{"uid": "someone-else", "controller": True}],
+        }
+    }
+    world.kube.jobs["hybridgpu-uid-7-a1"] = squatter
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["reason"]) == ("Failed", "JobNameTaken")
+    assert world.kube.jobs["hybridgpu-uid-7-a1"] is squatter  # untouched, not deleted
+    assert "delete hybridgpu-uid-7-a1" not in world.log
