@@ -333,6 +333,7 @@ def test_the_operator_runs_a_container_job_whose_exit_code_decides_its_outcome(
     assert works["status"]["attempts"][0]["gpuProduct"] == AGENT_PRODUCT
     assert breaks["status"]["phase"] == "Failed", breaks["status"]
     assert breaks["status"]["attempts"][0]["reason"] == "JobFailed"
+    assert "container inference exited 3" in breaks["status"]["attempts"][0]["message"]
     uid = breaks["metadata"]["uid"]
     pods = json.loads(
         kubectl("get", "pods", "-n", restricted, "-l", f"{LABEL_UID}={uid}", "-o", "json").stdout

@@ -201,3 +201,22 @@ def test_only_a_job_controlled_by_this_uid_is_ours() -> None:
     assert owned_by(job, UID)
     assert not owned_by(job, "someone-else")
     assert not owned_by({"metadata": {"name": "x"}}, UID)
+
+
+def test_a_failure_is_explained_by_reasons_and_exit_codes_only() -> None:
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "x"}
+    job = {"status": {"conditions": [failed]}}
+    pods = [
+        {
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "state": {"terminated": {"exitCode": 2, "message": "secret"}},
+                    }
+                ]
+            }
+        }
+    ]
+    assert incluster.failure_detail(job, pods) == "DeadlineExceeded, container runner exited 2"
+    assert incluster.failure_detail({}, []) == ""

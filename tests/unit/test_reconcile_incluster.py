@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from hybridgpu.controller.claims import job_hold
 from hybridgpu.controller.errors import PermanentJobError
+from hybridgpu.kube import Rejected
 from hybridgpu.routing.snapshot import InClusterPool
 from tests.unit.test_reconcile import World
 
@@ -57,3 +61,17 @@ async def test_a_job_of_that_name_owned_by_another_is_never_adopted() -> None:
     assert (attempt["outcome"], attempt["reason"]) == ("Failed", "JobNameTaken")
     assert world.kube.jobs["hybridgpu-uid-7-a1"] is squatter  # untouched, not deleted
     assert "delete hybridgpu-uid-7-a1" not in world.log
+
+
+async def test_a_job_the_api_server_refuses_ends_the_attempt_and_fails_over() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+
+    async def refuse(manifest: dict[str, Any]) -> dict[str, Any]:
+        raise Rejected(422, "Unprocessable Entity")
+
+    world.kube.create_batch_job = refuse  # type: ignore[method-assign]
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["reason"]) == ("Failed", "JobRejected")
+    assert attempt["message"].endswith("HTTP 422 Unprocessable Entity")
+    assert job_hold(world.kube.obj, pod_owners=()) is None  # nothing held any more

@@ -28,7 +28,7 @@ from hybridgpu.controller.claims import ACTIVE_OUTCOMES
 from hybridgpu.controller.errors import PermanentJobError
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
-from hybridgpu.kube import Kube
+from hybridgpu.kube import Kube, Rejected
 from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.checkpoint import Checkpoint
@@ -407,8 +407,14 @@ class JobStep:
         except incluster.ManifestError as exc:
             # Nothing was created; the job fails with the reason, naming the field.
             raise PermanentJobError(str(exc), reason=exc.reason) from None
-        job = await self.deps.kube.create_batch_job(manifest)
         name = manifest["metadata"]["name"]
+        try:
+            job = await self.deps.kube.create_batch_job(manifest)
+        except Rejected as exc:
+            # A refused Job never runs: end the attempt (its reservation with it), fail over.
+            return await self.failover(
+                attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
+            )
         if not incluster.owned_by(job, self.uid):
             # A Job of that name exists and is not ours: never adopt (or delete) it.
             return await self.failover(
@@ -449,7 +455,9 @@ class JobStep:
             return None
         if state is incluster.JobState.FAILED:
             self.accrue_in_cluster(spec, attempt, started or self.now, self.now)
-            return await self.failover(attempt, "JobFailed", f"batch/v1 Job {job_name} failed")
+            detail = incluster.failure_detail(job, pods)
+            message = f"batch/v1 Job {job_name} failed" + (f" ({detail})" if detail else "")
+            return await self.failover(attempt, "JobFailed", message)
         if started is not None:
             self.accrue_in_cluster(spec, attempt, started, self.now)
             breach = self.limit_breach(spec, policy, attempt, started)
