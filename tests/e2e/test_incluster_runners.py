@@ -372,6 +372,9 @@ def test_a_model_task_without_an_input_object_fails_clearly_in_cluster(
             "input": {"requests": 3},
             "gpu": {"count": 1, "products": [AGENT_PRODUCT]},
             "estimatedDuration": "10m",
+            # Placed anywhere, it would fail over to a network (tests/unit/
+            # test_reconcile_incluster.py); pinned in-cluster, nothing else can take it.
+            "placement": "InCluster",
         },
     }
     kubectl("apply", "-f", "-", input=json.dumps(doc))

@@ -10,7 +10,7 @@ from hybridgpu.controller.claims import job_hold
 from hybridgpu.controller.errors import PermanentJobError
 from hybridgpu.kube import Rejected
 from hybridgpu.routing.snapshot import InClusterPool
-from tests.unit.test_reconcile import World
+from tests.unit.test_reconcile import RTX, World
 
 T4 = (InClusterPool(gpu_product="Tesla-T4", memory_bytes=16 * 2**30, allocatable=4, in_use=0),)
 POLICY = {
@@ -75,3 +75,45 @@ async def test_a_job_the_api_server_refuses_ends_the_attempt_and_fails_over() ->
     assert (attempt["outcome"], attempt["reason"]) == ("Failed", "JobRejected")
     assert attempt["message"].endswith("HTTP 422 Unprocessable Entity")
     assert job_hold(world.kube.obj, pod_owners=()) is None  # nothing held any more
+
+
+async def test_what_only_the_cluster_refuses_fails_over_to_the_networks() -> None:
+    # An llm job without input objects cannot run in-cluster, but may run on a network.
+    world = World(
+        spec={
+            "task": "llm",
+            "image": None,
+            "model": "m",
+            "gpu": {"count": 1, "products": ["Tesla-T4", RTX]},
+        },
+        pools=T4,
+        policy={**POLICY, "external": {"enabled": True}},
+    )
+    await world.step()
+    first = world.status["attempts"][0]
+    assert (first["backend"], first["outcome"], first["reason"]) == (
+        "InCluster",
+        "Failed",
+        "NoInputObject",
+    )
+    assert world.kube.jobs == {}
+    await world.step()
+    second = world.status["attempts"][1]
+    assert second["backend"] == "External"  # every in-cluster pool is skipped now
+
+
+async def test_placed_in_cluster_the_same_refusal_fails_the_job() -> None:
+    world = World(
+        spec={
+            "task": "llm",
+            "image": None,
+            "model": "m",
+            "placement": "InCluster",
+            "gpu": {"count": 1, "products": ["Tesla-T4"]},
+        },
+        pools=T4,
+        policy=POLICY,
+    )
+    with pytest.raises(PermanentJobError) as err:
+        await world.step()
+    assert err.value.reason == "NoInputObject"

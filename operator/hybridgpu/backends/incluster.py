@@ -39,6 +39,10 @@ ManifestError = Unsupported
 OperatorMisconfigured) and message (naming the field) become the job's Failed condition."""
 
 
+ELSEWHERE = frozenset({"NoInputObject", "InClusterUnsupported", "ImageNotAllowed"})
+"""Refusals of the cluster alone: a job not placed InCluster fails over to the networks."""
+
+
 class JobState(StrEnum):
     ACTIVE = "Active"
     SUCCEEDED = "Succeeded"

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus
+from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus, Placement
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
@@ -271,6 +271,8 @@ class JobStep:
                 return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
+        if any(a.get("reason") in incluster.ELSEWHERE for a in failed):
+            excluded |= {f"in-cluster/{pool.gpu_product}" for pool in snapshot.pools}
         problem = self.deps.telemetry_problem()
         if snapshot.telemetry_available:
             self.set(cond.TELEMETRY, True, "Prometheus", "decided with DCGM GPU utilisation")
@@ -405,7 +407,11 @@ class JobStep:
                 **_deadline_inputs(policy),
             )
         except incluster.ManifestError as exc:
-            # Nothing was created; the job fails with the reason, naming the field.
+            # Nothing was created. What only the cluster refuses sends a job that may run
+            # elsewhere there (routing then skips every in-cluster pool); else the job fails
+            # with the reason, naming the field.
+            if exc.reason in incluster.ELSEWHERE and spec.placement is not Placement.IN_CLUSTER:
+                return await self.failover(attempt, exc.reason, str(exc))
             raise PermanentJobError(str(exc), reason=exc.reason) from None
         name = manifest["metadata"]["name"]
         try:
