@@ -117,3 +117,17 @@ async def test_placed_in_cluster_the_same_refusal_fails_the_job() -> None:
     with pytest.raises(PermanentJobError) as err:
         await world.step()
     assert err.value.reason == "NoInputObject"
+
+
+async def test_an_attempts_pods_are_found_by_the_job_controllers_label() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    selectors: list[str] = []
+
+    async def pods(ns: str, selector: str) -> list[dict[str, Any]]:
+        selectors.append(selector)
+        return []
+
+    world.kube.list_pods = pods  # type: ignore[method-assign]
+    await world.step()
+    await world.step()
+    assert selectors == ["batch.kubernetes.io/job-name=hybridgpu-uid-7-a1"]

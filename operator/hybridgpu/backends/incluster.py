@@ -73,9 +73,14 @@ def job_labels(name: str, uid: str, attempt: int) -> dict[str, str]:
     return labels
 
 
-def pod_selector(uid: str, attempt: int) -> str:
-    """The label selector of one attempt's Pods."""
-    return f"{LABEL_UID}={uid},{LABEL_ATTEMPT}={attempt}"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on every Pod of a Job (Kubernetes 1.27+)."""
+
+
+def pod_selector(job: str) -> str:
+    """The label selector of one attempt's Pods: those of its Job, whichever operator version
+    made the Job (the Job controller labels them, not the operator)."""
+    return f"{JOB_NAME_LABEL}={job}"
 
 
 def _affinity(gpu_product: str) -> dict[str, Any]:

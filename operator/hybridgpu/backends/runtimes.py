@@ -175,7 +175,8 @@ def _livepeer(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> Runtime:
             "--output-url",
             OUTPUT_REF,
         ],
-        "env": [e for e in env if e["name"] in (INPUT_URL_ENV, OUTPUT_URL_ENV)],
+        # The output is spooled to a file: TMPDIR on the scratch volume.
+        "env": [e for e in env if e["name"] in (INPUT_URL_ENV, OUTPUT_URL_ENV)] + _cache_env(),
     }
     return Runtime(main=runner, sidecars=[server], gpu_container="ai-runner")
 

@@ -443,7 +443,7 @@ class JobStep:
         state = incluster.job_state(job)
         pods = await self.deps.kube.list_pods(
             self.namespace,
-            incluster.pod_selector(self.uid, int(attempt["attempt"])),
+            incluster.pod_selector(job_name),
         )
         started = incluster.pod_running(pods)
         if started is not None and attempt.get("outcome") == "Pending":
