@@ -115,7 +115,12 @@ def _holder(namespace: str, name: str, runs_for: str) -> None:
     )
     job = job_manifest(
         # The Job's name comes from the uid: one per holder.
-        name=name, namespace=namespace, uid=f"holder-{name}", spec=spec, attempt=1, gpu_product=A10
+        name=name,
+        namespace=namespace,
+        uid=f"holder-{name}",
+        spec=spec,
+        attempt=1,
+        gpu_product=A10,
     )
     del job["metadata"]["ownerReferences"]  # no InferenceJob owns it
     job["spec"]["template"]["metadata"]["annotations"][KWOK_DELAY] = runs_for
