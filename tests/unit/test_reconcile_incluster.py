@@ -131,3 +131,16 @@ async def test_an_attempts_pods_are_found_by_the_job_controllers_label() -> None
     await world.step()
     await world.step()
     assert selectors == ["batch.kubernetes.io/job-name=hybridgpu-uid-7-a1"]
+
+
+async def test_a_job_an_earlier_version_was_creating_is_adopted_not_created_again() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    earlier = {
+        "metadata": {"name": "j-a1", "ownerReferences": [{"uid": "uid-7", "controller": True}]}
+    }
+    world.kube.jobs["j-a1"] = earlier  # the name operators before UID names gave attempt 1
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["externalId"]) == ("Pending", "j-a1")
+    assert list(world.kube.jobs) == ["j-a1"]
+    assert not [entry for entry in world.log if entry.startswith("create")]

@@ -6,6 +6,7 @@ visibility env) in :mod:`hybridgpu.backends.jobpolicy`; docs/incluster.md for us
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -55,6 +56,14 @@ def job_name(uid: str, attempt: int) -> str:
     Made from the InferenceJob's UID, not its name: names up to 253 characters, and names
     such as ``a.b`` and ``a-b``, would otherwise not fit or collide."""
     return f"hybridgpu-{uid.lower()}-a{attempt}"
+
+
+def legacy_job_name(inference_job: str, attempt: int) -> str:
+    """The name operators before 0.1.0's UID names gave an attempt's Job (from the job's name),
+    so an attempt they were dispatching when replaced is found rather than created again."""
+    suffix = f"-a{attempt}"
+    base = re.sub(r"[^a-z0-9-]", "-", inference_job.lower())[: 63 - len(suffix)].rstrip("-")
+    return base + suffix
 
 
 def owned_by(job: dict[str, Any], uid: str) -> bool:

@@ -414,13 +414,17 @@ class JobStep:
                 return await self.failover(attempt, exc.reason, str(exc))
             raise PermanentJobError(str(exc), reason=exc.reason) from None
         name = manifest["metadata"]["name"]
-        try:
-            job = await self.deps.kube.create_batch_job(manifest)
-        except Rejected as exc:
-            # A refused Job never runs: end the attempt (its reservation with it), fail over.
-            return await self.failover(
-                attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
-            )
+        job = await self.legacy_job(int(attempt["attempt"]))
+        if job is not None:
+            name = job["metadata"]["name"]
+        else:
+            try:
+                job = await self.deps.kube.create_batch_job(manifest)
+            except Rejected as exc:
+                # A refused Job never runs: end the attempt (and what it holds), fail over.
+                return await self.failover(
+                    attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
+                )
         if not incluster.owned_by(job, self.uid):
             # A Job of that name exists and is not ours: never adopt (or delete) it.
             return await self.failover(
@@ -430,6 +434,14 @@ class JobStep:
         attempt["externalId"] = name
         await self.save()
         return POLL_IN_CLUSTER
+
+    async def legacy_job(self, number: int) -> dict[str, Any] | None:
+        """The attempt's Job if an operator of an earlier version (Jobs named after the job,
+        not its UID) created it just before it was replaced, so it is not created twice."""
+        job = await self.deps.kube.get_batch_job(
+            self.namespace, incluster.legacy_job_name(self.name, number)
+        )
+        return job if job is not None and incluster.owned_by(job, self.uid) else None
 
     async def track_in_cluster(
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
