@@ -162,3 +162,17 @@ def test_parse_request_names_the_line() -> None:
     ):
         with pytest.raises(BadInput, match=message):
             parse_request(4, line)
+
+
+def test_the_command_needs_both_urls_and_keeps_them_out_of_its_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from hybridgpu import cli
+
+    monkeypatch.delenv("HYBRIDGPU_INPUT_URL", raising=False)
+    monkeypatch.delenv("HYBRIDGPU_OUTPUT_URL", raising=False)
+    assert cli.main(["runner", "livepeer", "--pipeline", "text-to-image"]) == 2
+    # httpx logs each request's URL at INFO; a presigned URL is a credential.
+    assert logging.getLogger("httpx").level == logging.WARNING
