@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "networks": "networks",
     "quote": "quote",
     "simulate": "simulate",
+    "runner": "runner",
 }
 
 

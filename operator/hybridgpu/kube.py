@@ -53,6 +53,21 @@ class Conflict(Exception):
     """A version-checked write found the object changed since it was read: re-read, recompute."""
 
 
+class Rejected(Exception):
+    """The API server refused an object for good (a 4xx other than 401, 408, 409 and 429).
+
+    Carries only the status and its reason phrase: the API's message can quote field values,
+    which for a Job include the presigned URLs in its environment."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}".strip())
+        self.status = status
+        self.reason = reason
+
+
+_RETRYABLE_4XX = frozenset({401, 408, 409, 429})
+
+
 class Kube:
     """The reads and writes the operator does outside Kopf's own patching."""
 
@@ -194,12 +209,17 @@ class Kube:
         )
 
     async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create a batch/v1 Job; if one of that name exists already, return it (idempotent)."""
+        """Create a batch/v1 Job; if one of that name exists already, return it (idempotent).
+
+        Raises :class:`Rejected` when the API server refuses the Job for good."""
         namespace = manifest["metadata"]["namespace"]
         try:
             created = await self._call(self._batch.create_namespaced_job, namespace, manifest)
         except ApiException as exc:
-            if exc.status != 409:
+            status = int(exc.status or 0)
+            if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+                raise Rejected(status, str(exc.reason or "")) from None
+            if status != 409:
                 raise
             existing = await self.get_batch_job(namespace, manifest["metadata"]["name"])
             if existing is None:  # deleted between the two calls: try once more next loop

@@ -114,7 +114,13 @@ def _holder(namespace: str, name: str, runs_for: str) -> None:
         }
     )
     job = job_manifest(
-        name=name, namespace=namespace, uid="", spec=spec, attempt=1, gpu_product=A10
+        # The Job's name comes from the uid: one per holder.
+        name=name,
+        namespace=namespace,
+        uid=f"holder-{name}",
+        spec=spec,
+        attempt=1,
+        gpu_product=A10,
     )
     del job["metadata"]["ownerReferences"]  # no InferenceJob owns it
     job["spec"]["template"]["metadata"]["annotations"][KWOK_DELAY] = runs_for

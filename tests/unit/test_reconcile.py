@@ -362,8 +362,8 @@ async def test_an_in_cluster_job_not_running_after_max_queue_time_is_rerouted() 
         },
     )
     await world.step()
-    assert list(world.kube.jobs) == ["j-a1"]
-    job = world.kube.jobs["j-a1"]
+    assert list(world.kube.jobs) == ["hybridgpu-uid-7-a1"]
+    job = world.kube.jobs["hybridgpu-uid-7-a1"]
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "nvidia.com/gpu": "1"
     }
@@ -383,7 +383,7 @@ async def test_an_in_cluster_job_not_running_after_max_queue_time_is_rerouted() 
     await world.step()
     attempt = world.status["attempts"][0]
     assert (attempt["outcome"], attempt["reason"]) == ("Requeued", "QueueTimeout")
-    assert "delete j-a1" in world.log
+    assert "delete hybridgpu-uid-7-a1" in world.log
     assert job_hold(world.kube.obj, pod_owners=()) is None
     await world.step()
     assert world.status["attempts"][1]["gpuProduct"] == RTX  # the T4 pool is excluded now
@@ -411,7 +411,7 @@ async def test_in_cluster_success_accrues_cost_from_pod_start() -> None:
     await world.step()
     started = NOW + timedelta(seconds=10)
     world.kube.pods = [{"status": {"phase": "Succeeded", "startTime": started.isoformat()}}]
-    world.kube.jobs["j-a1"]["status"] = {
+    world.kube.jobs["hybridgpu-uid-7-a1"]["status"] = {
         "succeeded": 1,
         "completionTime": (started + timedelta(minutes=30)).isoformat(),
     }

@@ -61,6 +61,17 @@ spec:
         - name: HYBRIDGPU_JOB_TOLERATIONS
           value: {{ toJson . | quote }}
         {{- end }}
+        - name: HYBRIDGPU_GPU_TOLERATION
+          value: {{ .Values.operator.jobGpuToleration | quote }}
+        {{- with .Values.operator.jobImageAllowlist }}
+        - name: HYBRIDGPU_IMAGE_ALLOWLIST
+          value: {{ toJson . | quote }}
+        {{- end }}
+        - name: HYBRIDGPU_JOB_RUN_AS_USER
+          value: {{ .Values.operator.jobRunAsUser | quote }}
+        # The in-cluster runners (hybridgpu runner ...) run from the operator's own image.
+        - name: HYBRIDGPU_RUNNER_IMAGE
+          value: {{ include "hybridgpu.image" . | quote }}
         {{- range $task, $image := .Values.operator.runtimeImages }}
         - name: HYBRIDGPU_RUNTIME_IMAGE_{{ $task | upper | replace "-" "_" }}
           value: {{ $image | quote }}

@@ -1,36 +1,52 @@
-"""In-cluster dispatch: a batch/v1 Job owned by the InferenceJob, pinned to one GPU product."""
+"""In-cluster dispatch: a batch/v1 Job owned by the InferenceJob, pinned to one GPU product.
+
+What the Pod runs per task is in :mod:`hybridgpu.backends.runtimes`; what it may do (Pod
+Security ``restricted``, no ServiceAccount token, exact tolerations, image allowlist, no GPU
+visibility env) in :mod:`hybridgpu.backends.jobpolicy`; docs/incluster.md for users."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from hybridgpu.api.inferencejob import InferenceJobSpec, Task
-from hybridgpu.inventory.pools import ATTEMPT_LABEL, ESTIMATED_DURATION_ANNOTATION, OWNER_LABEL
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.backends import jobpolicy
+from hybridgpu.backends.runtimes import (
+    INPUT_URL_ENV,
+    OUTPUT_URL_ENV,
+    SCRATCH,
+    Unsupported,
+    build_runtime,
+)
+from hybridgpu.inventory.pools import (
+    ATTEMPT_LABEL,
+    ESTIMATED_DURATION_ANNOTATION,
+    OWNER_LABEL,
+    UID_LABEL,
+)
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.units import format_duration
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 LABEL_JOB = OWNER_LABEL
+LABEL_UID = UID_LABEL
 LABEL_ATTEMPT = ATTEMPT_LABEL
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hybridgpu"}
+MAX_LABEL_VALUE = 63
+DEFAULT_MAX_RUN_TIME_FACTOR = 2.0
+"""RoutingPolicy spec.failover.maxRunTimeFactor's default, for a job whose policy is gone."""
+DEFAULT_MAX_QUEUE_TIME = timedelta(minutes=5)
+ManifestError = Unsupported
+"""Raised by :func:`job_manifest` for a job that cannot run in-cluster as written; its
+``reason`` (InvalidInput, ImageNotAllowed, NoInputObject, InClusterUnsupported,
+OperatorMisconfigured) and message (naming the field) become the job's Failed condition."""
 
-# Runtimes for tasks that name a model rather than an image; overridable per task with
-# HYBRIDGPU_RUNTIME_IMAGE_<TASK> (e.g. HYBRIDGPU_RUNTIME_IMAGE_LLM).
-DEFAULT_RUNTIME_IMAGES = {
-    Task.LLM: "vllm/vllm-openai:v0.11.0",
-    Task.TEXT_TO_IMAGE: "livepeer/ai-runner:latest",
-    Task.IMAGE_TO_IMAGE: "livepeer/ai-runner:latest",
-    Task.IMAGE_TO_VIDEO: "livepeer/ai-runner:latest",
-    Task.AUDIO_TO_TEXT: "livepeer/ai-runner:latest",
-    Task.TEXT_TO_SPEECH: "livepeer/ai-runner:latest",
-    Task.UPSCALE: "livepeer/ai-runner:latest",
-}
+
+ELSEWHERE = frozenset({"NoInputObject", "InClusterUnsupported", "ImageNotAllowed"})
+"""Refusals of the cluster alone: a job not placed InCluster fails over to the networks."""
 
 
 class JobState(StrEnum):
@@ -39,24 +55,77 @@ class JobState(StrEnum):
     FAILED = "Failed"
 
 
-def job_name(inference_job: str, attempt: int) -> str:
-    """Deterministic per attempt, so a retried create finds the Job it already made."""
+def job_name(uid: str, attempt: int) -> str:
+    """Deterministic per attempt, so a retried create finds the Job it already made.
+
+    Made from the InferenceJob's UID, not its name: names up to 253 characters, and names
+    such as ``a.b`` and ``a-b``, would otherwise not fit or collide."""
+    return f"hybridgpu-{uid.lower()}-a{attempt}"
+
+
+def legacy_job_name(inference_job: str, attempt: int) -> str:
+    """The name operators before 0.1.0's UID names gave an attempt's Job (from the job's name),
+    so an attempt they were dispatching when replaced is found rather than created again."""
     suffix = f"-a{attempt}"
     base = re.sub(r"[^a-z0-9-]", "-", inference_job.lower())[: 63 - len(suffix)].rstrip("-")
     return base + suffix
 
 
-def runtime_image(spec: InferenceJobSpec) -> str:
-    if spec.image:
-        return spec.image
-    override = os.environ.get(f"HYBRIDGPU_RUNTIME_IMAGE_{spec.task.name}")
-    return override or DEFAULT_RUNTIME_IMAGES[spec.task]
+def owned_by(job: dict[str, Any], uid: str) -> bool:
+    """Whether ``job`` is controlled by the InferenceJob of ``uid`` (a found Job may not be)."""
+    for ref in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("uid") == uid and ref.get("controller"):
+            return True
+    return False
 
 
-def extra_tolerations() -> list[dict[str, Any]]:
-    """Tolerations added to every Job, from HYBRIDGPU_JOB_TOLERATIONS (a JSON list)."""
-    raw = os.environ.get("HYBRIDGPU_JOB_TOLERATIONS", "")
-    return list(json.loads(raw)) if raw else []
+def job_labels(name: str, uid: str, attempt: int) -> dict[str, str]:
+    labels = {**MANAGED_BY, LABEL_UID: uid, LABEL_ATTEMPT: str(attempt)}
+    # A label value holds at most 63 characters; longer names are found by their UID.
+    if len(name) <= MAX_LABEL_VALUE:
+        labels[LABEL_JOB] = name
+    return labels
+
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on every Pod of a Job (Kubernetes 1.27+)."""
+
+
+def pod_selector(job: str) -> str:
+    """The label selector of one attempt's Pods: those of its Job, whichever operator version
+    made the Job (the Job controller labels them, not the operator)."""
+    return f"{JOB_NAME_LABEL}={job}"
+
+
+def _affinity(gpu_product: str) -> dict[str, Any]:
+    term = {"matchExpressions": [{"key": PRODUCT_LABEL, "operator": "In", "values": [gpu_product]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def _env(spec: InferenceJobSpec, input_url: str | None, output_url: str | None) -> list[Any]:
+    env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or []]
+    env += [
+        {"name": "HYBRIDGPU_TASK", "value": spec.task.value},
+        {"name": "HYBRIDGPU_REQUESTS", "value": str(spec.input.requests)},
+    ]
+    if spec.model:
+        env.append({"name": "HYBRIDGPU_MODEL", "value": spec.model})
+    if input_url:
+        env.append({"name": INPUT_URL_ENV, "value": input_url})
+    if output_url:
+        env.append({"name": OUTPUT_URL_ENV, "value": output_url})
+    return env
+
+
+def _harden(container: dict[str, Any]) -> dict[str, Any]:
+    mounts = container.setdefault("volumeMounts", [])
+    mounts.append({"name": "scratch", "mountPath": SCRATCH})
+    container["securityContext"] = jobpolicy.container_security_context()
+    return container
 
 
 def job_manifest(
@@ -67,54 +136,57 @@ def job_manifest(
     spec: InferenceJobSpec,
     attempt: int,
     gpu_product: str,
+    input_url: str | None = None,
+    output_url: str | None = None,
+    max_run_time_factor: float = DEFAULT_MAX_RUN_TIME_FACTOR,
+    max_queue_time: timedelta = DEFAULT_MAX_QUEUE_TIME,
 ) -> dict[str, Any]:
-    """The batch/v1 Job for one in-cluster attempt."""
-    labels = {**MANAGED_BY, LABEL_JOB: name, LABEL_ATTEMPT: str(attempt)}
+    """The batch/v1 Job for one in-cluster attempt.
+
+    ``input_url``/``output_url`` are presigned HTTP(S) URLs: GET of the input JSONL object,
+    PUT of the one output JSONL object. Raises :data:`ManifestError` for a job that cannot
+    run in-cluster as written (a model task without them among others)."""
+    jobpolicy.check_env(spec)
+    jobpolicy.check_image(spec)
+    has_urls = bool(input_url and output_url)
+    runtime = build_runtime(spec, _env(spec, input_url, output_url), has_urls)
     gpus = str(spec.gpu.count)
-    env = [{"name": e.name, "value": e.value} for e in spec.env or []]
-    env += [
-        {"name": "HYBRIDGPU_TASK", "value": spec.task.value},
-        {"name": "HYBRIDGPU_REQUESTS", "value": str(spec.input.requests)},
-    ]
-    if spec.model:
-        env.append({"name": "HYBRIDGPU_MODEL", "value": spec.model})
-    container: dict[str, Any] = {
-        "name": "inference",
-        "image": runtime_image(spec),
-        "env": env,
-        "resources": {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}},
-        "securityContext": {"allowPrivilegeEscalation": False},
-    }
-    if spec.command:
-        container["command"] = list(spec.command)
-    if spec.args:
-        container["args"] = list(spec.args)
-    affinity = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": PRODUCT_LABEL, "operator": "In", "values": [gpu_product]}
-                        ]
-                    }
-                ]
+    containers = [_harden(runtime.main)]
+    sidecars = [_harden(c) for c in runtime.sidecars]
+    for container in containers + sidecars:
+        if container["name"] == runtime.gpu_container:
+            container["resources"] = {
+                "limits": {GPU_RESOURCE: gpus},
+                "requests": {GPU_RESOURCE: gpus},
             }
-        }
-    }
-    tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-    tolerations += extra_tolerations()
+    labels = job_labels(name, uid, attempt)
     template_meta: dict[str, Any] = {"labels": labels}
     if spec.estimated_duration:
         # Lets the inventory estimate when the pod's GPUs come back (inventory/pools.py).
         template_meta["annotations"] = {
             ESTIMATED_DURATION_ANNOTATION: format_duration(spec.estimated_duration)
         }
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    if sidecars:
+        volumes.append({"name": "models", "emptyDir": {}})
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The Job acts for its author, not with the namespace's default ServiceAccount.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": jobpolicy.pod_security_context(),
+        "affinity": _affinity(gpu_product),
+        "tolerations": jobpolicy.tolerations(),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if sidecars:
+        pod_spec["initContainers"] = sidecars
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, attempt),
+            "name": job_name(uid, attempt),
             "namespace": namespace,
             "labels": labels,
             "ownerReferences": [
@@ -132,15 +204,10 @@ def job_manifest(
             # The operator, not the Job controller, decides about retries: on failure it may
             # fail over to another product or network.
             "backoffLimit": 0,
-            "template": {
-                "metadata": template_meta,
-                "spec": {
-                    "restartPolicy": "Never",
-                    "affinity": affinity,
-                    "tolerations": tolerations,
-                    "containers": [container],
-                },
-            },
+            "activeDeadlineSeconds": jobpolicy.active_deadline_seconds(
+                spec.estimated_duration, max_run_time_factor, max_queue_time
+            ),
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 
@@ -172,3 +239,19 @@ def pod_running(pods: list[dict[str, Any]]) -> datetime | None:
             if started_at is not None:
                 starts.append(started_at)
     return min(starts) if starts else None
+
+
+def failure_detail(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+    """Why a Job failed, from its Failed condition's reason and its containers' exit codes.
+
+    Only reasons and numbers: a container's termination message is the workload's own text."""
+    parts: list[str] = []
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True" and cond.get("reason"):
+            parts.append(str(cond["reason"]))
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            code = ((status.get("state") or {}).get("terminated") or {}).get("exitCode")
+            if code:
+                parts.append(f"container {status.get('name')} exited {code}")
+    return ", ".join(parts)

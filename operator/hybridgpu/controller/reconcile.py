@@ -20,15 +20,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus
+from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus, Placement
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
+from hybridgpu.controller.errors import PermanentJobError
 from hybridgpu.controller.finalizers import WORK_FINALIZER
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
-from hybridgpu.kube import Kube
+from hybridgpu.kube import Kube, Rejected
 from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.checkpoint import Checkpoint
@@ -326,6 +327,8 @@ class JobStep:
                 return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
+        if any(a.get("reason") in incluster.ELSEWHERE for a in failed):
+            excluded |= {f"in-cluster/{pool.gpu_product}" for pool in snapshot.pools}
         created_at = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         started = time.perf_counter()
         decision = decide(spec, policy, snapshot, created_at=created_at, excluded=excluded)
@@ -465,33 +468,67 @@ class JobStep:
     # -- in-cluster -----------------------------------------------------------------------
 
     async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
-        manifest = incluster.job_manifest(
-            name=self.name,
-            namespace=self.namespace,
-            uid=self.uid,
-            spec=spec,
-            attempt=int(attempt["attempt"]),
-            gpu_product=attempt["gpuProduct"],
-        )
-        await self.deps.kube.create_batch_job(manifest)
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        try:
+            manifest = incluster.job_manifest(
+                name=self.name,
+                namespace=self.namespace,
+                uid=self.uid,
+                spec=spec,
+                attempt=int(attempt["attempt"]),
+                gpu_product=attempt["gpuProduct"],
+                **_deadline_inputs(policy),
+            )
+        except incluster.ManifestError as exc:
+            # Nothing was created. What only the cluster refuses sends a job that may run
+            # elsewhere there (routing then skips every in-cluster pool); else the job fails
+            # with the reason, naming the field.
+            if exc.reason in incluster.ELSEWHERE and spec.placement is not Placement.IN_CLUSTER:
+                return await self.failover(attempt, exc.reason, str(exc))
+            raise PermanentJobError(str(exc), reason=exc.reason) from None
+        name = manifest["metadata"]["name"]
+        job = await self.legacy_job(int(attempt["attempt"]))
+        if job is not None:
+            name = job["metadata"]["name"]
+        else:
+            try:
+                job = await self.deps.kube.create_batch_job(manifest)
+            except Rejected as exc:
+                # A refused Job never runs: end the attempt (and what it holds), fail over.
+                return await self.failover(
+                    attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
+                )
+        if not incluster.owned_by(job, self.uid):
+            # A Job of that name exists and is not ours: never adopt (or delete) it.
+            return await self.failover(
+                attempt, "JobNameTaken", f"a batch/v1 Job {name} not owned by this job exists"
+            )
         attempt["outcome"] = "Pending"
-        attempt["externalId"] = manifest["metadata"]["name"]
+        attempt["externalId"] = name
         await self.save()
         return POLL_IN_CLUSTER
+
+    async def legacy_job(self, number: int) -> dict[str, Any] | None:
+        """The attempt's Job if an operator of an earlier version (Jobs named after the job,
+        not its UID) created it just before it was replaced, so it is not created twice."""
+        job = await self.deps.kube.get_batch_job(
+            self.namespace, incluster.legacy_job_name(self.name, number)
+        )
+        return job if job is not None and incluster.owned_by(job, self.uid) else None
 
     async def track_in_cluster(
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
     ) -> float | None:
         if attempt.get("outcome") == "Dispatching":
             return await self.create_in_cluster(spec, attempt)
-        job_name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+        job_name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
         job = await self.deps.kube.get_batch_job(self.namespace, job_name)
         if job is None:
             return await self.failover(attempt, "JobLost", f"batch/v1 Job {job_name} disappeared")
         state = incluster.job_state(job)
         pods = await self.deps.kube.list_pods(
             self.namespace,
-            f"{incluster.LABEL_JOB}={self.name},{incluster.LABEL_ATTEMPT}={attempt['attempt']}",
+            incluster.pod_selector(job_name),
         )
         started = incluster.pod_running(pods)
         if started is not None and attempt.get("outcome") == "Pending":
@@ -509,7 +546,9 @@ class JobStep:
             return None
         if state is incluster.JobState.FAILED:
             self.accrue_in_cluster(spec, attempt, started or self.now, self.now)
-            return await self.failover(attempt, "JobFailed", f"batch/v1 Job {job_name} failed")
+            detail = incluster.failure_detail(job, pods)
+            message = f"batch/v1 Job {job_name} failed" + (f" ({detail})" if detail else "")
+            return await self.failover(attempt, "JobFailed", message)
         if started is not None:
             self.accrue_in_cluster(spec, attempt, started, self.now)
             breach = self.limit_breach(spec, policy, attempt, started)
@@ -749,7 +788,7 @@ class JobStep:
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
         if attempt.get("backend") == "InCluster":
-            name = attempt.get("externalId") or incluster.job_name(self.name, attempt["attempt"])
+            name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
             await self.deps.kube.delete_batch_job(self.namespace, name)
             wakeup.notify(freed_place(attempt))
             return
@@ -906,6 +945,16 @@ class JobStep:
         self.status["completionTime"] = cond.timestamp(self.now)
         self.emit("Normal" if ok else "Warning", reason, message)
         await self.save()
+
+
+def _deadline_inputs(policy: RoutingPolicySpec | None) -> dict[str, Any]:
+    """What the in-cluster Job's activeDeadlineSeconds is made of, from the job's policy."""
+    if policy is None:
+        return {}
+    return {
+        "max_run_time_factor": policy.failover.max_run_time_factor,
+        "max_queue_time": policy.in_cluster.max_queue_time,
+    }
 
 
 def _cap(spec: InferenceJobSpec, policy: RoutingPolicySpec | None) -> Decimal | None:

@@ -276,7 +276,7 @@ def expected_end(meta: Mapping[str, Any], status: Mapping[str, Any], bound: bool
     A malformed annotation or timestamp makes the end unknown rather than the pod invalid.
     """
     labels = meta.get("labels") or {}
-    if not (labels.get(OWNER_LABEL) and labels.get(ATTEMPT_LABEL)):
+    if not ((labels.get(OWNER_LABEL) or labels.get(UID_LABEL)) and labels.get(ATTEMPT_LABEL)):
         # Any other pod could steer everyone's wait estimates with the annotation; an
         # attempt's pod says no more than its InferenceJob's own estimatedDuration.
         return None
@@ -328,6 +328,8 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
 OWNER_LABEL = "hybridgpu.dev/inferencejob"
 """On the Pods and batch/v1 Jobs of in-cluster attempts: the InferenceJob's name."""
 ATTEMPT_LABEL = "hybridgpu.dev/attempt"
+UID_LABEL = "hybridgpu.dev/inferencejob-uid"
+"""On the same: the InferenceJob's UID (names longer than a label value carry only this)."""
 
 
 def gpu_pods_index(body: Mapping[str, Any]) -> dict[str, PodRecord]:

@@ -1,0 +1,55 @@
+"""``hybridgpu runner``: the programs an in-cluster Job's Pod runs (see hybridgpu.runner)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("runner", help="run inside an in-cluster Job's Pod")
+    runners = parser.add_subparsers(dest="runner", metavar="RUNNER", required=True)
+    livepeer = runners.add_parser(
+        "livepeer",
+        help="feed a Livepeer ai-runner in this Pod the input JSONL, PUT the output JSONL",
+    )
+    livepeer.add_argument("--pipeline", required=True, help="e.g. text-to-image")
+    livepeer.add_argument("--model", default="", help="model_id for requests without one")
+    livepeer.add_argument("--runner-url", default="http://127.0.0.1:8000")
+    livepeer.add_argument(
+        "--input-url",
+        default=os.environ.get("HYBRIDGPU_INPUT_URL", ""),
+        help="GET URL of the input JSONL (default $HYBRIDGPU_INPUT_URL)",
+    )
+    livepeer.add_argument(
+        "--output-url",
+        default=os.environ.get("HYBRIDGPU_OUTPUT_URL", ""),
+        help="PUT URL of the output JSONL (default $HYBRIDGPU_OUTPUT_URL)",
+    )
+    livepeer.add_argument("--ready-timeout", type=float, default=1800.0)
+    livepeer.add_argument("--request-timeout", type=float, default=600.0)
+    livepeer.set_defaults(func=_livepeer)
+
+
+def _livepeer(args: argparse.Namespace) -> int:
+    from hybridgpu.runner import livepeer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # httpx logs every request's URL at INFO: a presigned URL is a credential.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not args.input_url or not args.output_url:
+        logging.error("--input-url and --output-url (or their environment variables) are required")
+        return livepeer.EXIT_BAD_INPUT
+    config = livepeer.Config(
+        pipeline=args.pipeline,
+        model=args.model,
+        runner_url=args.runner_url.rstrip("/"),
+        input_url=args.input_url,
+        output_url=args.output_url,
+        ready_timeout=args.ready_timeout,
+        request_timeout=args.request_timeout,
+    )
+    return livepeer.run(config)
