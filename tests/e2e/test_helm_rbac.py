@@ -87,7 +87,8 @@ def stack(
     """test_operator's stack, with the operator logged in as the chart's ServiceAccount."""
     tmp = tmp_path_factory.mktemp("helm-rbac")
     config = harness.standin_config(tmp / "standins.yaml")
-    operator = harness.operator_process(kubeconfig=token_kubeconfig(tmp / "kubeconfig"))
+    # --standalone as the chart's one-replica Pod runs it: its RBAC grants no peering objects.
+    operator = harness.operator_process(token_kubeconfig(tmp / "kubeconfig"), "--standalone")
     # A log of its own, so that only this operator's requests are judged.
     operator.log = harness.LOGS / "e2e-helm-rbac-operator.log"
     operator.log.write_text("")
