@@ -57,3 +57,5 @@ MAX_ESTIMATED_DURATION_HOURS = 8760
 MAX_SPEC_BYTES = 128 * KIB
 """The whole spec as JSON. Kopf keeps a copy of the spec in an annotation, and the API server
 caps all annotations of an object at 256 KiB together."""
+MAX_OBJECT_URL_CHARS = 1024
+"""spec.input.source and spec.output.uri: S3 keys are at most 1024 bytes."""
