@@ -33,6 +33,7 @@ from hybridgpu.controller.jobcache import JobCache
 from hybridgpu.controller.periods import period_start
 from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.results import ResultsConfig
 from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry
@@ -93,8 +94,16 @@ class Inventory:
 
 
 class JobRuntime:
-    def __init__(self, kube: Kube, registry: Registry, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        registry: Registry,
+        inventory: Inventory,
+        results: ResultsConfig | None = None,
+    ) -> None:
         self.kube = kube
+        self.results = results
+        """The result stores (None: results are not kept)."""
         self.registry = registry
         self.inventory = inventory
         self.cache = JobCache()
@@ -287,6 +296,7 @@ class JobRuntime:
             load_requests=self.load_requests,
             telemetry_problem=self.inventory.telemetry_problem,
             policy_spent=self.spent,
+            results=self.results,
         )
 
     # -- the work -------------------------------------------------------------------------
