@@ -147,7 +147,7 @@ class SeaweedFS:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited: {self.log.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(self.endpoint + "/", timeout=2)  # noqa: S310 - loopback
+                urllib.request.urlopen(self.endpoint + "/", timeout=2)
             except urllib.error.HTTPError:
                 return  # 403 without credentials: the gateway is up
             except OSError:

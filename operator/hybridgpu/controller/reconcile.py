@@ -641,7 +641,10 @@ class JobStep:
         if remote.checkpoint is not None:
             self.status["externalRef"]["checkpoint"] = remote.checkpoint.to_str()
         attempt["cost"] = _money(remote.accrued_usd)
-        total = remote.total or self.total(spec)
+        counted = bool((self.status.get("output") or {}).get("uri"))
+        # With results kept, the input was counted before dispatch; a container network
+        # knows only spec.input.requests.
+        total = self.total(spec) if counted else (remote.total or self.total(spec))
         self.status["progress"] = {"completed": remote.completed, "total": total}
         output = self.status.get("output")
         if isinstance(output, dict) and output.get("uri") and remote.state == "Running":
