@@ -193,7 +193,7 @@ async def test_a_batch_survives_a_crash_with_one_output_line_per_custom_id(
     assert chunk_size(total) == 16
     layout = JobLayout.for_job(store.root, "ns", f"crash-{network}", "uid-1")
     standins.states[network].config.request_latency_seconds = 0.01  # type: ignore[index]
-    first, ref, results = await _batch(store, standins, network, f"k-{network}", total, layout)
+    first, _, _ = await _batch(store, standins, network, f"k-{network}", total, layout)
     while len(await store.keys(layout.parts)) < 2:
         await asyncio.sleep(0.01)
     await first.aclose()  # the operator is killed: requests in flight are abandoned

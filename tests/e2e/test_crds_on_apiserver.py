@@ -112,8 +112,20 @@ def test_policy_deferral_is_off_unless_given_and_defaulted_when_given(namespace:
                     "configMapRef": {"name": "c", "key": "k"},
                 }
             },
-            "spec.input.configMapRef",
-            "at most one of inline and configMapRef",
+            "spec.input.source",
+            "at most one of source, inline and configMapRef",
+        ),
+        (
+            "load-test-with-a-source",
+            {"input": {"requests": 1, "loadTest": True, "source": "s3://bucket/in.jsonl"}},
+            "spec.input",
+            "at most one of source",
+        ),
+        (
+            "bad-source-url",
+            {"input": {"requests": 1, "source": "http://bucket/in.jsonl"}},
+            "spec.input.source",
+            "should match",
         ),
     ],
 )

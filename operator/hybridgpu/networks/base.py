@@ -47,14 +47,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.http import HttpPolicy
-from hybridgpu.results.output import OutputSummary
 from hybridgpu.routing.snapshot import ExternalOffer
+
+if TYPE_CHECKING:
+    # Imported for the annotation only: results.output imports networks.checkpoint.
+    from hybridgpu.results.output import OutputSummary
 
 RemoteState = Literal["Pending", "Running", "Succeeded", "Failed", "Lost"]
 TERMINAL_STATES: frozenset[str] = frozenset({"Succeeded", "Failed", "Lost"})
