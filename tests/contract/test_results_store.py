@@ -227,3 +227,44 @@ async def test_a_batch_survives_a_crash_with_one_output_line_per_custom_id(
             assert image["url"].startswith(f"s3://{DEFAULT_BUCKET}/")
             copied = store.get_bytes_sync(ObjectURL.parse(image["url"], "url"), 10**6)
             assert copied == media.png(f"{media.digest(f'a fox number {index}')}-0")
+
+
+async def test_the_results_command_streams_a_finished_jobs_output(
+    s3: SeaweedFS,
+) -> None:
+    import io
+
+    from hybridgpu.commands.explain import render
+    from hybridgpu.commands.results import copy_output, output_url, store_config
+
+    store = admin(s3)
+    url = ObjectURL(DEFAULT_BUCKET, "results/ns/j/uid/output.jsonl")
+    data = b"".join(b'{"custom_id":"c-%d","error":null}\n' % i for i in range(3000))
+    await store.put(url, data)
+    body = {
+        "status": {
+            "phase": "Succeeded",
+            "output": {
+                "uri": str(url),
+                "records": 3000,
+                "summary": "3000/3000",
+                "bytes": len(data),
+            },
+        }
+    }
+    found, why = output_url(body)
+    assert found == url and why == ""
+    env = {
+        "AWS_ACCESS_KEY_ID": ADMIN[0],
+        "AWS_SECRET_ACCESS_KEY": ADMIN[1],
+        "AWS_ENDPOINT_URL": s3.endpoint,
+    }
+    out = io.BytesIO()
+    assert copy_output(ResultStore(store_config(url.bucket, env)), url, out) == len(data)
+    assert out.getvalue() == data
+    running = {"status": {"phase": "Running", "output": {"uri": str(url), "summary": "5/9"}}}
+    assert output_url(running) == (None, "the output is not complete yet (phase Running, 5/9)")
+    text = io.StringIO()
+    render("j", "ns", body, text)
+    assert f"Output: {url} (3000/3000 records" in text.getvalue()
+    assert "hybridgpu results j -n ns" in text.getvalue()
