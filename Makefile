@@ -79,6 +79,7 @@ demo: venv cluster-up prometheus-install seaweedfs
 demo-down:
 	-for p in .local/pids/{operator,standins,dcgm-exporter}.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done
 	-hack/prometheus.sh stop
+	-hack/seaweedfs.sh stop
 
 # Debian's Prometheus: the telemetry tests and the demo scrape real endpoints with it.
 prometheus-install:
