@@ -75,16 +75,14 @@ async def main(total: int, concurrency: int) -> None:
         meta = await asyncio.to_thread(store.write_stream_sync, source_url, input_lines(total))
         took = time.perf_counter() - started
         size = int(meta.get("size") or 0)
-        print(
-            f"input written: {size / 2**20:.0f} MiB in {took:.1f}s ({size / 2**20 / took:.1f} MiB/s)"
-        )
+        mib = size / 2**20
+        print(f"input written: {mib:.0f} MiB in {took:.1f}s ({mib / took:.1f} MiB/s)")
 
         started = time.perf_counter()
         summary = await scan(store, source_url, max_bytes=2**31, max_requests=total)
         took = time.perf_counter() - started
-        print(
-            f"scan: {summary.total} lines checked in {took:.1f}s ({summary.total / took:,.0f} lines/s)"
-        )
+        rate = summary.total / took
+        print(f"scan: {summary.total} lines checked in {took:.1f}s ({rate:,.0f} lines/s)")
 
         before = rss_mib()
 
