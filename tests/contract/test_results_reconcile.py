@@ -5,6 +5,7 @@ its output object in the store."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,9 @@ class ResultsWorld(World):
         self, s3: SeaweedFS, secrets: dict[str, dict[str, str]] | None = None, **kw: Any
     ) -> None:
         super().__init__(**kw)
+        # Each world its own job: the store outlives a test, and a key is a job's uid.
+        self.uid = f"uid-{uuid.uuid4().hex[:8]}"
+        self.kube.obj["metadata"]["uid"] = self.uid
         self.store = ResultStore(s3.config())
         self.secrets = secrets or {}
 
@@ -47,7 +51,7 @@ class ResultsWorld(World):
 
     @property
     def layout(self) -> JobLayout:
-        return JobLayout.for_job(self.store.root, "ns", "j", "uid-7")
+        return JobLayout.for_job(self.store.root, "ns", "j", self.uid)
 
     def submitted(self) -> list[str]:
         return [line for line in self.log if line.startswith("submit")]
@@ -141,7 +145,7 @@ async def test_an_output_location_the_tenants_credentials_cannot_write_fails_bef
         },
     )
     assert await own.step() == 0.0
-    assert own.status["output"]["uri"] == f"s3://{TENANT_BUCKET}/mine/ns/j/uid-7/output.jsonl"
+    assert own.status["output"]["uri"] == f"s3://{TENANT_BUCKET}/mine/ns/j/{own.uid}/output.jsonl"
 
 
 async def test_a_missing_secret_makes_the_job_wait_with_a_reason(s3: SeaweedFS) -> None:
@@ -269,3 +273,31 @@ async def test_an_openai_batch_restarted_mid_way_writes_one_line_per_custom_id(
         f"n {i}" in g["response"]["body"]["choices"][0]["message"]["content"]
         for i, g in enumerate(got)
     )
+
+
+async def test_a_container_networks_output_object_ends_the_job_and_its_deployment(
+    s3: SeaweedFS,
+) -> None:
+    world = ResultsWorld(s3, spec={"input": {"requests": 1, "inline": [{"custom_id": "only"}]}})
+    captured: list[Any] = []
+    network = world.networks["cheap"]
+    original = network.submit
+
+    async def submit(job: Any, **kw: Any) -> Any:
+        captured.append(job)
+        return await original(job, **kw)
+
+    network.submit = submit  # type: ignore[method-assign]
+    await world.step()  # checked
+    await world.step()  # submitted
+    network.state = "Running"  # an Akash deployment: it never ends by itself
+    await world.step()
+    assert world.status["phase"] == "Running" and network.cancelled == []
+    env = {e.name: e.value for e in captured[0].env}
+    line = b'{"custom_id":"only","response":{"status_code":200,"body":{}},"error":null}\n'
+    async with httpx.AsyncClient() as client:
+        assert (await client.put(env["HYBRIDGPU_OUTPUT_URL"], content=line)).status_code == 200
+    assert await world.step() is None
+    assert world.status["phase"] == "Succeeded"
+    assert network.cancelled == [world.status["attempts"][0]["externalId"]]  # lease closed
+    assert world.status["output"]["records"] == 1 and world.status["output"]["summary"] == "1/1"

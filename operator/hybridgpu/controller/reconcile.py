@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -35,6 +35,7 @@ from hybridgpu.networks.base import RemoteRef
 from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.results.output import OutputSummary, summarize
+from hybridgpu.results.store import StoreError
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.snapshot import Snapshot
@@ -390,6 +391,19 @@ class JobStep:
         self.status["output"] = summary.to_status(self.total(spec))
         return ""
 
+    async def output_written(self, spec: InferenceJobSpec, adapter: Any) -> bool:
+        """Whether a container network's job has written its output object yet."""
+        if isinstance(adapter, BatchAdapter):
+            return False
+        job = await self.job_results(spec)
+        if job is None:
+            return False
+        try:
+            return await job.store.head(job.output_url) is not None
+        except StoreError as exc:
+            log.warning("%s/%s: %s", self.namespace, self.name, exc.message)
+            return False
+
     async def runner_spec(
         self, spec: InferenceJobSpec, job: jobresults.JobResults
     ) -> InferenceJobSpec:
@@ -662,6 +676,10 @@ class JobStep:
                 f"{attempt['provider']} now asks {remote.price_per_gpu_hour} USD/GPU-hour, "
                 f"above the cap of {cap}",
             )
+        if remote.state == "Running" and await self.output_written(spec, entry.adapter):
+            # A container network's completion signal is the output object: an Akash
+            # deployment never ends by itself (its provider restarts exited containers).
+            remote = replace(remote, state="Succeeded", message="the output object is written")
         if remote.state == "Succeeded":
             # Marketplaces bill instances and leases until they are destroyed, not until the
             # workload exits: release them as soon as the work is done.
