@@ -73,12 +73,13 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-demo: venv cluster-up prometheus-install
+demo: venv cluster-up prometheus-install seaweedfs
 	hack/demo.sh
 
 demo-down:
 	-for p in .local/pids/{operator,standins,dcgm-exporter}.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done
 	-hack/prometheus.sh stop
+	-hack/seaweedfs.sh stop
 
 # Debian's Prometheus: the telemetry tests and the demo scrape real endpoints with it.
 prometheus-install:
@@ -87,7 +88,7 @@ prometheus-install:
 
 # The whole suite. End-to-end tests start the control plane (and Prometheus) themselves; the
 # image tests and the chart's install run the image built here.
-test: venv controlplane prometheus-install helm dist/image.json nosana-client
+test: venv controlplane prometheus-install helm seaweedfs dist/image.json nosana-client
 	$(MAKE) lint typecheck
 	HYBRIDGPU_NOSANA_API_DIR=$(NOSANA_API_DIR) $(BIN)/pytest -q $(PYTEST_ARGS)
 
@@ -102,6 +103,12 @@ nosana-client:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }; \
 	  mkdir -p $(NOSANA_API_DIR) && \
 	  npm install --silent --no-audit --no-fund --prefix $(NOSANA_API_DIR) @nosana/api@$(NOSANA_API_VERSION); }
+
+# SeaweedFS's `weed` (Apache-2.0), built once from the pinned Go module (hack/seaweedfs) into
+# ~/.cache/hybridgpu: the real S3-compatible result store of the tests and the demo.
+.PHONY: seaweedfs
+seaweedfs:
+	hack/build-seaweedfs.sh
 
 # The real helm, built once from the pinned Go module (hack/helm) into ~/.cache/hybridgpu.
 .PHONY: helm

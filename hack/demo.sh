@@ -23,6 +23,13 @@ start() {  # name, command...: start in the background unless already running
 "$KUBECTL" apply --server-side --force-conflicts -f crds/ >/dev/null
 "$KUBECTL" wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
+# The result store (SeaweedFS) and the demo's input object, in this namespace's part of it.
+hack/seaweedfs.sh start
+eval "$(hack/seaweedfs.sh env)"
+export AWS_ACCESS_KEY_ID=$HYBRIDGPU_RESULTS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY
+export AWS_ENDPOINT_URL=$HYBRIDGPU_RESULTS_ENDPOINT
+"$PY" hack/demo-input.py "s3://$HYBRIDGPU_RESULTS_BUCKET/hybridgpu/default/inputs/tickets.jsonl" 200
+
 start standins "$PY" -m hybridgpu.cli networks serve --base-port 18081
 start dcgm-exporter "$PY" -m hybridgpu.cli dcgm-exporter serve --kubeconfig "$KUBECONFIG" --port 19400
 HYBRIDGPU_OPERATOR_METRICS_PORT=18080 hack/prometheus.sh start
@@ -45,6 +52,13 @@ while (( SECONDS < deadline )); do
   sleep 3
 done
 echo
+# Every finished model-task job's results are in the store; show the first lines of each.
+for job in $("$KUBECTL" get ij -n default -o jsonpath='{range .items[?(@.status.phase=="Succeeded")]}{.metadata.name}{" "}{end}'); do
+  echo "== hybridgpu results $job (first 2 lines of $("$KUBECTL" get ij "$job" -n default -o jsonpath='{.status.output.summary}') records)"
+  "$ROOT/.venv/bin/hybridgpu" results "$job" -n default --kubeconfig "$KUBECONFIG" | head -n 2 | cut -c1-300 || true
+done
+echo
+echo "A job's results:                  .venv/bin/hybridgpu results summarise-tickets --kubeconfig $KUBECONFIG"
 echo "Why did a job go where it went?   .venv/bin/hybridgpu explain bargain-hunter --kubeconfig $KUBECONFIG"
 echo "Providers:                        $KUBECTL get cp"
 echo "Operator metrics:                 curl -s 127.0.0.1:18080/metrics | grep hybridgpu_"

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "crds": "crds",
     "run": "run",
     "explain": "explain",
+    "results": "results",
     "dcgm-exporter": "dcgm",
     "networks": "networks",
     "quote": "quote",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from hybridgpu.results.store import StoreConfig
+
 
 @dataclass
 class Settings:
@@ -25,6 +27,14 @@ class Settings:
     peering_name: str | None = None
     """The Kopf peering whose verdict the operator's own loops follow; None: standalone."""
     peering_priority: int = 0
+    results_bucket: str = ""
+    """The default result store's bucket; empty means no default store."""
+    results_endpoint: str = ""
+    """Its S3 endpoint (http(s)://host:port); empty means AWS S3."""
+    results_prefix: str = "hybridgpu"
+    results_region: str = "us-east-1"
+    results_access_key_id: str = field(default="", repr=False)
+    results_secret_access_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,6 +47,26 @@ class Settings:
             kubeconfig=env.get("KUBECONFIG") or None,
             namespaces=[n for n in env.get("HYBRIDGPU_NAMESPACES", "").split(",") if n],
             log_format=env.get("HYBRIDGPU_LOG_FORMAT", "json"),
+            results_bucket=env.get("HYBRIDGPU_RESULTS_BUCKET", ""),
+            results_endpoint=env.get("HYBRIDGPU_RESULTS_ENDPOINT", ""),
+            results_prefix=env.get("HYBRIDGPU_RESULTS_PREFIX", "hybridgpu"),
+            results_region=env.get("HYBRIDGPU_RESULTS_REGION", "us-east-1"),
+            # From the Secret the chart names (results.credentialsSecret), by these keys.
+            results_access_key_id=env.get("HYBRIDGPU_RESULTS_ACCESS_KEY_ID", ""),
+            results_secret_access_key=env.get("HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY", ""),
+        )
+
+    def result_store(self) -> StoreConfig | None:
+        """The default result store, when one is configured."""
+        if not self.results_bucket:
+            return None
+        return StoreConfig(
+            bucket=self.results_bucket,
+            prefix=self.results_prefix,
+            endpoint=self.results_endpoint,
+            region=self.results_region,
+            access_key_id=self.results_access_key_id,
+            secret_access_key=self.results_secret_access_key,
         )
 
 

@@ -205,4 +205,4 @@ async def test_retrying_a_failed_batch_keeps_its_completed_requests(standins: St
         await adapter.aclose()
     assert final.state == "Succeeded"
     sent = (await control(standins, "livepeer", "/_stats"))["submissions"]
-    assert set(sent.values()) == {1} and len(sent) == 20
+    assert set(sent.values()) == {1} and len(sent) == 20, sent

@@ -112,8 +112,20 @@ def test_policy_deferral_is_off_unless_given_and_defaulted_when_given(namespace:
                     "configMapRef": {"name": "c", "key": "k"},
                 }
             },
-            "spec.input.configMapRef",
-            "at most one of inline and configMapRef",
+            "spec.input.source",
+            "at most one of source, inline and configMapRef",
+        ),
+        (
+            "load-test-with-a-source",
+            {"input": {"requests": 1, "loadTest": True, "source": "s3://bucket/in.jsonl"}},
+            "spec.input.loadTest",
+            "loadTest builds synthetic requests",
+        ),
+        (
+            "bad-source-url",
+            {"input": {"requests": 1, "source": "http://bucket/in.jsonl"}},
+            "spec.input.source",
+            "should match",
         ),
     ],
 )
@@ -165,7 +177,7 @@ def test_short_names_and_category(namespace: str) -> None:
     listed = kubectl("get", "hybridgpu", "-n", namespace).stdout
     assert "inferencejob.hybridgpu.dev/listed" in listed
     columns = kubectl("get", "ij", "-n", namespace).stdout.splitlines()[0].split()
-    assert columns[:5] == ["NAME", "PHASE", "TARGET", "GPU", "COST"]
+    assert columns[:6] == ["NAME", "PHASE", "TARGET", "GPU", "RESULTS", "COST"]
 
 
 @pytest.mark.parametrize("hostile", REJECTED_BY_APISERVER, ids=lambda h: h.name)

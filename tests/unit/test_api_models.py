@@ -92,7 +92,7 @@ def test_container_task_needs_an_image_and_others_need_a_model() -> None:
 
 
 def test_inline_and_config_map_are_exclusive() -> None:
-    with pytest.raises(ValidationError, match="at most one of inline and configMapRef"):
+    with pytest.raises(ValidationError, match="at most one of source, inline and configMapRef"):
         InferenceJobSpec.model_validate(
             _spec(
                 input={

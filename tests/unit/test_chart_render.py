@@ -134,6 +134,33 @@ def test_operator_values_become_the_settings_the_operator_reads() -> None:
     assert main["image"] == f"ghcr.io/hybridgpu/hybridgpu:{__version__}@sha256:" + "a" * 64
 
 
+def test_the_default_result_store_reaches_the_operator_with_its_keys_from_a_secret() -> None:
+    main = container(render())
+    assert not any(e["name"].startswith("HYBRIDGPU_RESULTS_") for e in main["env"])
+    main = container(
+        render(
+            "--set",
+            "results.bucket=team-results",
+            "--set",
+            "results.endpoint=http://seaweedfs-s3.storage:8333",
+            "--set",
+            "results.credentialsSecret=results-keys",
+        )
+    )
+    env = {e["name"]: e for e in main["env"]}
+    assert env["HYBRIDGPU_RESULTS_BUCKET"]["value"] == "team-results"
+    assert env["HYBRIDGPU_RESULTS_ENDPOINT"]["value"] == "http://seaweedfs-s3.storage:8333"
+    assert env["HYBRIDGPU_RESULTS_PREFIX"]["value"] == "hybridgpu"
+    # The keys come from the Secret, never from values.
+    assert env["HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "results-keys",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert "value" not in env["HYBRIDGPU_RESULTS_ACCESS_KEY_ID"]
+    bad = helm("template", RELEASE, str(CHART), "--set", "results.bucket=Bad_Name", check=False)
+    assert bad.returncode != 0 and "/results/bucket" in bad.stderr
+
+
 def test_several_replicas_run_a_statefulset_peering_with_distinct_priorities() -> None:
     docs = render("--set", "replicaCount=3")
     assert not of_kind(docs, "Deployment")

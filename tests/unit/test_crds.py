@@ -50,7 +50,7 @@ def test_names_columns_and_scope() -> None:
     assert ij["names"]["shortNames"] == ["ij"]
     assert ij["names"]["categories"] == ["hybridgpu"]
     columns = [c["name"] for c in ij["versions"][0]["additionalPrinterColumns"]]
-    assert columns[:4] == ["Phase", "Target", "GPU", "Cost"]
+    assert columns[:5] == ["Phase", "Target", "GPU", "Results", "Cost"]
     assert columns[-1] == "Age"
     assert by_kind["ComputeProvider"]["spec"]["scope"] == "Cluster"
     assert by_kind["RoutingPolicy"]["spec"]["names"]["shortNames"] == ["rp"]

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 
 from hybridgpu.api import limits
 from hybridgpu.api.inferencejob import InferenceJobSpec
-from hybridgpu.networks.batch import BatchRunner, RequestResult
+from hybridgpu.networks.batch import BatchRunner, RequestResult, memory_results
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.requests import InputTooLarge, batch_requests, load_request_items
+from hybridgpu.results.reader import Request
+from hybridgpu.results.source import RequestSource
 from hybridgpu.units import parse_duration
 from tests.hostile.corpus import FAILED_BY_OPERATOR, REJECTED_BY_APISERVER, HostileJob
 
@@ -119,24 +121,28 @@ async def test_a_batch_of_a_million_requests_runs_in_bounded_memory() -> None:
     job = InferenceJobSpec.model_validate(spec(input={"requests": 1_000_000, "inputTokens": 100}))
     sent = 0
 
-    async def send(index: int, body: dict[str, Any]) -> RequestResult:
+    async def send(request: Request) -> RequestResult:
         nonlocal sent
         sent += 1
         await asyncio.sleep(0)
-        return RequestResult(Decimal("0.000001"), output=f"out-{index}")
+        return RequestResult(Decimal("0.000001"), line=b'{"custom_id":"%d"}' % request.index)
 
     runner = BatchRunner(8)
+    source = RequestSource.of_bodies(batch_requests(job))
     tracemalloc.start()
     try:
-        batch = runner.start("k", batch_requests(job), send, None, lambda b: Decimal(0))
-        while sent < 2000:
+        batch = await runner.start(
+            "k", memory_results("k", source), send, None, lambda b: Decimal(0), durable=False
+        )
+        while batch.checkpoint.count() < 4000:
             await asyncio.sleep(0)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
         await runner.aclose()
+    # A chunk of 1024 requests and its lines at a time, whatever the batch's size.
     assert peak < 4 * MIB
-    assert batch.first_output == (0, "out-0")
+    assert sent >= 4000
 
 
 def test_a_restarted_batch_costs_a_million_prior_requests_without_building_them() -> None:
@@ -148,13 +154,16 @@ def test_a_restarted_batch_costs_a_million_prior_requests_without_building_them(
         calls += 1
         return Decimal("0.001")
 
-    async def send(index: int, body: dict[str, Any]) -> RequestResult:
+    async def send(request: Request) -> RequestResult:
         return RequestResult(Decimal(0))
 
     async def go() -> Decimal:
         runner = BatchRunner(2)
         started = time.monotonic()
-        batch = runner.start("k", batch_requests(job), send, Checkpoint(999_990), prior_cost)
+        source = RequestSource.of_bodies(batch_requests(job))
+        batch = await runner.start(
+            "k", memory_results("k", source), send, Checkpoint(999_990), prior_cost, durable=False
+        )
         assert time.monotonic() - started < 1.0
         await runner.aclose()
         return batch.accrued_usd
@@ -164,12 +173,15 @@ def test_a_restarted_batch_costs_a_million_prior_requests_without_building_them(
 
 
 async def test_a_request_whose_answer_cannot_be_read_fails_the_batch() -> None:
-    async def send(index: int, body: dict[str, Any]) -> RequestResult:
+    async def send(request: Request) -> RequestResult:
         raise KeyError("usage")
 
     runner = BatchRunner(2)
     job = InferenceJobSpec.model_validate(spec())
-    batch = runner.start("k", batch_requests(job), send, None, lambda b: Decimal(0))
+    source = RequestSource.of_bodies(batch_requests(job))
+    batch = await runner.start(
+        "k", memory_results("k", source), send, None, lambda b: Decimal(0), durable=False
+    )
     assert batch.task is not None
     await batch.task
     assert batch.status().state == "Failed"

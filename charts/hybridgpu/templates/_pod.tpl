@@ -53,6 +53,26 @@ spec:
           value: {{ .Values.operator.metricsPort | quote }}
         - name: HYBRIDGPU_PROMETHEUS_URL
           value: {{ .Values.operator.prometheusUrl | quote }}
+        {{- with .Values.results }}
+        {{- if .bucket }}
+        - name: HYBRIDGPU_RESULTS_BUCKET
+          value: {{ .bucket | quote }}
+        - name: HYBRIDGPU_RESULTS_ENDPOINT
+          value: {{ .endpoint | quote }}
+        - name: HYBRIDGPU_RESULTS_PREFIX
+          value: {{ .prefix | quote }}
+        - name: HYBRIDGPU_RESULTS_REGION
+          value: {{ .region | quote }}
+        {{- with .credentialsSecret }}
+        - name: HYBRIDGPU_RESULTS_ACCESS_KEY_ID
+          valueFrom:
+            secretKeyRef: {name: {{ . | quote }}, key: AWS_ACCESS_KEY_ID}
+        - name: HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ . | quote }}, key: AWS_SECRET_ACCESS_KEY}
+        {{- end }}
+        {{- end }}
+        {{- end }}
         {{- with .Values.operator.watchNamespaces }}
         - name: HYBRIDGPU_NAMESPACES
           value: {{ join "," . | quote }}

@@ -57,6 +57,12 @@ KINDS: tuple[Kind, ...] = (
             {"name": "Target", "type": "string", "jsonPath": ".status.placement.provider"},
             {"name": "GPU", "type": "string", "jsonPath": ".status.placement.gpuProduct"},
             {
+                "name": "Results",
+                "type": "string",
+                "jsonPath": ".status.output.summary",
+                "description": "Output records written / requests in the batch",
+            },
+            {
                 "name": "Cost",
                 "type": "string",
                 "jsonPath": ".status.cost.accrued",

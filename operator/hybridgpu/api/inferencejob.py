@@ -25,6 +25,15 @@ from hybridgpu.api.common import (
 )
 from hybridgpu.units import parse_quantity
 
+ObjectURL = Annotated[
+    str,
+    StringConstraints(
+        min_length=6,
+        max_length=limits.MAX_OBJECT_URL_CHARS,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\x00-\x1f]*)?$",
+    ),
+]
+"""An S3 object URL, s3://bucket/key (the bucket lowercase, as S3 names them)."""
 Arg = Annotated[str, StringConstraints(max_length=limits.MAX_ARG_CHARS)]
 """One entry of spec.command or spec.args."""
 RequestObject = Annotated[dict[str, Any], Field(max_length=limits.MAX_INLINE_ITEM_PROPERTIES)]
@@ -131,11 +140,20 @@ class JobInput(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!(has(self.inline) && has(self.configMapRef))",
-                    "message": "set at most one of inline and configMapRef",
-                    "fieldPath": ".configMapRef",
+                    "rule": "(has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0)"
+                    " + (has(self.source) ? 1 : 0) <= 1",
+                    "message": "set at most one of source, inline and configMapRef",
+                    "fieldPath": ".source",
                     "reason": "FieldValueForbidden",
-                }
+                },
+                {
+                    "rule": "!(has(self.loadTest) && self.loadTest) || (!has(self.inline)"
+                    " && !has(self.configMapRef) && !has(self.source))",
+                    "message": "loadTest builds synthetic requests: set no source, inline or "
+                    "configMapRef with it",
+                    "fieldPath": ".loadTest",
+                    "reason": "FieldValueForbidden",
+                },
             ]
         }
     )
@@ -154,6 +172,15 @@ class JobInput(ApiModel):
     config_map_ref: ConfigMapKeyRef | None = None
     """A ConfigMap key holding the request objects (for batches too large to inline): a JSON
     or YAML list (no aliases) of at most 100000 objects, 1 MiB."""
+    source: ObjectURL | None = None
+    """An object holding the requests as JSONL, one request per line (for llm the OpenAI Batch
+    input format, {"custom_id", "method", "url", "body"}), e.g. s3://bucket/key.jsonl. Read
+    with the job's spec.output credentials when its bucket is the one they name, else with
+    the operator's default result store (only inside its tenant prefix)."""
+    load_test: bool = False
+    """Send spec.input.requests synthetic requests built from the task, model and token counts
+    (a load test: the requests carry no user data). Without it, a model task needs source,
+    inline or configMapRef."""
 
     @field_validator("inline")
     @classmethod
@@ -167,9 +194,40 @@ class JobInput(ApiModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> JobInput:
-        if self.inline is not None and self.config_map_ref is not None:
-            raise ValueError("spec.input: set at most one of inline and configMapRef")
+        given = [self.inline is not None, self.config_map_ref is not None, self.source is not None]
+        if sum(given) > 1:
+            raise ValueError("spec.input: set at most one of source, inline and configMapRef")
+        if self.load_test and any(given):
+            raise ValueError(
+                "spec.input.loadTest builds synthetic requests: set no source, inline or "
+                "configMapRef with it"
+            )
         return self
+
+    def has_requests(self) -> bool:
+        """Whether the job names its requests (or asks for a load test's synthetic ones)."""
+        return self.load_test or any(
+            v is not None for v in (self.inline, self.config_map_ref, self.source)
+        )
+
+
+class SecretRef(ApiModel):
+    """A Secret in the job's own namespace."""
+
+    name: Name
+    """Name of the Secret."""
+
+
+class JobOutput(ApiModel):
+    """Where the job's results go."""
+
+    uri: ObjectURL
+    """An object URL prefix such as s3://bucket/results/; the output is written under it as
+    <uri>/<namespace>/<name>/<uid>/output.jsonl."""
+    credentials_secret_ref: SecretRef | None = None
+    """A Secret in the job's namespace with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    optionally AWS_ENDPOINT_URL and AWS_REGION. Without it, uri must lie in the operator's
+    default result store (inside this namespace's prefix)."""
 
 
 class GPURequest(ApiModel):
@@ -234,6 +292,8 @@ class InferenceJobSpec(ApiModel):
     """Environment variables for the container (at most 64)."""
     input: JobInput
     """The batch of requests."""
+    output: JobOutput | None = None
+    """Where the results go; without it, the operator's default result store."""
     gpu: GPURequest = Field(default_factory=GPURequest, json_schema_extra=_immutable("spec.gpu"))
     """GPU count, memory and allowed products."""
     estimated_duration: Duration = Field(
@@ -455,6 +515,25 @@ class Progress(StatusModel):
     """Requests in the batch."""
 
 
+class OutputStatus(StatusModel):
+    """Where the job's results are and what they hold."""
+
+    uri: str = ""
+    """The output object, s3://bucket/key (JSONL, one line per request)."""
+    records: int = 0
+    """Output lines written, one per request."""
+    failed: int = 0
+    """Requests that errored; their lines carry an error."""
+    bytes: int = 0
+    """Size of the output object."""
+    checksum: str = ""
+    """sha256:<hex> of the output object's bytes."""
+    etag: str = ""
+    """The store's ETag of the output object."""
+    summary: str = ""
+    """records/total, as kubectl shows it."""
+
+
 class InferenceJobStatus(StatusModel):
     """Observed state of the job. Conditions are the truth; phase is derived from them."""
 
@@ -476,6 +555,8 @@ class InferenceJobStatus(StatusModel):
     """Estimated and accrued cost."""
     progress: Progress | None = None
     """Requests completed out of the batch."""
+    output: OutputStatus | None = None
+    """Where the results are, once written."""
     start_time: datetime | None = None
     """When the job first started running."""
     completion_time: datetime | None = None
@@ -519,6 +600,9 @@ __all__ = [
     "InferenceJob",
     "InferenceJobSpec",
     "InferenceJobStatus",
+    "JobInput",
+    "JobOutput",
+    "OutputStatus",
     "Phase",
     "Placement",
     "PlacementStatus",

@@ -12,8 +12,10 @@ that the operator holds in memory, copies into a Job, an SDL or a request body i
   names the field;
 * requests taken from a ConfigMap are read only up to ``MAX_CONFIGMAP_INPUT_BYTES`` and
   ``MAX_CONFIGMAP_ITEMS`` (YAML aliases refused), see ``networks.requests.load_request_items``;
-* synthetic requests (``spec.input.requests`` without inline items) are built one at a time
-  as they are sent, so a large count costs no memory.
+* synthetic requests (``spec.input.loadTest``) are built one at a time as they are sent, so
+  a large count costs no memory;
+* a ``spec.input.source`` object is streamed line by line, bounded in size by the policy's
+  ``maxInputSize`` and in requests by ``MAX_REQUESTS`` (docs/results.md).
 
 An admin who needs other bounds changes these constants and runs ``make crds`` (the CRDs and
 the chart's copies are generated from the models that use them).
@@ -57,3 +59,5 @@ MAX_ESTIMATED_DURATION_HOURS = 8760
 MAX_SPEC_BYTES = 128 * KIB
 """The whole spec as JSON. Kopf keeps a copy of the spec in an annotation, and the API server
 caps all annotations of an object at 256 KiB together."""
+MAX_OBJECT_URL_CHARS = 1024
+"""spec.input.source and spec.output.uri: S3 keys are at most 1024 bytes."""

@@ -17,10 +17,12 @@ from hybridgpu.api.common import (
     Money,
     Name,
     ObjectMeta,
+    Quantity,
     StatusModel,
     conditions_field,
 )
 from hybridgpu.api.computeprovider import TrustTier
+from hybridgpu.units import parse_quantity
 
 
 class WhenExceeded(StrEnum):
@@ -170,6 +172,13 @@ class RoutingPolicySpec(ApiModel):
     deferral: Deferral | None = None
     """Cost-first waiting for jobs without a startWithin; none means they take the best place
     free now (or queue in-cluster within maxQueueTime)."""
+    max_input_size: Quantity | None = None
+    """Largest spec.input.source object a job may name, as a quantity such as 1Gi (default
+    1Gi); a larger one fails the job with InputTooLarge before anything is dispatched."""
+
+    def max_input_bytes(self) -> int:
+        """spec.maxInputSize in bytes (1 GiB when unset)."""
+        return parse_quantity(self.max_input_size) if self.max_input_size else 2**30
 
 
 class RetiredSpend(StatusModel):

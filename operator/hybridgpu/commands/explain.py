@@ -21,6 +21,13 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
     """Write the decision table of one job's status."""
     status = InferenceJobStatus.model_validate(body.get("status") or {})
     out.write(f"InferenceJob {namespace}/{name}: {status.phase or 'Pending'}\n")
+    if status.output is not None and status.output.uri:
+        out.write(
+            f"Output: {status.output.uri} ({status.output.summary or '?'} records, "
+            f"{status.output.failed} failed, {status.output.bytes} bytes"
+            + (f", {status.output.checksum}" if status.output.checksum else "")
+            + f"); read it with: hybridgpu results {name} -n {namespace}\n"
+        )
     decision = status.decision
     if decision is None:
         out.write("No routing decision yet.\n")

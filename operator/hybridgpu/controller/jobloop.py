@@ -36,6 +36,7 @@ from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.periods import period_start
 from hybridgpu.controller.reconcile import CANCEL_RETRY, Deps, JobStep
 from hybridgpu.controller.registry import Registry
+from hybridgpu.controller.results import ResultsConfig
 from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry, usable_telemetry
@@ -104,11 +105,14 @@ class JobRuntime:
         kube: Kube,
         registry: Registry,
         inventory: Inventory,
+        results: ResultsConfig | None = None,
         gate: PeeringGate | None = None,
     ) -> None:
         self.gate = gate or PeeringGate(identity="", priority=0, read=None)
         self.gate.on_pause.append(self.stop_local_work)
         self.kube = kube
+        self.results = results
+        """The result stores (None: results are not kept)."""
         self.registry = registry
         self.inventory = inventory
         self.cache = JobCache()
@@ -327,6 +331,7 @@ class JobRuntime:
             load_requests=self.load_requests,
             telemetry_problem=self.telemetry_problem,
             policy_spent=self.spent,
+            results=self.results,
         )
 
     # -- the work -------------------------------------------------------------------------

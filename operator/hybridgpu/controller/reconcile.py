@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -20,20 +20,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridgpu.api.inferencejob import InferenceJobSpec, InferenceJobStatus, Placement
+from hybridgpu.api.inferencejob import EnvVar, InferenceJobSpec, InferenceJobStatus, Placement
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.controller import metrics
+from hybridgpu.controller import results as jobresults
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
-from hybridgpu.controller.errors import PermanentJobError
+from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
 from hybridgpu.controller.finalizers import WORK_FINALIZER
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Kube, Rejected
 from hybridgpu.networks import errors as neterr
 from hybridgpu.networks.base import RemoteRef
+from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.http import bypassing_breaker
+from hybridgpu.results.output import OutputSummary, summarize
+from hybridgpu.results.store import StoreError
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.requeue import requeue_after_seconds
@@ -77,6 +81,8 @@ class Deps:
     policy_spent: Callable[[str, str], Decimal | None] = lambda _ns, _name: None
     """(namespace, policy) -> accrued external spend of its current budget period, as last
     accounted; running attempts are cancelled once it passes the limit."""
+    results: jobresults.ResultsConfig | None = None
+    """The result stores; None: results are not kept (an operator without a store)."""
     dispatch_inline: bool = True
     """Submit right after writing the intent. The admission loop turns this off: it writes
     the intent and leaves the submission to the job's next step, off the admission path."""
@@ -263,6 +269,8 @@ class JobStep:
         if current is None:
             if policy is None:
                 return await self.wait_for_policy(spec)
+            if self.needs_results(spec):
+                return await self.prepare_results(spec, policy)
             return await self.route(spec, policy)
         if current.get("backend") == "InCluster":
             return await self.track_in_cluster(spec, policy, current)
@@ -297,8 +305,8 @@ class JobStep:
             spec = InferenceJobSpec.model_validate(self.raw_spec)
         except ValidationError:
             return None
-        if spec.suspend:
-            return None
+        if spec.suspend or self.needs_results(spec):
+            return None  # the output location and the input are checked first, by run()
         policy = self.deps.policy(self.namespace, spec.policy_ref)
         return None if policy is None else (spec, policy)
 
@@ -368,6 +376,102 @@ class JobStep:
             return RoutePlan(Plan.WAIT, decision=decision, delay=decision.retry_after_seconds)
         self.prepare_dispatch(spec, decision, decision.target)
         return RoutePlan(Plan.DISPATCH, decision=decision, target=decision.target)
+
+    # -- results --------------------------------------------------------------------------
+
+    def needs_results(self, spec: InferenceJobSpec) -> bool:
+        """Whether the output location and the input are still to be checked."""
+        results = self.deps.results
+        return (
+            results is not None
+            and results.applies(spec)
+            and not (self.status.get("output") or {}).get("uri")
+        )
+
+    def total(self, spec: InferenceJobSpec) -> int:
+        """Requests in the batch: as counted from the input, else spec.input.requests."""
+        return int((self.status.get("progress") or {}).get("total") or spec.input.requests)
+
+    async def prepare_results(
+        self, spec: InferenceJobSpec, policy: RoutingPolicySpec
+    ) -> float | None:
+        """Before any money is spent: probe the output location, read and check the input;
+        record where the output will be. A problem fails the job, or makes it wait."""
+        assert self.deps.results is not None
+        try:
+            items = await self.deps.load_requests(self.namespace, spec)
+            job = await self.deps.results.resolve(self.namespace, self.name, self.uid, spec)
+            total = await jobresults.prepare(job, spec, policy, items)
+        except jobresults.ResultsProblem as problem:
+            if problem.final:
+                await self.finish(False, problem.reason, problem.message)
+                return None
+            previous = cond.find(self.conditions, cond.ROUTED)
+            if previous is None or previous.get("reason") != problem.reason:
+                self.emit("Warning", problem.reason, problem.message)
+            self.set(cond.ROUTED, False, problem.reason, problem.message)
+            await self.save()
+            return 30.0
+        self.status["output"] = {
+            "uri": str(job.output_url),
+            "records": 0,
+            "failed": 0,
+            "bytes": 0,
+            "checksum": "",
+            "etag": "",
+            "summary": f"0/{total}",
+        }
+        self.status["progress"] = {"completed": 0, "total": total}
+        await self.save()
+        return 0.0
+
+    async def job_results(self, spec: InferenceJobSpec) -> jobresults.JobResults | None:
+        """The job's stores and keys, when its results are kept."""
+        results = self.deps.results
+        if results is None or not (self.status.get("output") or {}).get("uri"):
+            return None
+        try:
+            return await results.resolve(self.namespace, self.name, self.uid, spec)
+        except jobresults.ResultsProblem as problem:
+            raise TemporaryJobError(f"{problem.reason}: {problem.message}") from None
+
+    async def record_output(self, spec: InferenceJobSpec, summary: OutputSummary | None) -> str:
+        """Put what the output object holds into status; why not, when it is missing."""
+        job = await self.job_results(spec)
+        if job is None:
+            return ""
+        if summary is None:
+            summary = await summarize(job.store, job.output_url)
+        if summary is None:
+            return f"the work ended but its output object {job.output_url} is missing"
+        self.status["output"] = summary.to_status(self.total(spec))
+        return ""
+
+    async def output_written(self, spec: InferenceJobSpec, adapter: Any) -> bool:
+        """Whether a container network's job has written its output object yet."""
+        if isinstance(adapter, BatchAdapter):
+            return False
+        job = await self.job_results(spec)
+        if job is None:
+            return False
+        try:
+            return await job.store.head(job.output_url) is not None
+        except StoreError as exc:
+            log.warning("%s/%s: %s", self.namespace, self.name, exc.message)
+            return False
+
+    async def runner_spec(
+        self, spec: InferenceJobSpec, job: jobresults.JobResults
+    ) -> InferenceJobSpec:
+        """The spec with HYBRIDGPU_INPUT_URL / HYBRIDGPU_OUTPUT_URL in its env (presigned)."""
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        items = await self.deps.load_requests(self.namespace, spec)
+        input_url, output_url = await jobresults.runner_urls(job, spec, policy, items)
+        env = [e for e in spec.env or [] if not e.name.startswith("HYBRIDGPU_")]
+        if input_url:
+            env.append(EnvVar(name="HYBRIDGPU_INPUT_URL", value=input_url))
+        env.append(EnvVar(name="HYBRIDGPU_OUTPUT_URL", value=output_url))
+        return spec.model_copy(update={"env": env})
 
     def record_decision(self, decision: dict[str, Any]) -> None:
         """Keep the previous decision's time when nothing else changed: a job decided again
@@ -450,7 +554,7 @@ class JobStep:
             "estimatedCost": _money(target.estimated_cost),
         }
         self.status.setdefault("cost", {})["estimated"] = _money(target.estimated_cost)
-        self.status["progress"] = {"completed": 0, "total": spec.input.requests}
+        self.status["progress"] = {"completed": 0, "total": self.total(spec)}
         if target.backend == "External":
             self.status["externalRef"] = {
                 "provider": target.provider,
@@ -469,6 +573,12 @@ class JobStep:
 
     async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
         policy = self.deps.policy(self.namespace, spec.policy_ref)
+        urls: dict[str, Any] = {}
+        job_store = await self.job_results(spec)
+        if job_store is not None:
+            items = await self.deps.load_requests(self.namespace, spec)
+            input_url, output_url = await jobresults.runner_urls(job_store, spec, policy, items)
+            urls = {"input_url": input_url, "output_url": output_url}
         try:
             manifest = incluster.job_manifest(
                 name=self.name,
@@ -478,6 +588,7 @@ class JobStep:
                 attempt=int(attempt["attempt"]),
                 gpu_product=attempt["gpuProduct"],
                 **_deadline_inputs(policy),
+                **urls,
             )
         except incluster.ManifestError as exc:
             # Nothing was created. What only the cluster refuses sends a job that may run
@@ -537,11 +648,14 @@ class JobStep:
         if state is incluster.JobState.SUCCEEDED:
             end = cond.parse_timestamp((job.get("status") or {}).get("completionTime")) or self.now
             self.accrue_in_cluster(spec, attempt, started or end, end)
+            if jobresults.manifest_takes_urls(incluster.job_manifest):
+                # Completion: the container exited 0 AND its output object is there.
+                missing = await self.record_output(spec, None)
+                if missing:
+                    return await self.failover(attempt, "OutputMissing", missing)
             self.end_attempt(attempt, "Succeeded", "Completed", "the Job completed")
-            self.status["progress"] = {
-                "completed": spec.input.requests,
-                "total": spec.input.requests,
-            }
+            total = self.total(spec)
+            self.status["progress"] = {"completed": total, "total": total}
             await self.finish(True, "Completed", f"ran in-cluster on {attempt['gpuProduct']}")
             return None
         if state is incluster.JobState.FAILED:
@@ -594,16 +708,27 @@ class JobStep:
             return await self.provider_missing(attempt)
         ref_status = self.status["externalRef"]
         checkpoint_text = ref_status.get("checkpoint") or ""
+        items = await self.deps.load_requests(self.namespace, spec)
+        extra: dict[str, Any] = {}
+        job = await self.job_results(spec)
+        sent = spec
+        if job is not None:
+            if isinstance(entry.adapter, BatchAdapter):
+                # The store is the checkpoint: the batch lists what is written and sends the rest.
+                extra["results"] = jobresults.batch_results(job, spec, self.total(spec), items)
+            else:
+                sent = await self.runner_spec(spec, job)
         try:
             ref = await entry.adapter.submit(
-                spec,
+                sent,
                 idempotency_key=ref_status["idempotencyKey"],
                 gpu_product=attempt["gpuProduct"],
                 max_price_per_gpu_hour=_cap(
                     spec, self.deps.policy(self.namespace, spec.policy_ref)
                 ),
                 checkpoint=Checkpoint.from_str(checkpoint_text) if checkpoint_text else None,
-                requests=await self.deps.load_requests(self.namespace, spec),
+                requests=items,
+                **extra,
             )
         except neterr.NetworkError as exc:
             return await self.network_trouble(attempt, exc, ref=None)
@@ -640,8 +765,14 @@ class JobStep:
         if remote.checkpoint is not None:
             self.status["externalRef"]["checkpoint"] = remote.checkpoint.to_str()
         attempt["cost"] = _money(remote.accrued_usd)
-        total = remote.total or spec.input.requests
+        counted = bool((self.status.get("output") or {}).get("uri"))
+        # With results kept, the input was counted before dispatch; a container network
+        # knows only spec.input.requests.
+        total = self.total(spec) if counted else (remote.total or self.total(spec))
         self.status["progress"] = {"completed": remote.completed, "total": total}
+        output = self.status.get("output")
+        if isinstance(output, dict) and output.get("uri") and remote.state == "Running":
+            output["summary"] = f"{remote.completed}/{total}"
         cap = _cap(spec, policy)
         if (
             remote.price_per_gpu_hour is not None
@@ -655,10 +786,19 @@ class JobStep:
                 f"{attempt['provider']} now asks {remote.price_per_gpu_hour} USD/GPU-hour, "
                 f"above the cap of {cap}",
             )
+        if remote.state == "Running" and await self.output_written(spec, entry.adapter):
+            # A container network's completion signal is the output object: an Akash
+            # deployment never ends by itself (its provider restarts exited containers).
+            remote = replace(remote, state="Succeeded", message="the output object is written")
         if remote.state == "Succeeded":
             # Marketplaces bill instances and leases until they are destroyed, not until the
             # workload exits: release them as soon as the work is done.
             await self.cancel_attempt(attempt)
+            # Succeeded only with the output in the store (a container's completion rule:
+            # it exited 0 AND wrote its output object).
+            missing = await self.record_output(spec, remote.output)
+            if missing:
+                return await self.failover(attempt, "OutputMissing", missing)
             self.end_attempt(attempt, "Succeeded", "Completed", remote.message or "completed")
             self.status["progress"] = {"completed": total, "total": total}
             await self.finish(

@@ -15,10 +15,12 @@ from hybridgpu.controller.metrics import PhaseTally
 from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
+from hybridgpu.controller.results import ResultsConfig
 from hybridgpu.handlers.policies import account_policies
 from hybridgpu.inventory.pools import index_values
 from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
 from hybridgpu.kube import Kube, load_client_config
+from hybridgpu.results.store import ResultStore
 from hybridgpu.settings import SETTINGS
 
 FINALIZER = "hybridgpu.dev/cleanup"
@@ -51,7 +53,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     if SETTINGS.metrics_port:
         start_http_server(SETTINGS.metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
     memo.telemetry_task = asyncio.create_task(_telemetry_loop(memo))
-    memo.jobs = JobRuntime(memo.kube, memo.registry, _inventory(memo, kwargs), _gate(memo.kube))
+    store = SETTINGS.result_store()
+    memo.jobs = JobRuntime(
+        memo.kube,
+        memo.registry,
+        _inventory(memo, kwargs),
+        ResultsConfig(ResultStore(store) if store is not None else None, memo.kube.read_secret_key),
+        _gate(memo.kube),
+    )
     memo.jobs_task = asyncio.create_task(memo.jobs.run())
     memo.accounting_task = asyncio.create_task(account_policies(memo, kwargs))
 

@@ -47,13 +47,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.routing.snapshot import ExternalOffer
+
+if TYPE_CHECKING:
+    # Imported for the annotation only: results.output imports networks.checkpoint.
+    from hybridgpu.results.output import OutputSummary
 
 RemoteState = Literal["Pending", "Running", "Succeeded", "Failed", "Lost"]
 TERMINAL_STATES: frozenset[str] = frozenset({"Succeeded", "Failed", "Lost"})
@@ -94,6 +98,8 @@ class RemoteStatus:
     price_per_gpu_hour: Decimal | None = None
     message: str = ""
     checkpoint: Checkpoint | None = None
+    output: OutputSummary | None = None
+    """A client-driven batch's output object, once composed."""
 
     @property
     def terminal(self) -> bool:
@@ -134,8 +140,11 @@ class NetworkAdapter(Protocol):
         max_price_per_gpu_hour: Decimal | None,
         checkpoint: Checkpoint | None = None,
         requests: list[dict[str, Any]] | None = None,
+        results: Any = None,
     ) -> RemoteRef:
-        """Start the job (or find the one already started with this key)."""
+        """Start the job (or find the one already started with this key). ``results``: a
+        client-driven batch's :class:`~hybridgpu.networks.batch.BatchResults` (its input and
+        its output in the result store); container networks take no such thing."""
         ...
 
     async def find(

@@ -1,19 +1,25 @@
 """Client-driven batches: the operator itself sends each request, with bounded concurrency.
 
 Used by the Livepeer and OpenAI-compatible adapters (:class:`BatchAdapter` holds what they
-share; each keeps only its wire format). A batch lives in a background asyncio task of the
-operator process, keyed by the idempotency key. Its :class:`Checkpoint` moves as requests
-complete; the operator persists it from ``status()`` and hands it back to ``submit()`` after a
-restart so completed requests are skipped.
+share; each keeps only its wire format and its output lines). A batch lives in a background
+asyncio task of the operator process, keyed by the idempotency key.
+
+The store is the checkpoint (:mod:`hybridgpu.results.output`): requests go out chunk by
+chunk, a chunk's output lines are written as one part once all of them have an answer, and a
+batch started again (after a restart, or by failover to another network) lists the parts
+and sends only the chunks that are missing. When every part is there the batch composes the
+output object; it is Succeeded only then, with the :class:`OutputSummary` in its status.
+Without a result store (``results=None``: jobs of an operator configured without one, and
+the adapters' own tests) the parts go to a store in this process's memory, and the
+``checkpoint`` handed to ``submit`` marks what an earlier process completed.
 
 A batch's ``accrued_usd`` covers the whole batch: what this process paid for the requests it
-sent, plus the requests the checkpoint says were completed before (by an earlier process),
-each costed by the adapter's ``prior_cost`` estimate of that request.
+sent, plus the requests completed before (by an earlier process), each costed by the
+adapter's ``prior_cost`` estimate of that request.
 
-Memory: the bodies are a :class:`~hybridgpu.networks.requests.Requests` sequence (built one at
-a time as they are sent), the workers walk the indices instead of queueing them all, and only
-the output of the lowest completed index is kept (the one ``result`` reports). A batch of a
-million requests therefore costs the operator what eight requests in flight cost.
+Memory: the requests are streamed (:class:`~hybridgpu.results.source.RequestSource`), one
+chunk of at most 1024 requests and their output lines is held at a time. A batch of a
+million requests therefore costs the operator what one chunk costs.
 
 Failure: any error of one request, a network's NetworkError or an answer the adapter could not
 use, fails the batch with a message naming the request; a batch never stays Running with no
@@ -25,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import httpx
+from obstore.store import MemoryStore
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec
 from hybridgpu.api.inferencejob import InferenceJobSpec
@@ -40,7 +47,12 @@ from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import NetworkError
 from hybridgpu.networks.guard import PARSE_ERRORS
 from hybridgpu.networks.http import HttpPolicy
-from hybridgpu.networks.requests import Requests
+from hybridgpu.results.layout import JobLayout
+from hybridgpu.results.output import BatchOutput, OutputSummary
+from hybridgpu.results.reader import Request
+from hybridgpu.results.source import RequestSource
+from hybridgpu.results.store import ResultStore, StoreConfig, StoreError
+from hybridgpu.results.urls import ObjectURL
 
 log = logging.getLogger(__name__)
 CENT_MILLIONTH = Decimal("0.00000001")
@@ -51,13 +63,30 @@ class RequestResult:
     """What one request cost and produced."""
 
     cost_usd: Decimal
-    output: str | None = None
+    line: bytes | None = None
+    """The request's output line (JSON, no newline)."""
     price_per_gpu_hour: Decimal | None = None
 
 
-Sender = Callable[[int, dict[str, Any]], Awaitable[RequestResult]]
+@dataclass(frozen=True)
+class BatchResults:
+    """Where a batch reads its requests and writes its output (the controller builds it)."""
+
+    source: RequestSource
+    output: BatchOutput
+
+
+Sender = Callable[[Request], Awaitable[RequestResult]]
 PriorCost = Callable[[dict[str, Any]], Decimal]
 """What one request completed by an earlier process is taken to have cost."""
+
+
+def memory_results(key: str, source: RequestSource) -> BatchResults:
+    """Results kept in this process's memory (no result store is configured)."""
+    memory = MemoryStore()
+    store = ResultStore(StoreConfig(bucket="memory", prefix=""), lambda _b: memory)
+    layout = JobLayout(ObjectURL("memory", f"batches/{key}"))
+    return BatchResults(source, BatchOutput(store, layout, source.total))
 
 
 @dataclass
@@ -65,37 +94,56 @@ class Batch:
     """One running (or finished) client-driven batch."""
 
     key: str
-    bodies: Sequence[dict[str, Any]]
+    results: BatchResults
     checkpoint: Checkpoint
+    durable: bool = False
+    """Whether the store outlives this process (then no checkpoint goes to the job's status)."""
     accrued_usd: Decimal = Decimal(0)
     price_per_gpu_hour: Decimal | None = None
-    first_output: tuple[int, str] | None = None
-    """The output of the lowest completed index that returned one."""
+    output: OutputSummary | None = None
+    partial: dict[int, bytes] = field(default_factory=dict)
+    """Lines of answered requests whose chunk is not written yet: a retry in this process
+    sends them not again (a new process does: only what is in the store is done)."""
     error: str = ""
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
 
     @property
     def total(self) -> int:
-        return len(self.bodies)
+        return self.results.source.total
 
     def status(self) -> RemoteStatus:
         """The batch as a RemoteStatus."""
-        done = self.checkpoint.count()
-        common = {
+        done = min(self.checkpoint.count(), self.total)
+        common: dict[str, Any] = {
             "completed": done,
             "total": self.total,
             "accrued_usd": self.accrued_usd.quantize(CENT_MILLIONTH),
             "price_per_gpu_hour": self.price_per_gpu_hour,
-            "checkpoint": self.checkpoint,
+            "checkpoint": None if self.durable else self.checkpoint,
+            "output": self.output,
         }
         if self.cancelled:
-            return RemoteStatus("Failed", message="cancelled", **common)  # type: ignore[arg-type]
+            return RemoteStatus("Failed", message="cancelled", **common)
         if self.error:
-            return RemoteStatus("Failed", message=self.error, **common)  # type: ignore[arg-type]
-        if done >= self.total:
-            return RemoteStatus("Succeeded", **common)  # type: ignore[arg-type]
-        return RemoteStatus("Running", **common)  # type: ignore[arg-type]
+            return RemoteStatus("Failed", message=self.error, **common)
+        if self.output is not None:
+            return RemoteStatus("Succeeded", **common)
+        return RemoteStatus("Running", **common)
+
+
+async def _chunks(
+    requests: AsyncIterator[Request], output: BatchOutput
+) -> AsyncIterator[tuple[int, list[Request]]]:
+    """The requests grouped by checkpoint chunk: (first index, the chunk's requests)."""
+    chunk: list[Request] = []
+    async for request in requests:
+        chunk.append(request)
+        if len(chunk) == output.chunk:
+            yield chunk[0].index, chunk
+            chunk = []
+    if chunk:
+        yield chunk[0].index, chunk
 
 
 class BatchRunner:
@@ -107,63 +155,84 @@ class BatchRunner:
         self.concurrency = concurrency
         self.batches: dict[str, Batch] = {}
 
-    def start(
+    async def start(
         self,
         key: str,
-        bodies: Sequence[dict[str, Any]],
+        results: BatchResults,
         send: Sender,
         checkpoint: Checkpoint | None,
         prior_cost: PriorCost,
+        *,
+        durable: bool,
     ) -> Batch:
         """Start the batch for ``key`` unless it already runs here; return it."""
         existing = self.batches.get(key)
         if existing is not None and not (existing.error or existing.cancelled):
             return existing
+        if existing is not None and existing.task is not None and not existing.task.done():
+            # A failed batch's requests still in flight: their answers count as done.
+            with contextlib.suppress(asyncio.CancelledError):
+                await existing.task
         known = existing.checkpoint if existing is not None else Checkpoint()
-        if checkpoint is None:
+        partial = dict(existing.partial) if existing is not None else {}
+        if durable:
+            # What is in the store is done, and what this process holds the answers of.
+            stored = await results.output.done()
+            checkpoint = Checkpoint.from_done((*stored.done_above, *partial), stored.watermark)
+        elif checkpoint is None:
             # Retrying a failed batch in this process: keep what it already completed.
             checkpoint = known
-        batch = Batch(key, bodies, checkpoint)
+        batch = Batch(key, results, checkpoint, durable=durable, partial=partial)
         batch.accrued_usd = existing.accrued_usd if existing is not None else Decimal(0)
         # Requests completed by an earlier process were paid for too; this one never saw
         # their cost, so each is costed by the adapter's estimate.
-        batch.accrued_usd += _prior_costs(bodies, checkpoint, known, prior_cost)
+        batch.accrued_usd += await _prior_costs(results.source, checkpoint, known, prior_cost)
         self.batches[key] = batch
         batch.task = asyncio.get_running_loop().create_task(self._run(batch, send))
         return batch
 
     async def _run(self, batch: Batch, send: Sender) -> None:
-        done = batch.checkpoint
-        # One iterator shared by the workers: each takes the next index not done yet.
-        pending: Iterator[int] = (i for i in range(batch.total) if not done.is_done(i))
+        output = batch.results.output
+        limit = asyncio.Semaphore(self.concurrency)
 
-        async def worker() -> None:
-            while not batch.error and not batch.cancelled:
-                index = next(pending, None)
-                if index is None:
-                    return
+        async def one(request: Request) -> RequestResult | None:
+            async with limit:
+                if batch.error or batch.cancelled:
+                    return None
                 try:
-                    result = await send(index, batch.bodies[index])
+                    answer = await send(request)
                 except NetworkError as exc:
-                    batch.error = f"request {index}: {exc.message}"
-                    return
+                    batch.error = batch.error or f"request {request.index}: {exc.message}"
+                    return None
                 except PARSE_ERRORS as exc:
                     # An answer the adapter could not read: the batch fails, the loop lives.
-                    batch.error = f"request {index}: unexpected answer ({type(exc).__name__})"
-                    return
-                batch.accrued_usd += result.cost_usd
-                if result.price_per_gpu_hour is not None:
-                    batch.price_per_gpu_hour = result.price_per_gpu_hour
-                if result.output is not None and (
-                    batch.first_output is None or index < batch.first_output[0]
-                ):
-                    batch.first_output = (index, result.output)
-                batch.checkpoint = batch.checkpoint.with_done(index)
+                    batch.error = batch.error or (
+                        f"request {request.index}: unexpected answer ({type(exc).__name__})"
+                    )
+                    return None
+                batch.accrued_usd += answer.cost_usd
+                if answer.price_per_gpu_hour is not None:
+                    batch.price_per_gpu_hour = answer.price_per_gpu_hour
+                batch.partial[request.index] = answer.line or b""
+                batch.checkpoint = batch.checkpoint.with_done(request.index)
+                return answer
 
-        left = batch.total - done.count()
-        workers = min(self.concurrency, max(left, 1))
         try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            async for first, chunk in _chunks(batch.results.source.iterate(), output):
+                todo = [r for r in chunk if not batch.checkpoint.is_done(r.index)]
+                if not todo and not any(r.index in batch.partial for r in chunk):
+                    continue  # the chunk's part is in the store
+                await asyncio.gather(*(one(r) for r in todo))
+                if batch.error or batch.cancelled:
+                    return
+                lines = [batch.partial.get(r.index, b"") for r in chunk]
+                await output.write_part(first, [line for line in lines if line])
+                for request in chunk:
+                    batch.partial.pop(request.index, None)
+            batch.output = await output.compose(complete=batch.durable)
+        except StoreError as exc:
+            # The store is the checkpoint: without it nothing more is sent.
+            batch.error = batch.error or f"result store: {exc.message}"
         except Exception as exc:
             # A bug rather than the network: still end the batch, never leave it Running.
             log.exception("batch %s stopped", batch.key)
@@ -201,6 +270,10 @@ class BatchAdapter(AdapterBase):
     ) -> None:
         super().__init__(name, spec, credential, policy, bearer(credential))
         self.runner = BatchRunner(concurrency)
+        self.media_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
+        )
+        """Fetches media the network answered with: no credential of the network's."""
 
     def active_batches(self) -> int:
         """Batches of this process still sending requests."""
@@ -212,17 +285,24 @@ class BatchAdapter(AdapterBase):
             "POST", path, json=body, retry=True, headers={"Idempotency-Key": f"{key}/{index}"}
         )
 
-    def start_batch(
+    async def start_batch(
         self,
         key: str,
-        bodies: Sequence[dict[str, Any]],
+        source: RequestSource,
         send: Sender,
         checkpoint: Checkpoint | None,
         prior_cost: PriorCost,
+        results: BatchResults | None,
     ) -> tuple[RemoteRef, Batch]:
         """Start (or rejoin) the batch for ``key`` in the background."""
         ref = RemoteRef(self.name, f"batch-{key}", key)
-        batch = self.runner.start(key, bodies, send, checkpoint, prior_cost)
+        durable = results is not None
+        chosen = (
+            BatchResults(source, results.output)
+            if results is not None
+            else memory_results(key, source)
+        )
+        batch = await self.runner.start(key, chosen, send, checkpoint, prior_cost, durable=durable)
         self.note_submitted(ref)
         return ref, batch
 
@@ -252,11 +332,11 @@ class BatchAdapter(AdapterBase):
         await self.runner.cancel(ref.idempotency_key)
 
     async def result(self, ref: RemoteRef) -> str | None:
-        """The first output reference the network returned, if any."""
+        """Where the batch's output object is, once written."""
         batch = self.runner.batches.get(ref.idempotency_key)
-        if batch is None or batch.first_output is None:
+        if batch is None or batch.output is None:
             return None
-        return batch.first_output[1]
+        return batch.output.uri
 
     async def stop_all(self) -> None:
         """Stop and forget every batch of this process (another process takes them over)."""
@@ -266,22 +346,26 @@ class BatchAdapter(AdapterBase):
     async def aclose(self) -> None:
         """Stop background batches and close the client."""
         await self.runner.aclose()
+        await self.media_client.aclose()
         await super().aclose()
 
 
-def _prior_costs(
-    bodies: Sequence[dict[str, Any]],
+async def _prior_costs(
+    source: RequestSource,
     checkpoint: Checkpoint,
     known: Checkpoint,
     prior_cost: PriorCost,
 ) -> Decimal:
     """What the requests done in ``checkpoint`` but not in ``known`` are taken to have cost."""
-    if isinstance(bodies, Requests) and bodies.uniform and not known.count():
+    if not checkpoint.count():
+        return Decimal(0)
+    if source.uniform and not known.count():
         # Every body costs the same: one estimate times the count, not a million bodies built.
-        done = min(checkpoint.count(), len(bodies))
-        return prior_cost(bodies[0]) * done if done else Decimal(0)
+        done = min(checkpoint.count(), source.total)
+        body = await source.first_body()
+        return prior_cost(body) * done if done and body is not None else Decimal(0)
     total = Decimal(0)
-    for index in range(len(bodies)):
-        if checkpoint.is_done(index) and not known.is_done(index):
-            total += prior_cost(bodies[index])
+    async for request in source.iterate():
+        if checkpoint.is_done(request.index) and not known.is_done(request.index):
+            total += prior_cost(request.body)
     return total

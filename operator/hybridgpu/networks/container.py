@@ -201,9 +201,12 @@ class ContainerAdapter(AdapterBase):
         max_price_per_gpu_hour: Decimal | None,
         checkpoint: Checkpoint | None = None,
         requests: list[dict[str, Any]] | None = None,
+        results: Any = None,
     ) -> RemoteRef:
         """Create the job (or find the one created for the key) and check its price."""
-        del checkpoint, requests  # the container reads its own input
+        # The container reads its own input (HYBRIDGPU_INPUT_URL in its env, put in the
+        # job's spec.env by the controller) and writes its output itself.
+        del checkpoint, requests, results
         job_id = await self.start(job, idempotency_key, gpu_product, max_price_per_gpu_hour)
         ref = RemoteRef(self.name, job_id, idempotency_key)
         self._totals[ref.id] = job.input.requests

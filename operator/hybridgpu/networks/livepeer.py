@@ -27,11 +27,15 @@ from typing import Any
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.networks.adapter import GIB
 from hybridgpu.networks.base import RemoteRef
-from hybridgpu.networks.batch import BatchAdapter, RequestResult
+from hybridgpu.networks.batch import BatchAdapter, BatchResults, RequestResult
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
 from hybridgpu.networks.gpu_names import names_for
 from hybridgpu.networks.requests import batch_requests
+from hybridgpu.results.formats import batch_line
+from hybridgpu.results.media import copy_media
+from hybridgpu.results.reader import Request
+from hybridgpu.results.source import RequestSource
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour
 
 PIPELINES: dict[Task, str] = {
@@ -89,8 +93,11 @@ class LivepeerAdapter(BatchAdapter):
         max_price_per_gpu_hour: Decimal | None,
         checkpoint: Checkpoint | None = None,
         requests: list[dict[str, Any]] | None = None,
+        results: BatchResults | None = None,
     ) -> RemoteRef:
-        """Start (or rejoin) the batch; requests run in the background."""
+        """Start (or rejoin) the batch; requests run in the background. Each output line
+        holds the gateway's answer with its media copied into the result store (a gateway's
+        URLs expire) and their URLs replaced by the copies'."""
         pipeline = PIPELINES.get(job.task)
         if pipeline is None:
             raise BadRequest(
@@ -98,35 +105,35 @@ class LivepeerAdapter(BatchAdapter):
             )
         price = self.static_price(gpu_product)
         self.check_cap(price, max_price_per_gpu_hour, "before submission")
-        bodies = batch_requests(job, requests).map(
-            lambda b: livepeer_body(job.task, job.model, b, job.input.output_tokens)
-        )
-        per_request_hours = job.gpu_hours() / max(len(bodies), 1)
+        source = (
+            results.source
+            if results is not None
+            else RequestSource.of_bodies(batch_requests(job, requests))
+        ).mapped(lambda b: livepeer_body(job.task, job.model, b, job.input.output_tokens))
+        per_request_hours = job.gpu_hours() / max(source.total, 1)
+        holder: list[BatchResults] = []
 
-        async def send(index: int, body: dict[str, Any]) -> RequestResult:
+        async def send(request: Request) -> RequestResult:
+            body = request.body
             if job.task is Task.LLM and body.get("stream"):
                 raise BadRequest(self.name, "streamed /llm requests are not supported")
-            response = await self.post(f"/{pipeline}", idempotency_key, index, body)
+            response = await self.post(f"/{pipeline}", idempotency_key, request.index, body)
             cost = (price or Decimal(0)) * per_request_hours
-            return RequestResult(cost, _first_url(response.json()), price)
+            answer = response.json()
+            output = holder[0].output
+            copied = await copy_media(self.media_client, self.name, answer, output, request.index)
+            line = batch_line(
+                idempotency_key, request, response.status_code, copied, response.headers
+            )
+            return RequestResult(cost, line, price)
 
         def prior_cost(body: dict[str, Any]) -> Decimal:
             del body  # every request of a batch is costed alike
             return (price or Decimal(0)) * per_request_hours
 
-        ref, batch = self.start_batch(idempotency_key, bodies, send, checkpoint, prior_cost)
+        ref, batch = await self.start_batch(
+            idempotency_key, source, send, checkpoint, prior_cost, results
+        )
+        holder.append(batch.results)
         batch.price_per_gpu_hour = batch.price_per_gpu_hour or price
         return ref
-
-
-def _first_url(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    images = body.get("images")
-    if isinstance(images, list) and images and isinstance(images[0], dict):
-        url = images[0].get("url")
-        return url if isinstance(url, str) else None
-    audio = body.get("audio")
-    if isinstance(audio, dict) and isinstance(audio.get("url"), str):
-        return str(audio["url"])
-    return None

@@ -24,11 +24,14 @@ from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.networks.base import RemoteRef
-from hybridgpu.networks.batch import BatchAdapter, RequestResult
+from hybridgpu.networks.batch import BatchAdapter, BatchResults, RequestResult
 from hybridgpu.networks.bounds import MAX_TOKENS_PER_REQUEST, checked_count
 from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.errors import BadRequest
 from hybridgpu.networks.requests import batch_requests
+from hybridgpu.results.formats import batch_line
+from hybridgpu.results.reader import Request
+from hybridgpu.results.source import RequestSource
 from hybridgpu.routing.snapshot import ExternalOffer, PerToken
 
 MILLION = Decimal(1_000_000)
@@ -127,8 +130,10 @@ class OpenAIAdapter(BatchAdapter):
         max_price_per_gpu_hour: Decimal | None,
         checkpoint: Checkpoint | None = None,
         requests: list[dict[str, Any]] | None = None,
+        results: BatchResults | None = None,
     ) -> RemoteRef:
-        """Start (or rejoin) the batch of chat completions."""
+        """Start (or rejoin) the batch of chat completions; each output line is in the
+        OpenAI Batch output format."""
         del gpu_product, max_price_per_gpu_hour  # per-token pricing: see module docstring
         if job.task is not Task.LLM:
             raise BadRequest(self.name, f"task {job.task.value} is not served (llm only)")
@@ -152,21 +157,32 @@ class OpenAIAdapter(BatchAdapter):
                 body["max_completion_tokens"] = body.pop("max_tokens")
             return body
 
-        bodies = batch_requests(job, requests).map(chat)
+        source = (
+            results.source
+            if results is not None
+            else RequestSource.of_bodies(batch_requests(job, requests))
+        ).mapped(chat)
 
-        async def send(index: int, body: dict[str, Any]) -> RequestResult:
-            response = await self.post("/chat/completions", idempotency_key, index, body)
-            usage = response.json().get("usage") or {}
+        async def send(request: Request) -> RequestResult:
+            index = request.index
+            response = await self.post("/chat/completions", idempotency_key, index, request.body)
+            answer = response.json()
+            usage = answer.get("usage") or {}
             prompt, completion = (
                 checked_count(
                     self.name, usage.get(field, 0), MAX_TOKENS_PER_REQUEST, f"usage.{field}"
                 )
                 for field in ("prompt_tokens", "completion_tokens")
             )
-            return RequestResult(token_cost(price, prompt, completion))
+            line = batch_line(
+                idempotency_key, request, response.status_code, answer, response.headers
+            )
+            return RequestResult(token_cost(price, prompt, completion), line)
 
         def prior_cost(body: dict[str, Any]) -> Decimal:
             return token_cost(price, *estimated_tokens(body))
 
-        ref, _ = self.start_batch(idempotency_key, bodies, send, checkpoint, prior_cost)
+        ref, _ = await self.start_batch(
+            idempotency_key, source, send, checkpoint, prior_cost, results
+        )
         return ref

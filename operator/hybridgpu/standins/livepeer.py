@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hybridgpu.standins import media
 from hybridgpu.standins.config import StandinConfig
 from hybridgpu.standins.state import NetworkState, fail, read_json
 
@@ -64,9 +65,10 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
         seq = state.new_id()
         if name == "text-to-image":
             count = int(body.get("num_images_per_prompt", 1))
+            seed = media.digest(str(body["prompt"]))
             images = [
                 {
-                    "url": f"http://{request.host}/stream/{seq}/image-{i}.png",
+                    "url": f"http://{request.host}/stream/{seq}/{seed}-{i}/image.png",
                     "seed": 1000 + seq,
                     "nsfw": False,
                 }
@@ -74,8 +76,9 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
             ]
             return web.json_response({"images": images})
         if name == "text-to-speech":
+            seed = media.digest(str(body["text"]))
             return web.json_response(
-                {"audio": {"url": f"http://{request.host}/stream/{seq}/audio.wav"}}
+                {"audio": {"url": f"http://{request.host}/stream/{seq}/{seed}/audio.wav"}}
             )
         prompt_words = sum(
             len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict)
@@ -95,7 +98,10 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                 {
                     "index": 0,
                     "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok " * min(completion, 8)},
+                    "message": {
+                        "role": "assistant",
+                        "content": media.completion(body["messages"], completion),
+                    },
                 }
             ],
         }
@@ -114,5 +120,20 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
 
     app = web.Application(middlewares=[state.middleware(public=())])
     app.add_routes(state.control_routes())
-    app.add_routes([web.post("/{pipeline:text-to-image|llm|text-to-speech}", pipeline)])
+
+    async def stream_file(request: web.Request) -> web.Response:
+        # The gateway serves generated media under /stream/ for a while (the URLs expire).
+        seed, name = request.match_info["seed"], request.match_info["name"]
+        if name == "image.png":
+            return web.Response(body=media.png(seed), content_type="image/png")
+        return web.Response(body=media.wav(seed), content_type="audio/wav")
+
+    app.add_routes(
+        [
+            web.post("/{pipeline:text-to-image|llm|text-to-speech}", pipeline),
+            web.get(
+                "/stream/{seq:[0-9]+}/{seed:[0-9a-f-]+}/{name:image.png|audio.wav}", stream_file
+            ),
+        ]
+    )
     return app, state

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hybridgpu.standins import media
 from hybridgpu.standins.config import StandinConfig
 from hybridgpu.standins.state import NetworkState, fail, read_json
 
@@ -98,7 +99,10 @@ def build_app(config: StandinConfig) -> tuple[web.Application, NetworkState]:
                     {
                         "index": 0,
                         "finish_reason": "length",
-                        "message": {"role": "assistant", "content": "ok " * min(completion, 8)},
+                        "message": {
+                            "role": "assistant",
+                            "content": media.completion(messages, completion),
+                        },
                     }
                 ],
                 "usage": {

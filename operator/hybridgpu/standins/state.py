@@ -219,7 +219,9 @@ class NetworkState:
 
         @web.middleware
         async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path.startswith("/_"):
+            if request.path.startswith(("/_", "/stream/")):
+                # Control routes, and generated media fetched after the answer (not calls of
+                # the network's API: no faults, no counting).
                 return await handler(request)
             self.requests += 1
             self.in_flight += 1
