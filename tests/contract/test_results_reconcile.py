@@ -314,3 +314,25 @@ async def test_a_container_networks_output_object_ends_the_job_and_its_deploymen
     assert world.status["phase"] == "Succeeded"
     assert network.cancelled == [world.status["attempts"][0]["externalId"]]  # lease closed
     assert world.status["output"]["records"] == 1 and world.status["output"]["summary"] == "1/1"
+
+
+async def test_a_resubmitted_attempt_sends_the_same_presigned_urls(s3: SeaweedFS) -> None:
+    """Akash finds earlier work by its manifest's hash, which covers the env: a retry under
+    the same key must send the same spec, not freshly signed URLs."""
+    from hybridgpu.api.inferencejob import InferenceJobSpec
+    from hybridgpu.controller.reconcile import JobStep
+
+    world = ResultsWorld(
+        s3,
+        spec={"input": {"requests": 2, "inline": [{"custom_id": "a"}, {"custom_id": "b"}]}},
+    )
+    await world.step()  # checked: the output location is known
+    step = JobStep(dict(world.kube.obj), world.deps(), lambda *_: None)
+    spec = InferenceJobSpec.model_validate(world.kube.obj["spec"])
+    job = await step.job_results(spec)
+    assert job is not None
+    first = await step.runner_spec(spec, job, "uid-1")
+    again = await step.runner_spec(spec, job, "uid-1")
+    env = {e.name: e.value for e in first.env or []}
+    assert "HYBRIDGPU_OUTPUT_URL" in env
+    assert first == again

@@ -157,6 +157,8 @@ class JobRuntime:
             self.queue.cancel(uid)
             self.admission.forget(uid)
             self.registry.progress_written.pop(uid, None)
+            for key in [k for k in self.registry.runner_urls if k.startswith(f"{uid}-")]:
+                del self.registry.runner_urls[key]
             return False
         return self.cache.observe(job)
 

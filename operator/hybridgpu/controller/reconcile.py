@@ -54,6 +54,8 @@ POLL_IN_CLUSTER = 30.0
 """In-cluster attempts are tracked on their Pod and batch/v1 Job watch events; this poll is a
 backstop only."""
 RETRY_SOON = 5.0
+RUNNER_URLS_REUSE = 6 * 3600.0
+"""Seconds an attempt's presigned URLs are reused for its resubmissions (they live longer)."""
 PROGRESS_STEP = 0.01
 PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
@@ -461,12 +463,22 @@ class JobStep:
             return False
 
     async def runner_spec(
-        self, spec: InferenceJobSpec, job: jobresults.JobResults
+        self, spec: InferenceJobSpec, job: jobresults.JobResults, key: str
     ) -> InferenceJobSpec:
-        """The spec with HYBRIDGPU_INPUT_URL / HYBRIDGPU_OUTPUT_URL in its env (presigned)."""
-        policy = self.deps.policy(self.namespace, spec.policy_ref)
-        items = await self.deps.load_requests(self.namespace, spec)
-        input_url, output_url = await jobresults.runner_urls(job, spec, policy, items)
+        """The spec with HYBRIDGPU_INPUT_URL / HYBRIDGPU_OUTPUT_URL in its env (presigned).
+
+        The URLs of one attempt are signed once per process and reused: a resubmission under
+        the same key must send the same spec, since some networks find earlier work by what
+        was sent (Akash by its manifest's hash, which covers the env).
+        """
+        cached = self.deps.registry.runner_urls.get(key)
+        if cached is not None and time.monotonic() - cached[2] < RUNNER_URLS_REUSE:
+            input_url, output_url = cached[0], cached[1]
+        else:
+            policy = self.deps.policy(self.namespace, spec.policy_ref)
+            items = await self.deps.load_requests(self.namespace, spec)
+            input_url, output_url = await jobresults.runner_urls(job, spec, policy, items)
+            self.deps.registry.runner_urls[key] = (input_url, output_url, time.monotonic())
         env = [e for e in spec.env or [] if not e.name.startswith("HYBRIDGPU_")]
         if input_url:
             env.append(EnvVar(name="HYBRIDGPU_INPUT_URL", value=input_url))
@@ -717,7 +729,7 @@ class JobStep:
                 # The store is the checkpoint: the batch lists what is written and sends the rest.
                 extra["results"] = jobresults.batch_results(job, spec, self.total(spec), items)
             else:
-                sent = await self.runner_spec(spec, job)
+                sent = await self.runner_spec(spec, job, ref_status["idempotencyKey"])
         try:
             ref = await entry.adapter.submit(
                 sent,
@@ -988,6 +1000,9 @@ class JobStep:
                 else:
                     spec = InferenceJobSpec.model_validate(self.raw_spec)
                     policy = self.deps.policy(self.namespace, spec.policy_ref)
+                    job = await self.job_results(spec)
+                    if job is not None and not isinstance(entry.adapter, BatchAdapter):
+                        spec = await self.runner_spec(spec, job, key)  # as it was sent
                     ref = await entry.adapter.find(
                         spec,
                         idempotency_key=key,
