@@ -400,7 +400,6 @@ class JobRuntime:
         Done here rather than in a Kopf delete handler: Kopf calls those only for objects
         that carry its own finalizer, which it would then put on every job.
         """
-        meta = body["metadata"]
         step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
         try:
             current = None if cond.is_terminal(step.status) else step.active_attempt()
@@ -419,19 +418,15 @@ class JobRuntime:
                 if step.written is not None:
                     self.observe(step.written)
                 return CANCEL_RETRY
-            await retire_job_spend(self.kube, body)
-            await self.kube.set_job_finalizers(
-                step.namespace, step.name, without(body), str(step.rv or meta["resourceVersion"])
-            )
         except Conflict:
             await self.reread(step.namespace, step.name, step.uid)
             return 0.0
         except Exception:
             log.exception("%s/%s: cleaning up after deletion failed", step.namespace, step.name)
             return 30.0
-        return None
+        return await self.release(body, step.rv)
 
-    async def release(self, body: dict[str, Any]) -> float | None:
+    async def release(self, body: dict[str, Any], version: str | None = None) -> float | None:
         """An ended job owes nothing: its spend into its policy's ledger, then let it go.
 
         The ledger entry is keyed by the job's UID (written once, also when retried), and it
@@ -442,7 +437,10 @@ class JobRuntime:
         try:
             await retire_job_spend(self.kube, body)
             written = await self.kube.set_job_finalizers(
-                meta["namespace"], meta["name"], without(body), str(meta["resourceVersion"])
+                meta["namespace"],
+                meta["name"],
+                without(body),
+                str(version or meta["resourceVersion"]),
             )
         except Conflict:
             await self.reread(meta["namespace"], meta["name"], str(meta["uid"]))

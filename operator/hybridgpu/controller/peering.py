@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import os
 import random
 import socket
 import string
@@ -37,8 +38,6 @@ DEFAULT_PEERING = "hybridgpu"
 
 def own_identity() -> str:
     """This process's peer id, in the format Kopf generates (POD_ID wins, as in Kopf)."""
-    import os
-
     pod = os.environ.get("POD_ID")
     if pod:
         return pod
@@ -91,14 +90,12 @@ class PeeringGate:
     on_pause: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _open: asyncio.Event = field(default_factory=asyncio.Event)
     blockers: list[str] = field(default_factory=list)
+    _verdicts: int = 0
 
     def __post_init__(self) -> None:
         # With a peering to follow, nothing is done before its first verdict.
         if self.read is None:
             self._open.set()
-        else:
-            self._open.clear()
-            self.blockers = ["(peering not read yet)"]
 
     @property
     def paused(self) -> bool:
@@ -110,7 +107,8 @@ class PeeringGate:
 
     async def observe(self, peers: Mapping[str, Any] | None, now: datetime) -> None:
         blockers = [] if peers is None else blocking_peers(peers, self.identity, self.priority, now)
-        first = self.blockers == ["(peering not read yet)"]
+        first = self._verdicts == 0 and self.read is not None
+        self._verdicts += 1
         self.blockers = blockers
         if first and blockers:
             log.warning("paused from the start: peers %s outrank or equal this operator", blockers)
