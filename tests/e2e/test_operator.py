@@ -154,7 +154,9 @@ def test_overflow_goes_to_the_cheapest_feasible_network(stack: Any, namespace: s
 def test_only_jobs_with_work_out_hold_a_finalizer_so_namespaces_stay_deletable(
     stack: Any, namespace: str
 ) -> None:
-    _policy(namespace, **EXTERNAL_ONLY)
+    # With a budget: a policy without one keeps no ledger of past spend.
+    budget = {"limit": "100.00", "period": "720h", "whenExceeded": "Reject"}
+    _policy(namespace, **EXTERNAL_ONLY, budget=budget)
     _job(namespace, "released", gpu=RTX4090)
     _job(namespace, "never-fits", gpu={"count": 1, "products": ["NVIDIA-B300"]})
     job = _final(namespace, "released")
