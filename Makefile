@@ -77,7 +77,7 @@ demo: venv cluster-up prometheus-install seaweedfs
 	hack/demo.sh
 
 demo-down:
-	-for p in .local/pids/{operator,standins,dcgm-exporter}.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done
+	-for p in .local/pids/{operator,standins,dcgm-exporter,demo-nodes}.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done
 	-hack/prometheus.sh stop
 	-hack/seaweedfs.sh stop
 

@@ -1,6 +1,6 @@
 """Write the demo's input JSONL (OpenAI Batch lines) into the demo's result store.
 
-Usage: .venv/bin/python hack/demo-input.py s3://bucket/key.jsonl COUNT
+Usage: .venv/bin/python hack/demo-input.py s3://bucket/key.jsonl COUNT [tickets|letters]
 (credentials and endpoint from HYBRIDGPU_RESULTS_*: see hack/seaweedfs.sh env)
 """
 
@@ -13,12 +13,21 @@ from hybridgpu.results.store import ResultStore
 from hybridgpu.results.urls import ObjectURL
 from hybridgpu.settings import Settings
 
-TOPICS = ("a refund", "a late delivery", "a broken zip", "a login problem", "a missing invoice")
+PROMPTS = {
+    "tickets": ("ticket", "Summarise ticket {i} about {topic}"),
+    "letters": ("letter", "Draft discharge letter {i} for a patient treated for {topic}"),
+}
+TOPICS = {
+    "tickets": ("a refund", "a late delivery", "a broken zip", "a login problem", "an invoice"),
+    "letters": ("a fracture", "pneumonia", "a burn", "dehydration", "an allergic reaction"),
+}
 
 
 def main() -> int:
     url = ObjectURL.parse(sys.argv[1], "url")
     count = int(sys.argv[2])
+    kind = sys.argv[3] if len(sys.argv) > 3 else "tickets"
+    prefix, prompt = PROMPTS[kind]
     config = Settings.from_env().result_store()
     if config is None:
         print("HYBRIDGPU_RESULTS_BUCKET is not set", file=sys.stderr)
@@ -26,12 +35,15 @@ def main() -> int:
     lines = b"".join(
         json.dumps(
             {
-                "custom_id": f"ticket-{i:04d}",
+                "custom_id": f"{prefix}-{i:04d}",
                 "method": "POST",
                 "url": "/v1/chat/completions",
                 "body": {
                     "messages": [
-                        {"role": "user", "content": f"Summarise ticket {i} about {TOPICS[i % 5]}"}
+                        {
+                            "role": "user",
+                            "content": prompt.format(i=i, topic=TOPICS[kind][i % 5]),
+                        }
                     ],
                     "max_tokens": 64,
                 },

@@ -29,8 +29,12 @@ eval "$(hack/seaweedfs.sh env)"
 export AWS_ACCESS_KEY_ID=$HYBRIDGPU_RESULTS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY
 export AWS_ENDPOINT_URL=$HYBRIDGPU_RESULTS_ENDPOINT
 "$PY" hack/demo-input.py "s3://$HYBRIDGPU_RESULTS_BUCKET/hybridgpu/default/inputs/tickets.jsonl" 200
+"$PY" hack/demo-input.py "s3://$HYBRIDGPU_RESULTS_BUCKET/hybridgpu/default/inputs/discharge-notes.jsonl" 120 letters
 
 start standins "$PY" -m hybridgpu.cli networks serve --base-port 18081
+# GPU nodes whose Pods really run (the KWOK nodes only look busy): the operator counts only them.
+start demo-nodes "$PY" hack/demo-nodes.py
+export HYBRIDGPU_GPU_NODE_SELECTOR='{"type": "process-agent"}'
 start dcgm-exporter "$PY" -m hybridgpu.cli dcgm-exporter serve --kubeconfig "$KUBECONFIG" --port 19400
 HYBRIDGPU_OPERATOR_METRICS_PORT=18080 hack/prometheus.sh start
 # Only the default namespace: the test suite runs its own operator for its own namespaces.
@@ -39,7 +43,7 @@ start operator "$PY" -m hybridgpu.cli run --kubeconfig "$KUBECONFIG" -n default 
   --log-format json
 
 # A re-run starts the jobs afresh (the operator, running now, honours their finalizers).
-"$KUBECTL" delete -f examples/20-inferencejobs.yaml --ignore-not-found --timeout=60s >/dev/null
+"$KUBECTL" delete ij --all -n default --ignore-not-found --timeout=60s >/dev/null
 for f in examples/*.yaml; do "$KUBECTL" apply -f "$f" >/dev/null; done
 echo "Applied examples/. Watching the InferenceJobs (Ctrl-C stops watching; all keeps running):"
 deadline=$((SECONDS + ${HYBRIDGPU_DEMO_TIMEOUT:-300}))

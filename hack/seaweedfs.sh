@@ -48,7 +48,14 @@ JSON
     exit 1
     ;;
   stop)
-    if [[ -f $PIDFILE ]]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; rm -f "$PIDFILE"; fi
+    if [[ -f $PIDFILE ]]; then
+      pid=$(cat "$PIDFILE")
+      kill "$pid" 2>/dev/null || true
+      # Wait for it to let go of its ports, or the next start finds them taken.
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$PIDFILE"
+    fi
     ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

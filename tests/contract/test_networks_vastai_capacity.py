@@ -142,3 +142,28 @@ async def test_a_bundle_larger_than_the_free_gpus_is_refused(markets: Standins) 
         await vast.cancel(eight)
     finally:
         await vast.aclose()
+
+
+async def test_offers_say_how_many_gpus_one_job_can_have(markets: Standins) -> None:
+    """A job's GPUs share one instance: the largest free bundle bounds it, and a Nosana job
+    runs on one GPU, so routing never sends a bigger job there to be refused."""
+    vast = adapter_for(markets, "vastai")
+    nosana = adapter_for(markets, "nosana")
+    try:
+        (offered,) = [o for o in await vast.list_offers() if o.gpu_product == PRODUCT]
+        pair = await vast.submit(
+            job_spec("vastai", gpu={"count": 2}, estimatedDuration="10h"),
+            idempotency_key="pair",
+            gpu_product=PRODUCT,
+            max_price_per_gpu_hour=None,
+        )
+        (after,) = [o for o in await vast.list_offers() if o.gpu_product == PRODUCT]
+        await vast.cancel(pair)
+        markets_offers = [o for o in await nosana.list_offers() if o.gpu_product == PRODUCT]
+    finally:
+        await vast.aclose()
+        await nosana.aclose()
+    assert offered.max_gpus_per_job == 8
+    # 6 GPUs left on the machine, listed as bundles of 1, 2, 4 and all 6: no 8 any more.
+    assert after.available == 6 and after.max_gpus_per_job == 6
+    assert markets_offers and all(o.max_gpus_per_job == 1 for o in markets_offers)

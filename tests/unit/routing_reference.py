@@ -230,6 +230,10 @@ def decide(
             reason = "ProductNotAllowed"
         elif not isinstance(pricing, PerToken) and offer.memory_bytes < min_mem:
             reason = "InsufficientMemory"
+        elif isinstance(pricing, PerGPUHour) and job.gpu.count > (
+            offer.max_gpus_per_job or job.gpu.count
+        ):
+            reason = "TooFewGPUs"
         elif regions is not None and offer.region not in regions:
             reason = "RegionNotAllowed"
         elif _TRUST_RANK[offer.trust_tier] < min_rank:

@@ -6,6 +6,7 @@ Other test_chart_* modules use ``render`` and ``helm`` from here.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def test_operator_values_become_the_settings_the_operator_reads() -> None:
         "--set",
         "operator.jobTolerations[0].operator=Exists",
         "--set",
+        "operator.gpuNodeSelector.pool=inference",
+        "--set",
         "image.digest=sha256:" + "a" * 64,
     )
     main = container(docs)
@@ -130,6 +133,7 @@ def test_operator_values_become_the_settings_the_operator_reads() -> None:
     assert yaml.safe_load(env["HYBRIDGPU_JOB_TOLERATIONS"]) == [
         {"key": "gpu", "operator": "Exists"}
     ]
+    assert json.loads(env["HYBRIDGPU_GPU_NODE_SELECTOR"]) == {"pool": "inference"}
     assert "--verbose" in main["args"]
     assert main["image"] == f"ghcr.io/hybridgpu/hybridgpu:{__version__}@sha256:" + "a" * 64
 

@@ -220,3 +220,33 @@ def test_a_failure_is_explained_by_reasons_and_exit_codes_only() -> None:
     ]
     assert incluster.failure_detail(job, pods) == "DeadlineExceeded, container runner exited 2"
     assert incluster.failure_detail({}, []) == ""
+
+
+def test_the_gpu_node_selector_pins_pods_to_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRIDGPU_GPU_NODE_SELECTOR", '{"pool": "inference"}')
+    (term,) = pod(build(spec()))["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    # One term: the product and the pool must hold together.
+    assert {"key": "pool", "operator": "In", "values": ["inference"]} in term["matchExpressions"]
+    assert term["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ('["pool"]', "JSON object"),
+        ("pool=inference", "JSON object"),
+        ('{"bad key!": "x"}', "'bad key!' is not a label key"),
+        ('{"pool": "has space"}', r"\['pool'\]: 'has space' is not a label value"),
+        ('{"pool": 3}', r"\['pool'\]: 3 is not a label value"),
+    ],
+)
+def test_a_bad_gpu_node_selector_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, raw: str, named: str
+) -> None:
+    monkeypatch.setenv("HYBRIDGPU_GPU_NODE_SELECTOR", raw)
+    with pytest.raises(ManifestError, match=named) as err:
+        build(spec())
+    assert "HYBRIDGPU_GPU_NODE_SELECTOR" in str(err.value)
+    assert err.value.reason == "OperatorMisconfigured"

@@ -407,3 +407,15 @@ def test_a_decision_waits_for_the_estimated_release() -> None:
     d = decide(job, patient, snap)
     assert d.target is not None
     assert d.target.expected_start_seconds == 600.0
+
+
+def test_only_nodes_with_every_pool_label_are_indexed() -> None:
+    pool = {"type": "process-agent", "pool": "inference"}
+    inside = node("in", 4)
+    inside["metadata"]["labels"].update(pool)
+    partly = node("partly", 4)
+    partly["metadata"]["labels"]["pool"] = "inference"
+    assert set(gpu_nodes_index(inside, pool)) == {"in"}
+    assert gpu_nodes_index(partly, pool) == {}
+    assert gpu_nodes_index(node("kwok", 4), pool) == {}
+    assert set(gpu_nodes_index(node("kwok", 4), {})) == {"kwok"}

@@ -341,3 +341,16 @@ def test_with_nothing_free_the_job_waits_as_without_deferral() -> None:
     assert with_deferral.reason == without.reason == "QueueTooLong"
     assert with_deferral.retry_after_seconds == without.retry_after_seconds
     assert with_deferral.awaiting == ()
+
+
+def test_an_offer_that_cannot_give_one_job_enough_gpus_is_never_chosen() -> None:
+    one_gpu = offer("nosana", pricing=PerGPUHour(Decimal("0.20")), max_gpus_per_job=1)
+    bigger = offer("akash", pricing=PerGPUHour(Decimal("1.50")), max_gpus_per_job=8)
+    d = decide(job(gpu={"count": 4}), policy(), snapshot((), (one_gpu, bigger)))
+    assert d.target is not None and d.target.name == "akash/NVIDIA-A100-SXM4-80GB"
+    (nosana,) = [c for c in d.candidates if c.provider == "nosana"]
+    assert nosana.reason == "TooFewGPUs" and not nosana.feasible
+    # Alone it leaves nothing to wait for: no capacity change lifts a per-job limit.
+    alone = decide(job(gpu={"count": 4}), policy(), snapshot((), (one_gpu,), inventory_final=True))
+    assert alone.outcome == "Rejected"
+    assert decide(job(), policy(), snapshot((), (one_gpu,))).target is not None

@@ -81,6 +81,10 @@ spec:
         - name: HYBRIDGPU_JOB_TOLERATIONS
           value: {{ toJson . | quote }}
         {{- end }}
+        {{- with .Values.operator.gpuNodeSelector }}
+        - name: HYBRIDGPU_GPU_NODE_SELECTOR
+          value: {{ toJson . | quote }}
+        {{- end }}
         - name: HYBRIDGPU_GPU_TOLERATION
           value: {{ .Values.operator.jobGpuToleration | quote }}
         {{- with .Values.operator.jobImageAllowlist }}

@@ -98,7 +98,13 @@ def pod_selector(job: str) -> str:
 
 
 def _affinity(gpu_product: str) -> dict[str, Any]:
-    term = {"matchExpressions": [{"key": PRODUCT_LABEL, "operator": "In", "values": [gpu_product]}]}
+    # The pool's labels go in the same term: terms are ORed, expressions within one ANDed.
+    expressions = [{"key": PRODUCT_LABEL, "operator": "In", "values": [gpu_product]}]
+    expressions += [
+        {"key": key, "operator": "In", "values": [value]}
+        for key, value in jobpolicy.gpu_node_selector().items()
+    ]
+    term = {"matchExpressions": expressions}
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}

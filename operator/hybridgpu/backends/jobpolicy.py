@@ -13,6 +13,9 @@ Admin settings (the Helm chart sets them, see docs/incluster.md):
 - ``HYBRIDGPU_GPU_TOLERATION``: the GPU nodes' taint in ``kubectl taint`` syntax,
   ``key[=value]:Effect`` (default ``nvidia.com/gpu=present:NoSchedule``, GKE's); empty for none.
 - ``HYBRIDGPU_JOB_TOLERATIONS``: JSON list of further tolerations, each naming key and effect.
+- ``HYBRIDGPU_GPU_NODE_SELECTOR``: JSON object of node labels, e.g. ``{"pool": "inference"}``:
+  only nodes carrying all of them are the operator's GPU pool. The inventory counts no other
+  node, and the Jobs' Pods must land on such a node; empty or unset means every GPU node.
 - ``HYBRIDGPU_JOB_RUN_AS_USER``: the uid the Job's containers run as (default 1000): images
   built to run as root (vLLM's, the ai-runner's) would otherwise be refused by runAsNonRoot.
 """
@@ -23,8 +26,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
@@ -47,6 +52,11 @@ RESERVED_ENV_PREFIX = "HYBRIDGPU_"
 DEFAULT_GPU_TOLERATION = "nvidia.com/gpu=present:NoSchedule"
 DEFAULT_RUN_AS_USER = 1000
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _TAINT = re.compile(r"^(?P<key>[^=:\s]+)(=(?P<value>[^:\s]*))?:(?P<effect>[A-Za-z]+)$")
 
 
@@ -176,3 +186,32 @@ def active_deadline_seconds(
     maxRunTimeFactor; the Job's clock starts at creation, so its queue time is added."""
     seconds = estimated.total_seconds() * max_run_time_factor + max_queue_time.total_seconds()
     return max(math.ceil(seconds), 1)
+
+
+def gpu_node_selector() -> dict[str, str]:
+    """The labels a node must carry to be in the operator's GPU pool; {} means every node."""
+    return dict(_parse_node_selector(os.environ.get("HYBRIDGPU_GPU_NODE_SELECTOR", "").strip()))
+
+
+@lru_cache(maxsize=4)
+def _parse_node_selector(raw: str) -> tuple[tuple[str, str], ...]:
+    # Cached: the node index asks on every Node event.
+    name = "HYBRIDGPU_GPU_NODE_SELECTOR"
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise Misconfigured(f"{name} is not a JSON object of node labels") from None
+    if not isinstance(parsed, dict):
+        raise Misconfigured(f"{name} is not a JSON object of node labels")
+    for key, value in parsed.items():
+        if not _LABEL_KEY.match(key) or len(key.rpartition("/")[0]) > 253:
+            raise Misconfigured(f"{name}: {key!r} is not a label key")
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            raise Misconfigured(f"{name}[{key!r}]: {value!r} is not a label value")
+    return tuple(sorted(parsed.items()))
+
+
+def in_gpu_pool(labels: Mapping[str, str] | None) -> bool:
+    """Whether a node with ``labels`` belongs to the operator's GPU pool."""
+    labels = labels or {}
+    return all(labels.get(key) == value for key, value in gpu_node_selector().items())

@@ -99,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(store_config(url.bucket, os.environ, args.endpoint))
     try:
         if args.output == "-":
-            copy_output(store, url, sys.stdout.buffer)
+            try:
+                copy_output(store, url, sys.stdout.buffer)
+            except BrokenPipeError:
+                # The reader stopped (`| head`): that is not an error. Point stdout at
+                # /dev/null so the interpreter's own flush at exit does not raise again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         else:
             with open(args.output, "wb") as out:
                 size = copy_output(store, url, out)

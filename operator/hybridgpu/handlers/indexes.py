@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import kopf
 
 from hybridgpu.api.common import GROUP, VERSION
+from hybridgpu.backends import jobpolicy
 from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 @kopf.index("nodes")
 def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeRecord]:
-    return gpu_nodes_index(body)
+    return gpu_nodes_index(body, jobpolicy.gpu_node_selector())
 
 
 @kopf.index("pods")
@@ -165,4 +166,5 @@ async def gpu_node_added(
     event: kopf.RawEvent, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     releases: InClusterReleases = memo.releases
-    _notify(memo, releases.node(str(name), _record(node_record, event, body)))
+    pool = jobpolicy.gpu_node_selector()
+    _notify(memo, releases.node(str(name), _record(lambda b: node_record(b, pool), event, body)))

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from hybridgpu.backends import jobpolicy
 from hybridgpu.controller.jobloop import Inventory, JobRuntime
 from hybridgpu.controller.metrics import PhaseTally
 from hybridgpu.controller.peering import PeeringGate
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    try:
+        jobpolicy.gpu_node_selector()
+    except jobpolicy.Misconfigured as exc:
+        raise kopf.PermanentError(str(exc)) from None
     settings.persistence.finalizer = FINALIZER
     # Keep Kopf's bookkeeping in annotations under our group, out of the users' status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hybridgpu.dev")

@@ -162,9 +162,16 @@ def _is_ready(status: Mapping[str, Any]) -> bool:
     return False
 
 
-def node_record(body: Mapping[str, Any]) -> NodeRecord | None:
-    """A compact record of a Node, or None if it offers no ``nvidia.com/gpu``."""
+def node_record(
+    body: Mapping[str, Any], pool: Mapping[str, str] | None = None
+) -> NodeRecord | None:
+    """A compact record of a Node, or None if it offers no ``nvidia.com/gpu`` or lacks one of
+    the ``pool`` labels (the admin's GPU node selector: other nodes are not the operator's)."""
     meta = body.get("metadata") or {}
+    if pool:
+        node_labels = meta.get("labels") or {}
+        if any(node_labels.get(key) != value for key, value in pool.items()):
+            return None
     status = body.get("status") or {}
     spec = body.get("spec") or {}
     name = str(meta.get("name") or "")
@@ -192,9 +199,12 @@ def node_record(body: Mapping[str, Any]) -> NodeRecord | None:
     )
 
 
-def gpu_nodes_index(body: Mapping[str, Any]) -> dict[str, NodeRecord]:
-    """Kopf index function for Nodes: ``{node name: NodeRecord}``, or ``{}`` without GPUs."""
-    record = node_record(body)
+def gpu_nodes_index(
+    body: Mapping[str, Any], pool: Mapping[str, str] | None = None
+) -> dict[str, NodeRecord]:
+    """Kopf index function for Nodes: ``{node name: NodeRecord}``, or ``{}`` without GPUs
+    (or outside ``pool``)."""
+    record = node_record(body, pool)
     return {record.name: record} if record else {}
 
 

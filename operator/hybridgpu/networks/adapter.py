@@ -101,6 +101,7 @@ class AdapterBase:
         active_jobs: int = 0,
         labels: Mapping[str, str] | None = None,
         tasks: frozenset[str] | None = None,
+        max_gpus_per_job: int | None = None,
     ) -> ExternalOffer:
         """An offer of this provider, with its health figures and the spec's defaults."""
         return ExternalOffer(
@@ -126,6 +127,7 @@ class AdapterBase:
             max_concurrent_jobs=self.spec.max_concurrent_jobs,
             labels=dict(labels or {}),
             tasks=tasks,
+            max_gpus_per_job=max_gpus_per_job,
         )
 
     def static_price(self, gpu_product: str) -> Decimal | None:

@@ -164,6 +164,7 @@ class NosanaAdapter(ContainerAdapter):
                     typical_start_seconds=TYPICAL_START_SECONDS if known else QUEUED_START_SECONDS,
                     trust_tier=None if premium else TrustTier.COMMUNITY,
                     labels=labels,
+                    max_gpus_per_job=1,
                 )
             )
         return offers

@@ -81,18 +81,31 @@ def completion_label(key: str) -> str:
     return f"{label_for(key)}:succeeded"
 
 
-def free_gpus_by_product(offers: list[dict[str, Any]]) -> dict[str, int]:
-    """Free GPUs per product: each machine counted once, by its largest bundle."""
+def _largest_bundles(offers: list[dict[str, Any]]) -> dict[tuple[str, Any], int]:
+    """Per (product, machine): the GPUs of its largest bundle."""
     per_machine: dict[tuple[str, Any], int] = {}
     for offer in offers:
         product = _product(offer)
         machine = offer.get("machine_id", ("offer", offer.get("id")))
         gpus = max(int(offer.get("num_gpus", 1) or 1), 1)
         per_machine[(product, machine)] = max(per_machine.get((product, machine), 0), gpus)
+    return per_machine
+
+
+def free_gpus_by_product(offers: list[dict[str, Any]]) -> dict[str, int]:
+    """Free GPUs per product: each machine counted once, by its largest bundle."""
     free: dict[str, int] = {}
-    for (product, _), gpus in per_machine.items():
+    for (product, _), gpus in _largest_bundles(offers).items():
         free[product] = free.get(product, 0) + gpus
     return free
+
+
+def largest_bundle_by_product(offers: list[dict[str, Any]]) -> dict[str, int]:
+    """The most GPUs one instance of each product can have: a job's GPUs share a machine."""
+    largest: dict[str, int] = {}
+    for (product, _), gpus in _largest_bundles(offers).items():
+        largest[product] = max(largest.get(product, 0), gpus)
+    return largest
 
 
 class VastAdapter(ContainerAdapter):
@@ -133,6 +146,7 @@ class VastAdapter(ContainerAdapter):
             if product not in best or per_gpu < best[product][0]:
                 best[product] = (per_gpu, offer)
         free = free_gpus_by_product(found)
+        largest = largest_bundle_by_product(found)
         return [
             self.offer(
                 product,
@@ -141,6 +155,7 @@ class VastAdapter(ContainerAdapter):
                 available=free[product],
                 typical_start_seconds=TYPICAL_START_SECONDS,
                 region=str(offer.get("geolocation") or ""),
+                max_gpus_per_job=largest[product],
             )
             for product, (price, offer) in sorted(best.items())
         ]

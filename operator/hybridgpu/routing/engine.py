@@ -375,6 +375,8 @@ def decide(
             reason = "ProductNotAllowed"
         elif kind != PER_TOKEN and memory < min_mem:
             reason = "InsufficientMemory"
+        elif need > (offer.max_gpus_per_job or need):
+            reason = "TooFewGPUs"
         elif weights is not None and kind != PER_TOKEN and memory > 0 and memory * count < weights:
             reason = "ModelTooLarge"
         elif regions is not None and region not in regions:

@@ -111,6 +111,9 @@ class ExternalOffer:
     """The ComputeProvider's labels, for the policy's providerSelector."""
     tasks: frozenset[str] | None = None
     """Tasks the network can run (None: any)."""
+    max_gpus_per_job: int | None = None
+    """The most GPUs one job can have here (a Nosana job runs on one GPU; a Vast.ai instance
+    has its bundle's GPUs); None: as many as are available."""
 
 
 @dataclass(frozen=True, slots=True)
