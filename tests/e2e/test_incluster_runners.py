@@ -6,8 +6,11 @@ ai-runner stand-in with ``hybridgpu runner livepeer`` beside it, or a shell for 
 tasks. Every Job runs in a namespace that enforces Pod Security ``restricted`` on the real
 API server, so a Pod that exists was admitted.
 
-The input and output URLs come from :func:`result_urls`: a local GET/PUT object server now;
-the operator's presigned result-store URLs once they exist (the one line to change).
+Here the Jobs are made from the manifest directly, with the URLs of :func:`result_urls` (a
+local GET/PUT object server that insists on a query string), so each runtime's command line and
+failure modes are checked in isolation. tests/e2e/test_incluster_results.py runs the same
+runtimes through the operator with SeaweedFS and the operator's presigned URLs, a SIGKILL of
+the operator mid-batch included.
 """
 
 from __future__ import annotations

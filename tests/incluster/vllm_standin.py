@@ -14,6 +14,9 @@ raise (pydantic) and exit non-zero. ``/v1/chat/completions`` lines get a determi
 other URLs get vLLM's error line (``response.status_code`` 400, ``error`` its message).
 Output lines keep input order (vLLM's ``OrderedStreamingWriter``).
 
+``STANDIN_SECONDS_PER_REQUEST`` in its environment (a job's ``spec.env``) makes each request
+take that long, so a test can act while a batch is half done.
+
 Run as ``python -m tests.incluster.vllm_standin run-batch ...`` (the node agent maps the
 ``vllm`` executable of the vLLM image to this).
 """
@@ -26,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -125,8 +129,10 @@ def run_batch(args: argparse.Namespace) -> int:
     else:
         path = args.output_file
     try:
+        pause = float(os.environ.get("STANDIN_SECONDS_PER_REQUEST", "0"))
         with open(path, "w", encoding="utf-8") as out:
             for index, raw in enumerate(_lines(args.input_file)):
+                time.sleep(pause)
                 request = json.loads(raw)  # raises on a bad line, as vLLM's validation does
                 line = output_for(index, request, model, args.response_role)
                 out.write(json.dumps(line) + "\n")

@@ -1,0 +1,253 @@
+"""In-cluster jobs through the operator, with the real result store: the operator presigns
+SeaweedFS URLs, the Job's own command (vLLM's batch runner; the ai-runner fed by
+``hybridgpu runner livepeer``) reads the input and writes the output through them, and the
+output holds exactly one line per input ``custom_id``, also when the operator is SIGKILLed
+while the batch runs.
+
+The Pods run on a node agent (tests/incluster/agent.py). The operator counts only agent nodes
+(``HYBRIDGPU_GPU_NODE_SELECTOR``): the jobs name no GPU product, and the KWOK nodes, cheaper
+or not, are not the operator's, so every Pod that ran was placed by the selector.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from hybridgpu.backends.incluster import LABEL_UID
+from hybridgpu.results.store import ResultStore
+from hybridgpu.results.urls import ObjectURL
+from tests.cluster import kubectl
+from tests.e2e import harness
+from tests.e2e.harness import condition, get, wait_for
+from tests.incluster.agent import Image, NodeAgent
+from tests.objectstore import DEFAULT_BUCKET, SeaweedFS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+AGENT_NODE = "hybridgpu-process-agent-results"
+AGENT_PRODUCT = "NVIDIA-L40S"
+PY = sys.executable
+IMAGES = {
+    "vllm/vllm-openai": Image(executables={"vllm": (PY, "-m", "tests.incluster.vllm_standin")}),
+    "livepeer/ai-runner": Image(entrypoint=(PY, "-m", "tests.incluster.ai_runner_standin")),
+    "ghcr.io/hybridgpu/hybridgpu": Image(executables={"hybridgpu": (PY, "-m", "hybridgpu.cli")}),
+}
+MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Path) -> Iterator[NodeAgent]:
+    node = NodeAgent(AGENT_NODE, AGENT_PRODUCT, IMAGES, gpus=2, memory_mib=46068)
+    node.start()
+    wait_for("the agent's node to be Ready", lambda: condition(get("node", AGENT_NODE), "Ready"))
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(agent: NodeAgent, s3: SeaweedFS) -> Iterator[harness.Process]:
+    store = s3.config()
+    process = harness.Process(
+        "e2e-incluster-results-operator",
+        harness.operator_process().argv,
+        env={
+            "HYBRIDGPU_RESULTS_ENDPOINT": store.endpoint,
+            "HYBRIDGPU_RESULTS_BUCKET": store.bucket,
+            "HYBRIDGPU_RESULTS_PREFIX": store.prefix,
+            "HYBRIDGPU_RESULTS_ACCESS_KEY_ID": store.access_key_id,
+            "HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY": store.secret_access_key,
+            "HYBRIDGPU_GPU_NODE_SELECTOR": json.dumps({"type": "process-agent"}),
+        },
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def _policy(namespace: str) -> None:
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {
+            "inCluster": {
+                "enabled": True,
+                "gpuPrices": [
+                    # The KWOK trace nodes would win on price if the operator counted them.
+                    {"gpuProduct": "NVIDIA-A10", "pricePerGPUHour": "0.01"},
+                    {"gpuProduct": "default", "pricePerGPUHour": "0.90"},
+                ],
+            },
+            "external": {"enabled": False},
+            "failover": {"maxAttempts": 2, "backoff": "1s"},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def _input(s3: SeaweedFS, namespace: str, name: str, items: list[dict[str, Any]]) -> str:
+    url = ObjectURL(DEFAULT_BUCKET, f"results/{namespace}/inputs/{name}.jsonl")
+    ResultStore(s3.config()).put_sync(url, b"".join(json.dumps(i).encode() + b"\n" for i in items))
+    return str(url)
+
+
+def _job(namespace: str, name: str, spec: dict[str, Any]) -> None:
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "InferenceJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"estimatedDuration": "10m", "gpu": {"count": 1}, **spec},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def _finish(namespace: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = get("ij", name, namespace)
+        phase = (job.get("status") or {}).get("phase")
+        return job if phase in ("Succeeded", "Failed") else None
+
+    return dict(wait_for(f"{name} to finish", done, timeout=240))
+
+
+def _output(s3: SeaweedFS, job: dict[str, Any]) -> list[dict[str, Any]]:
+    uri = job["status"]["output"]["uri"]
+    data = ResultStore(s3.config()).get_bytes_sync(ObjectURL.parse(uri, "uri"), 10**8)
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _pods(namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+    uid = job["metadata"]["uid"]
+    listed = kubectl("get", "pods", "-n", namespace, "-l", f"{LABEL_UID}={uid}", "-o", "json")
+    return list(json.loads(listed.stdout)["items"])
+
+
+def _presigned(url: str, s3: SeaweedFS, key_suffix: str) -> None:
+    """``url`` is a SigV4 presigned URL of the result store, for an object ending so."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == s3.config().endpoint
+    assert parts.path.endswith(key_suffix), parts.path
+    query = parse_qs(parts.query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Signature"]
+    assert s3.config().secret_access_key not in url
+
+
+def _chat(i: int) -> dict[str, Any]:
+    return {
+        "custom_id": f"q-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": MODEL, "messages": [{"role": "user", "content": f"question {i}"}]},
+    }
+
+
+def test_an_llm_job_reads_and_writes_the_store_through_presigned_urls(
+    operator: harness.Process, agent: NodeAgent, s3: SeaweedFS, namespace: str
+) -> None:
+    _policy(namespace)
+    items = [_chat(i) for i in range(7)]
+    source = _input(s3, namespace, "chat", items)
+    _job(
+        namespace,
+        "chat",
+        {"task": "llm", "model": MODEL, "input": {"source": source, "requests": len(items)}},
+    )
+    job = _finish(namespace, "chat")
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    (attempt,) = status["attempts"]
+    assert (attempt["backend"], attempt["gpuProduct"]) == ("InCluster", AGENT_PRODUCT)
+    assert status["output"]["records"] == 7 and status["output"]["summary"] == "7/7"
+    lines = _output(s3, job)
+    assert [line["custom_id"] for line in lines] == [i["custom_id"] for i in items]
+    for i, line in enumerate(lines):
+        content = line["response"]["body"]["choices"][0]["message"]["content"]
+        assert content == f"[{MODEL}] question {i}"
+    (pod,) = _pods(namespace, job)
+    assert pod["spec"]["nodeName"] == AGENT_NODE
+    ran = agent.argv[pod["metadata"]["name"]]["inference"]
+    assert ran[ran.index("--model") + 1] == MODEL
+    _presigned(ran[ran.index("-i") + 1], s3, "/inputs/chat.jsonl")
+    _presigned(ran[ran.index("-o") + 1], s3, "/output.jsonl")
+    assert status["output"]["uri"].endswith(urlsplit(ran[ran.index("-o") + 1]).path)
+
+
+def test_a_text_to_image_job_runs_the_ai_runner_and_the_hybridgpu_runner(
+    operator: harness.Process, agent: NodeAgent, s3: SeaweedFS, namespace: str
+) -> None:
+    _policy(namespace)
+    prompts = ["a red fox", "a blue lake", "a green hill"]
+    items = [{"custom_id": f"img-{i}", "body": {"prompt": p}} for i, p in enumerate(prompts)]
+    source = _input(s3, namespace, "pictures", items)
+    spec = {
+        "task": "text-to-image",
+        "model": "SG161222/RealVisXL_V4.0_Lightning",
+        "input": {"source": source, "requests": len(items)},
+    }
+    _job(namespace, "pictures", spec)
+    job = _finish(namespace, "pictures")
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    lines = _output(s3, job)
+    assert [line["custom_id"] for line in lines] == ["img-0", "img-1", "img-2"]
+    for line in lines:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        url = line["response"]["body"]["images"][0]["url"]
+        assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    (pod,) = _pods(namespace, job)
+    runner = agent.argv[pod["metadata"]["name"]]
+    assert set(runner) == {"ai-runner", "runner"}
+    assert runner["runner"][2:5] == ["hybridgpu.cli", "runner", "livepeer"]
+
+
+def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
+    operator: harness.Process, agent: NodeAgent, s3: SeaweedFS, namespace: str
+) -> None:
+    _policy(namespace)
+    total = 40
+    items = [_chat(i) for i in range(total)]
+    source = _input(s3, namespace, "long", items)
+    spec = {
+        "task": "llm",
+        "model": MODEL,
+        "input": {"source": source, "requests": len(items)},
+        # The stand-in takes 0.15 s a request: about 6 s in all, time to kill the operator.
+        "env": [{"name": "STANDIN_SECONDS_PER_REQUEST", "value": "0.15"}],
+    }
+    _job(namespace, "long", spec)
+
+    def running_pod() -> str | None:
+        with agent._lock:
+            names = [r.pod["metadata"]["name"] for r in agent.running.values()]
+        return next((n for n in names if n.startswith("hybridgpu-")), None)
+
+    pod_name = wait_for("the batch to run on the agent", running_pod, timeout=120, every=0.2)
+    operator.kill(signal.SIGKILL)
+    # The batch ends while no operator runs; the output is written all the same.
+    agent.wait_finished(pod_name, timeout=120)
+    operator.start()
+    job = _finish(namespace, "long")
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    assert len(status["attempts"]) == 1, status["attempts"]  # not dispatched twice
+    jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+    assert len(jobs) <= 1  # the Job may already be cleaned up; never a second one
+    assert status["output"]["records"] == total
+    assert [line["custom_id"] for line in _output(s3, job)] == [f"q-{i}" for i in range(total)]
