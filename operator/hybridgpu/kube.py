@@ -194,6 +194,19 @@ class Kube:
                 peers.update(status)
         return peers
 
+    async def list_jobs(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every InferenceJob of ``namespaces`` (all namespaces when empty), read now."""
+        if not namespaces:
+            found = await self._call(self._custom.list_cluster_custom_object, GROUP, VERSION, JOBS)
+            return list(found.get("items") or [])
+        items: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            found = await self._call(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, JOBS
+            )
+            items += found.get("items") or []
+        return items
+
     async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A RoutingPolicy, or None when it is gone."""
         return await self._get(POLICIES, namespace, name)

@@ -106,6 +106,8 @@ class FakeNetwork:
     created: dict[str, str] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
     circuit_state: str = "Closed"
+    unattended: bool = False
+    """As a container marketplace's adapter: the work runs without this process."""
     error_rate: float = 0.0
     start_latency: tuple[float | None, float | None] = (None, None)
 
@@ -288,6 +290,18 @@ async def test_after_a_restart_the_batch_is_resubmitted_once_with_its_checkpoint
     assert [k for k, _ in submissions] == ["uid-7-1", "uid-7-1"]
     assert submissions[1][1] == Checkpoint.from_done([0, 1, 2])
     assert world.log.count("status cheap-1") == 2
+
+
+async def test_after_a_restart_work_that_runs_by_itself_is_polled_not_submitted_again() -> None:
+    world = World()
+    world.networks["cheap"].unattended = True
+    await world.step()  # routed and submitted
+    world.registry.submitted.clear()  # a new operator process remembers nothing
+    await world.step()
+    await world.step()
+    assert [k for k, _ in world.networks["cheap"].submissions] == ["uid-7-1"]
+    assert world.log.count("status cheap-1") == 2
+    assert world.status["attempts"][0]["outcome"] == "Running"
 
 
 async def test_a_lost_job_fails_over_to_the_next_candidate_and_never_back() -> None:

@@ -116,6 +116,16 @@ def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | Non
     )
 
 
+def owes_work_on(body: Mapping[str, Any], provider: str) -> bool:
+    """Whether a job still has work on ``provider``: its active attempt runs there, or a
+    cancel of work there is owed (``status.pendingCancels``)."""
+    hold = job_hold(body, ())
+    if hold is not None and hold.backend == "External" and hold.provider == provider:
+        return True
+    owed = (body.get("status") or {}).get("pendingCancels") or []
+    return any(isinstance(p, Mapping) and p.get("provider") == provider for p in owed)
+
+
 def committed(charges: Iterable[Charge], since: datetime) -> Decimal:
     """Charges of attempts still active or ended in the period that began at ``since``."""
     return sum((c.amount for c in charges if c.ended is None or c.ended >= since), Decimal(0))

@@ -25,7 +25,6 @@ from hybridgpu.controller.claims import (
     Ledger,
     PolicyKey,
     job_charges,
-    job_hold,
 )
 from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
 from hybridgpu.controller.events import EventPoster
@@ -192,15 +191,6 @@ class JobRuntime:
         for (ns, _name), uid in list(self.names.items()):
             if ns == namespace and uid in self.cache:
                 self.queue.schedule(uid, 0.0)
-
-    def jobs_on(self, provider: str) -> list[str]:
-        """UIDs of jobs whose active attempt runs on ``provider``."""
-        out = []
-        for body in self.cache.values():
-            hold = job_hold(body, ())
-            if hold is not None and hold.backend == "External" and hold.provider == provider:
-                out.append(hold.uid)
-        return out
 
     # -- what a step may touch ------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from hybridgpu.api.common import GROUP, VERSION
 from hybridgpu.api.computeprovider import ComputeProviderSpec
+from hybridgpu.controller.claims import owes_work_on
 from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.providers import (
     CredentialMissing,
@@ -20,6 +21,7 @@ from hybridgpu.controller.providers import (
 )
 from hybridgpu.controller.registry import Registry
 from hybridgpu.networks.bounds import DroppedOffer
+from hybridgpu.settings import SETTINGS
 
 
 @kopf.daemon(GROUP, VERSION, "computeproviders", cancellation_timeout=5.0)
@@ -72,19 +74,44 @@ async def keep_provider(
 
 
 @kopf.on.delete(GROUP, VERSION, "computeproviders")
-async def drain_provider(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Fail active jobs over to other backends first, then forget the provider."""
+async def drain_provider(
+    name: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Fail active jobs over and settle the cancels owed there, then forget the provider.
+
+    A provider deleted while no operator ran has no adapter yet (Kopf starts no daemon for an
+    object in deletion), so it is built here: without it the work still running on the
+    network could never be stopped. The jobs are read from the API server, not the cache,
+    which at start-up may not hold them all yet."""
     registry: Registry = memo.registry
     entry = registry.providers.get(name)
     if entry is None:
-        return
-    entry.draining = True
+        try:
+            parsed = ComputeProviderSpec.model_validate(dict(spec))
+            entry = await ensure_adapter(
+                registry, memo.kube, name, parsed, dict(meta.get("labels") or {})
+            )
+        except (ValidationError, CredentialMissing) as exc:
+            # Nothing can reach the network: the jobs fail over and say what may be left.
+            logger.warning("deleted provider %s cannot be reached: %s", name, exc)
+    if entry is not None:
+        entry.draining = True
     runtime: JobRuntime = memo.jobs
-    active = runtime.jobs_on(name)
-    if active:
-        for uid in active:
-            runtime.queue.schedule(uid, 0.0)
-        raise kopf.TemporaryError(f"waiting for {len(active)} jobs to fail over", delay=2.0)
-    del registry.providers[name]
-    await entry.adapter.aclose()
+    bodies = await memo.kube.list_jobs(SETTINGS.namespaces)
+    waiting = [b for b in bodies if owes_work_on(b, name)]
+    if waiting and entry is not None:
+        for body in waiting:
+            meta_ = body.get("metadata") or {}
+            runtime.poke(str(meta_.get("namespace") or ""), str(meta_.get("name") or ""))
+        raise kopf.TemporaryError(
+            f"waiting for {len(waiting)} jobs to fail over or settle their cancels", delay=3.0
+        )
+    if entry is not None:
+        registry.providers.pop(name, None)
+        await entry.adapter.aclose()
     logger.info("provider %s drained and removed", name)

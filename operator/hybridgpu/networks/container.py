@@ -143,6 +143,9 @@ class ContainerAdapter(AdapterBase):
 
     cancel_on: tuple[type[NetworkError], ...] = (PriceAboveCap,)
     """Errors of ``confirm`` after which what was created is cancelled."""
+    unattended = True
+    """The work runs on the network by itself: once its id is recorded, a restarted operator
+    only polls it (a client-driven batch, by contrast, must be sent again from its checkpoint)."""
 
     def __init__(
         self,
