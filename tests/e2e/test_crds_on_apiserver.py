@@ -151,6 +151,32 @@ def test_task_and_gpu_are_immutable(namespace: str) -> None:
     assert code == 0, out  # other fields may change
 
 
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"model": "other"}, "spec.model is immutable"),
+        ({"input": {"requests": 2}}, "spec.input is immutable"),
+        ({"env": [{"name": "A", "value": "2"}]}, "spec.env is immutable"),
+        ({"args": ["--more"]}, "cannot be added or removed"),
+        ({"env": None}, "cannot be added or removed"),
+        ({"output": {"uri": "s3://bucket/results/"}}, "cannot be added or removed"),
+    ],
+)
+def test_what_a_job_runs_is_immutable_as_a_job_template_is(
+    namespace: str, change: dict[str, object], words: str
+) -> None:
+    """Lookups, cancels and results are made from the spec, so what was dispatched stays."""
+    base = {"env": [{"name": "A", "value": "1"}], "maxCost": "5.00"}
+    code, out = _apply(namespace, _job("frozen", **base))
+    assert code == 0, out
+    changed = _job("frozen", **{**base, **change})
+    changed["spec"] = {k: v for k, v in changed["spec"].items() if v is not None}  # type: ignore[union-attr]
+    code, out = _apply(namespace, changed)
+    assert code != 0 and words in out, out
+    code, out = _apply(namespace, _job("frozen", **{**base, "maxCost": "4.00", "suspend": True}))
+    assert code == 0, out  # routing knobs may change
+
+
 def test_provider_endpoint_must_be_https_off_loopback(cluster: Path) -> None:
     doc = {
         "apiVersion": "hybridgpu.dev/v1alpha1",

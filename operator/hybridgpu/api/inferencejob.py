@@ -154,6 +154,7 @@ class JobInput(ApiModel):
                     "fieldPath": ".loadTest",
                     "reason": "FieldValueForbidden",
                 },
+                *_immutable("spec.input")["x-kubernetes-validations"],
             ]
         }
     )
@@ -273,6 +274,17 @@ class InferenceJobSpec(ApiModel):
                     "fieldPath": ".model",
                     "reason": "FieldValueRequired",
                 },
+                {
+                    # What was dispatched stays what the job is, as a batch/v1 Job's template
+                    # does: lookups, cancels and results on every network are made from the
+                    # spec. The fields' own rules cover changes; this covers adding or removing.
+                    "rule": "[has(self.model), has(self.image), has(self.command), "
+                    "has(self.args), has(self.env), has(self.output)] == [has(oldSelf.model), "
+                    "has(oldSelf.image), has(oldSelf.command), has(oldSelf.args), "
+                    "has(oldSelf.env), has(oldSelf.output)]",
+                    "message": "model, image, command, args, env and output cannot be added or "
+                    "removed once the job exists",
+                },
             ]
         }
     )
@@ -280,19 +292,31 @@ class InferenceJobSpec(ApiModel):
     task: Task = Field(json_schema_extra=_immutable("spec.task"))
     """The kind of inference: llm, text-to-image, image-to-image, image-to-video, audio-to-text,
     text-to-speech, upscale, or container (run an image)."""
-    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, json_schema_extra=_immutable("spec.model")
+    )
     """The model id (Hugging Face or Ollama id); required unless task is container."""
-    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        default=None, json_schema_extra=_immutable("spec.image")
+    )
     """Container image to run in-cluster or on container marketplaces; required for container."""
-    command: list[Arg] | None = Field(default=None, max_length=limits.MAX_COMMAND_ITEMS)
+    command: list[Arg] | None = Field(
+        default=None,
+        max_length=limits.MAX_COMMAND_ITEMS,
+        json_schema_extra=_immutable("spec.command"),
+    )
     """Entrypoint of the container: at most 32 entries of at most 4096 characters."""
-    args: list[Arg] | None = Field(default=None, max_length=limits.MAX_ARGS_ITEMS)
+    args: list[Arg] | None = Field(
+        default=None, max_length=limits.MAX_ARGS_ITEMS, json_schema_extra=_immutable("spec.args")
+    )
     """Arguments to the entrypoint: at most 128 entries of at most 4096 characters."""
-    env: list[EnvVar] | None = Field(default=None, max_length=limits.MAX_ENV_ITEMS)
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=limits.MAX_ENV_ITEMS, json_schema_extra=_immutable("spec.env")
+    )
     """Environment variables for the container (at most 64)."""
     input: JobInput
     """The batch of requests."""
-    output: JobOutput | None = None
+    output: JobOutput | None = Field(default=None, json_schema_extra=_immutable("spec.output"))
     """Where the results go; without it, the operator's default result store."""
     gpu: GPURequest = Field(default_factory=GPURequest, json_schema_extra=_immutable("spec.gpu"))
     """GPU count, memory and allowed products."""
