@@ -144,3 +144,40 @@ def test_odd_prices_and_garbage_answers_stop_no_routing(stack: Any, namespace: s
     finally:
         control("vastai", "/_faults", {})
         control("akash", "/_faults", {})
+
+
+def test_a_job_deleted_while_its_network_fails_keeps_its_cancel_owed_until_it_lands(
+    stack: Any, namespace: str, other: str
+) -> None:
+    """The network answers 503 to everything, so the circuit opens and the delete's cancel
+    fails: the cancel is owed in status and the finalizer holds the job until the network
+    confirms it, while an ordinary job elsewhere still runs. Nothing is left billing."""
+    for ns in (namespace, other):
+        _policy(ns)
+    _job(namespace, "doomed", estimatedDuration="5h")
+    wait_for(
+        "doomed to run",
+        lambda: (get("ij", "doomed", namespace).get("status") or {}).get("phase") == "Running",
+        timeout=90,
+    )
+    status = get("ij", "doomed", namespace)["status"]
+    provider = status["attempts"][0]["provider"].removeprefix(PREFIX)
+    remote = status["externalRef"]["id"]
+    control(provider, "/_faults", {"errorRate": 1.0, "errorStatus": 503})
+    try:
+        kubectl("delete", "ij", "doomed", "-n", namespace, "--wait=false")
+        owed = wait_for(
+            "the cancel to be owed",
+            lambda: (get("ij", "doomed", namespace).get("status") or {}).get("pendingCancels"),
+            timeout=90,
+        )
+        assert owed[0]["provider"] == f"{PREFIX}{provider}" and owed[0]["id"] == remote
+        assert "hybridgpu.dev/work" in get("ij", "doomed", namespace)["metadata"]["finalizers"]
+        assert control(provider, "/_stats")["jobs"].get(remote) == "running"
+        _job(other, "ordinary")
+        assert _final(other, "ordinary")["status"]["phase"] == "Succeeded"
+        assert _alive()
+    finally:
+        control(provider, "/_faults", {})
+    wait_for("the job to be gone", lambda: not get("ij", "doomed", namespace), timeout=120)
+    assert control(provider, "/_stats")["jobs"].get(remote) not in (None, "running")
