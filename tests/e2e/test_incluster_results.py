@@ -41,6 +41,8 @@ IMAGES = {
     "ghcr.io/hybridgpu/hybridgpu": Image(executables={"hybridgpu": (PY, "-m", "hybridgpu.cli")}),
 }
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+LONG_NAME = "a-batch-whose-name-is-longer-than-any-label-value-can-be-" + "x" * 20
+"""Its Job and Pods carry only its UID: the operator must find them by it."""
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +233,7 @@ def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
         # The stand-in takes 0.15 s a request: about 6 s in all, time to kill the operator.
         "env": [{"name": "STANDIN_SECONDS_PER_REQUEST", "value": "0.15"}],
     }
-    _job(namespace, "long", spec)
+    _job(namespace, LONG_NAME, spec)
 
     def running_pod() -> str | None:
         with agent._lock:
@@ -243,7 +245,7 @@ def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
     # The batch ends while no operator runs; the output is written all the same.
     agent.wait_finished(pod_name, timeout=120)
     operator.start()
-    job = _finish(namespace, "long")
+    job = _finish(namespace, LONG_NAME)
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     assert len(status["attempts"]) == 1, status["attempts"]  # not dispatched twice

@@ -111,7 +111,9 @@ def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | Non
         gpu_product=str(attempt.get("gpuProduct") or ""),
         gpus=gpus,
         started=parse_timestamp(attempt.get("startTime")),
-        reserve_gpus=in_cluster and owner not in pod_owners,
+        reserve_gpus=in_cluster
+        and owner not in pod_owners
+        and f"{meta.get('uid')}/{attempt.get('attempt')}" not in pod_owners,
         runs_for=runs_for,
     )
 

@@ -186,6 +186,11 @@ class JobRuntime:
         if uid is not None and uid in self.cache:
             self.queue.schedule(uid, 0.0)
 
+    def poke_uid(self, uid: str) -> None:
+        """As ``poke``, for a job known by its UID (its name may be no label value)."""
+        if uid in self.cache:
+            self.queue.schedule(uid, 0.0)
+
     def poke_namespace(self, namespace: str) -> None:
         """Work now on every unfinished job of ``namespace`` (its RoutingPolicy appeared)."""
         for (ns, _name), uid in list(self.names.items()):

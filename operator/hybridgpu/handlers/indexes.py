@@ -18,6 +18,7 @@ from hybridgpu.inventory.pools import (
     ATTEMPT_LABEL,
     GPU_RESOURCE,
     OWNER_LABEL,
+    UID_LABEL,
     InvalidObject,
     NodeRecord,
     PodRecord,
@@ -40,14 +41,26 @@ def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodRecord]:
     return gpu_pods_index(body)
 
 
-@kopf.index("pods", labels={OWNER_LABEL: kopf.PRESENT})
+def _ours(labels: kopf.Labels, **_: Any) -> bool:
+    """Made by hybridgpu: a job name over 63 characters is no label value, so such a job's
+    Jobs and Pods carry only its UID."""
+    return OWNER_LABEL in labels or UID_LABEL in labels
+
+
+@kopf.index("pods", when=_ours)
 def attempt_pods(namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[str, bool] | None:
-    """``namespace/inferencejob/attempt`` of every Pod hybridgpu created, whatever its phase:
-    once an attempt has a Pod, its GPUs are the Pod's to count, not a reservation's."""
+    """``<uid>/<attempt>`` (and ``namespace/inferencejob/attempt`` for Pods of earlier
+    versions) of every Pod hybridgpu created, whatever its phase: once an attempt has a Pod,
+    its GPUs are the Pod's to count, not a reservation's."""
     attempt = labels.get(ATTEMPT_LABEL)
     if not attempt:
         return None
-    return {f"{namespace or 'default'}/{labels[OWNER_LABEL]}/{attempt}": True}
+    keys = {}
+    if UID_LABEL in labels:
+        keys[f"{labels[UID_LABEL]}/{attempt}"] = True
+    if OWNER_LABEL in labels:
+        keys[f"{namespace or 'default'}/{labels[OWNER_LABEL]}/{attempt}"] = True
+    return keys
 
 
 @kopf.index(GROUP, VERSION, "routingpolicies")
@@ -145,20 +158,24 @@ async def gpu_pod_released(
 ) -> None:
     releases: InClusterReleases = memo.releases
     _notify(memo, releases.pod(f"{namespace}/{name}", _record(pod_record, event, body)))
-    owner = (body.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL)
-    if owner:
-        runtime: JobRuntime = memo.jobs
-        runtime.poke(namespace or "default", owner)
+    _poke_owner(memo, namespace, body.get("metadata", {}).get("labels") or {})
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={OWNER_LABEL: kopf.PRESENT})
+def _poke_owner(memo: kopf.Memo, namespace: str | None, labels: Any) -> None:
+    runtime: JobRuntime = memo.jobs
+    if labels.get(UID_LABEL):
+        runtime.poke_uid(str(labels[UID_LABEL]))
+    elif labels.get(OWNER_LABEL):
+        runtime.poke(namespace or "default", str(labels[OWNER_LABEL]))
+
+
+@kopf.on.event("batch", "v1", "jobs", when=_ours)
 async def attempt_job_changed(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> None:
     """An in-cluster attempt's batch/v1 Job changed (completed, failed): track it now rather
     than at its next poll."""
-    runtime: JobRuntime = memo.jobs
-    runtime.poke(namespace or "default", str(labels[OWNER_LABEL]))
+    _poke_owner(memo, namespace, labels)
 
 
 @kopf.on.event("nodes", when=_node_has_gpus)
