@@ -337,38 +337,6 @@ def test_deleting_a_provider_fails_its_active_jobs_over_first(stack: Any, namesp
         harness.install_providers(PREFIX)
 
 
-def test_a_provider_deleted_while_the_operator_was_down_is_drained_at_start(
-    stack: Any, namespace: str
-) -> None:
-    """Kopf starts no daemon for an object already in deletion, so nothing else would build
-    the adapter that stops the work still billing there."""
-    _policy(namespace, **EXTERNAL_ONLY)
-    _job(namespace, "orphaned", gpu=RTX4090, estimatedDuration="5h")
-    wait_for("running", lambda: _phase(namespace, "orphaned") == "Running", timeout=90)
-    status = get("ij", "orphaned", namespace)["status"]
-    remote = status["externalRef"]["id"]
-    assert status["attempts"][0]["provider"] == f"{PREFIX}nosana"
-    try:
-        stack.kill(signal.SIGKILL)
-        kubectl("delete", "cp", f"{PREFIX}nosana", "--wait=false")
-        assert get("cp", f"{PREFIX}nosana")["metadata"]["deletionTimestamp"]  # held, not gone
-        assert control("nosana", "/_stats")["jobs"].get(remote) == "running"
-        stack.start()
-        wait_for("the provider to be gone", lambda: not get("cp", f"{PREFIX}nosana"), timeout=90)
-        attempts = get("ij", "orphaned", namespace)["status"]["attempts"]
-        assert (attempts[0]["outcome"], attempts[0]["reason"]) == ("Failed", "ProviderGone")
-        assert control("nosana", "/_stats")["jobs"].get(remote) not in (None, "running")
-        wait_for(
-            "the next attempt",
-            lambda: len(get("ij", "orphaned", namespace)["status"].get("attempts", [])) == 2,
-            timeout=60,
-        )
-    finally:
-        if not stack.alive():
-            stack.start()
-        harness.install_providers(PREFIX)
-
-
 def test_the_operator_answers_its_liveness_probe(stack: Any) -> None:
     url = f"http://127.0.0.1:{harness.LIVENESS_PORT}/healthz"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -545,3 +513,36 @@ def test_a_burst_on_free_gpus_is_all_routed_and_none_waits(stack: Any, namespace
     statuses = _decided(namespace, names)
     waited = [n for n, s in statuses.items() if not s.get("attempts")]
     assert not waited, {n: statuses[n].get("decision", {}).get("message") for n in waited}
+
+
+def test_a_provider_deleted_while_the_operator_was_down_is_drained_at_start(
+    stack: Any, namespace: str
+) -> None:
+    """Kopf starts no daemon for an object already in deletion, so nothing else would build
+    the adapter that stops the work still billing there. Last in the module: it restarts
+    the operator, whose metrics the tests above read."""
+    _policy(namespace, **EXTERNAL_ONLY)
+    _job(namespace, "orphaned", gpu=RTX4090, estimatedDuration="5h")
+    wait_for("running", lambda: _phase(namespace, "orphaned") == "Running", timeout=90)
+    status = get("ij", "orphaned", namespace)["status"]
+    remote = status["externalRef"]["id"]
+    assert status["attempts"][0]["provider"] == f"{PREFIX}nosana"
+    try:
+        stack.kill(signal.SIGKILL)
+        kubectl("delete", "cp", f"{PREFIX}nosana", "--wait=false")
+        assert get("cp", f"{PREFIX}nosana")["metadata"]["deletionTimestamp"]  # held, not gone
+        assert control("nosana", "/_stats")["jobs"].get(remote) == "running"
+        stack.start()
+        wait_for("the provider to be gone", lambda: not get("cp", f"{PREFIX}nosana"), timeout=90)
+        attempts = get("ij", "orphaned", namespace)["status"]["attempts"]
+        assert (attempts[0]["outcome"], attempts[0]["reason"]) == ("Failed", "ProviderGone")
+        assert control("nosana", "/_stats")["jobs"].get(remote) not in (None, "running")
+        wait_for(
+            "the next attempt",
+            lambda: len(get("ij", "orphaned", namespace)["status"].get("attempts", [])) == 2,
+            timeout=60,
+        )
+    finally:
+        if not stack.alive():
+            stack.start()
+        harness.install_providers(PREFIX)

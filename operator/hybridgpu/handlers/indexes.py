@@ -162,10 +162,11 @@ async def gpu_pod_released(
 
 
 def _poke_owner(memo: kopf.Memo, namespace: str | None, labels: Any) -> None:
-    runtime: JobRuntime = memo.jobs
     if labels.get(UID_LABEL):
+        runtime: JobRuntime = memo.jobs
         runtime.poke_uid(str(labels[UID_LABEL]))
     elif labels.get(OWNER_LABEL):
+        runtime = memo.jobs
         runtime.poke(namespace or "default", str(labels[OWNER_LABEL]))
 
 
