@@ -23,13 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from tests.incluster.agent import Image, NodeAgent  # noqa: E402
+from tests.incluster.agent import Image, NodeAgent, standin_images  # noqa: E402
 
 PY = sys.executable
 IMAGES = {
-    "vllm/vllm-openai": Image(executables={"vllm": (PY, "-m", "tests.incluster.vllm_standin")}),
-    "livepeer/ai-runner": Image(entrypoint=(PY, "-m", "tests.incluster.ai_runner_standin")),
-    "ghcr.io/hybridgpu/hybridgpu": Image(executables={"hybridgpu": (PY, "-m", "hybridgpu.cli")}),
+    **standin_images(PY),
     "ghcr.io/example/embedder": Image(entrypoint=(PY, "-m", "tests.incluster.embedder_standin")),
 }
 NODES = (

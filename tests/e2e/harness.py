@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hybridgpu.results.store import StoreConfig
 from tests.cluster import REPO_ROOT, kubeconfig_path, kubectl
 
 NETWORKS = ("livepeer", "akash", "openai", "nosana", "vastai")
@@ -56,6 +57,28 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, every: 
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def finished(namespace: str, name: str, timeout: float = 240) -> dict[str, Any]:
+    """The InferenceJob once it is Succeeded or Failed."""
+
+    def done() -> dict[str, Any] | None:
+        job = get("ij", name, namespace)
+        phase = (job.get("status") or {}).get("phase")
+        return job if phase in ("Succeeded", "Failed") else None
+
+    return dict(wait_for(f"{name} to finish", done, timeout=timeout))
+
+
+def result_store_env(store: StoreConfig) -> dict[str, str]:
+    """The operator's environment for ``store`` as its default result store."""
+    return {
+        "HYBRIDGPU_RESULTS_ENDPOINT": store.endpoint,
+        "HYBRIDGPU_RESULTS_BUCKET": store.bucket,
+        "HYBRIDGPU_RESULTS_PREFIX": store.prefix,
+        "HYBRIDGPU_RESULTS_ACCESS_KEY_ID": store.access_key_id,
+        "HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY": store.secret_access_key,
+    }
 
 
 class Process:

@@ -23,23 +23,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hybridgpu.backends.incluster import LABEL_UID
-from hybridgpu.results.store import ResultStore
-from hybridgpu.results.urls import ObjectURL
 from tests.cluster import kubectl
 from tests.e2e import harness
-from tests.e2e.harness import condition, get, wait_for
-from tests.incluster.agent import Image, NodeAgent
-from tests.objectstore import DEFAULT_BUCKET, SeaweedFS
+from tests.e2e.harness import condition, finished, get, wait_for
+from tests.e2e.test_results import _output, _write_input
+from tests.incluster.agent import NodeAgent, standin_images
+from tests.objectstore import SeaweedFS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 AGENT_NODE = "hybridgpu-process-agent-results"
 AGENT_PRODUCT = "NVIDIA-L40S"
 PY = sys.executable
-IMAGES = {
-    "vllm/vllm-openai": Image(executables={"vllm": (PY, "-m", "tests.incluster.vllm_standin")}),
-    "livepeer/ai-runner": Image(entrypoint=(PY, "-m", "tests.incluster.ai_runner_standin")),
-    "ghcr.io/hybridgpu/hybridgpu": Image(executables={"hybridgpu": (PY, "-m", "hybridgpu.cli")}),
-}
+IMAGES = standin_images(PY)
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 LONG_NAME = "a-batch-whose-name-is-longer-than-any-label-value-can-be-" + "x" * 20
 """Its Job and Pods carry only its UID: the operator must find them by it."""
@@ -69,11 +64,7 @@ def operator(agent: NodeAgent, s3: SeaweedFS) -> Iterator[harness.Process]:
         "e2e-incluster-results-operator",
         harness.operator_process().argv,
         env={
-            "HYBRIDGPU_RESULTS_ENDPOINT": store.endpoint,
-            "HYBRIDGPU_RESULTS_BUCKET": store.bucket,
-            "HYBRIDGPU_RESULTS_PREFIX": store.prefix,
-            "HYBRIDGPU_RESULTS_ACCESS_KEY_ID": store.access_key_id,
-            "HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY": store.secret_access_key,
+            **harness.result_store_env(store),
             "HYBRIDGPU_GPU_NODE_SELECTOR": json.dumps({"type": "process-agent"}),
         },
     )
@@ -105,12 +96,6 @@ def _policy(namespace: str) -> None:
     kubectl("apply", "-f", "-", input=json.dumps(doc))
 
 
-def _input(s3: SeaweedFS, namespace: str, name: str, items: list[dict[str, Any]]) -> str:
-    url = ObjectURL(DEFAULT_BUCKET, f"results/{namespace}/inputs/{name}.jsonl")
-    ResultStore(s3.config()).put_sync(url, b"".join(json.dumps(i).encode() + b"\n" for i in items))
-    return str(url)
-
-
 def _job(namespace: str, name: str, spec: dict[str, Any]) -> None:
     doc = {
         "apiVersion": "hybridgpu.dev/v1alpha1",
@@ -119,21 +104,6 @@ def _job(namespace: str, name: str, spec: dict[str, Any]) -> None:
         "spec": {"estimatedDuration": "10m", "gpu": {"count": 1}, **spec},
     }
     kubectl("apply", "-f", "-", input=json.dumps(doc))
-
-
-def _finish(namespace: str, name: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job = get("ij", name, namespace)
-        phase = (job.get("status") or {}).get("phase")
-        return job if phase in ("Succeeded", "Failed") else None
-
-    return dict(wait_for(f"{name} to finish", done, timeout=240))
-
-
-def _output(s3: SeaweedFS, job: dict[str, Any]) -> list[dict[str, Any]]:
-    uri = job["status"]["output"]["uri"]
-    data = ResultStore(s3.config()).get_bytes_sync(ObjectURL.parse(uri, "uri"), 10**8)
-    return [json.loads(line) for line in data.splitlines()]
 
 
 def _pods(namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,13 +136,13 @@ def test_an_llm_job_reads_and_writes_the_store_through_presigned_urls(
 ) -> None:
     _policy(namespace)
     items = [_chat(i) for i in range(7)]
-    source = _input(s3, namespace, "chat", items)
+    source = _write_input(s3, namespace, "chat", items)
     _job(
         namespace,
         "chat",
         {"task": "llm", "model": MODEL, "input": {"source": source, "requests": len(items)}},
     )
-    job = _finish(namespace, "chat")
+    job = finished(namespace, "chat")
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     (attempt,) = status["attempts"]
@@ -198,14 +168,14 @@ def test_a_text_to_image_job_runs_the_ai_runner_and_the_hybridgpu_runner(
     _policy(namespace)
     prompts = ["a red fox", "a blue lake", "a green hill"]
     items = [{"custom_id": f"img-{i}", "body": {"prompt": p}} for i, p in enumerate(prompts)]
-    source = _input(s3, namespace, "pictures", items)
+    source = _write_input(s3, namespace, "pictures", items)
     spec = {
         "task": "text-to-image",
         "model": "SG161222/RealVisXL_V4.0_Lightning",
         "input": {"source": source, "requests": len(items)},
     }
     _job(namespace, "pictures", spec)
-    job = _finish(namespace, "pictures")
+    job = finished(namespace, "pictures")
     assert job["status"]["phase"] == "Succeeded", job["status"]
     lines = _output(s3, job)
     assert [line["custom_id"] for line in lines] == ["img-0", "img-1", "img-2"]
@@ -225,7 +195,7 @@ def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
     _policy(namespace)
     total = 40
     items = [_chat(i) for i in range(total)]
-    source = _input(s3, namespace, "long", items)
+    source = _write_input(s3, namespace, "long", items)
     spec = {
         "task": "llm",
         "model": MODEL,
@@ -245,7 +215,7 @@ def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
     # The batch ends while no operator runs; the output is written all the same.
     agent.wait_finished(pod_name, timeout=120)
     operator.start()
-    job = _finish(namespace, LONG_NAME)
+    job = finished(namespace, LONG_NAME)
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     assert len(status["attempts"]) == 1, status["attempts"]  # not dispatched twice

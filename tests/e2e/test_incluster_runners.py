@@ -29,7 +29,7 @@ from hybridgpu.backends.incluster import LABEL_UID, job_manifest
 from tests.cluster import kubectl
 from tests.e2e import harness
 from tests.e2e.harness import condition, get, wait_for
-from tests.incluster.agent import Image, NodeAgent
+from tests.incluster.agent import Image, NodeAgent, standin_images
 from tests.incluster.objects import ObjectServer, object_server
 
 pytestmark = pytest.mark.e2e
@@ -38,9 +38,7 @@ AGENT_PRODUCT = "NVIDIA-L4"
 """No KWOK node has this product, so every Job pinned to it lands on the agent's node."""
 PY = sys.executable
 IMAGES = {
-    "vllm/vllm-openai": Image(executables={"vllm": (PY, "-m", "tests.incluster.vllm_standin")}),
-    "livepeer/ai-runner": Image(entrypoint=(PY, "-m", "tests.incluster.ai_runner_standin")),
-    "ghcr.io/hybridgpu/hybridgpu": Image(executables={"hybridgpu": (PY, "-m", "hybridgpu.cli")}),
+    **standin_images(PY),
     "ghcr.io/example/batch": Image(),
 }
 

@@ -50,13 +50,7 @@ def stack(
     operator = harness.Process(
         "e2e-results-operator",
         base.argv,
-        env={
-            "HYBRIDGPU_RESULTS_ENDPOINT": store.endpoint,
-            "HYBRIDGPU_RESULTS_BUCKET": store.bucket,
-            "HYBRIDGPU_RESULTS_PREFIX": store.prefix,
-            "HYBRIDGPU_RESULTS_ACCESS_KEY_ID": store.access_key_id,
-            "HYBRIDGPU_RESULTS_SECRET_ACCESS_KEY": store.secret_access_key,
-        },
+        env=harness.result_store_env(store),
     )
     with harness.running_stack(path, PREFIX, operator=operator) as running:
         kubectl(
@@ -115,15 +109,7 @@ def _output(s3: SeaweedFS, job: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-def _finish(namespace: str, name: str, timeout: float = 240) -> dict[str, Any]:
-    wait_for(
-        f"{name} to finish",
-        lambda: (
-            (get("ij", name, namespace).get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        ),
-        timeout=timeout,
-    )
-    return get("ij", name, namespace)
+_finish = harness.finished
 
 
 @pytest.mark.parametrize("network", ["openai", "livepeer"])

@@ -56,6 +56,20 @@ class Image:
     executables: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+def standin_images(python: str) -> dict[str, Image]:
+    """The runtimes' images as the stand-ins here: vLLM's ``vllm`` runs the ``run-batch``
+    stand-in, the ai-runner its stand-in, the operator's image this package's CLI."""
+    return {
+        "vllm/vllm-openai": Image(
+            executables={"vllm": (python, "-m", "tests.incluster.vllm_standin")}
+        ),
+        "livepeer/ai-runner": Image(entrypoint=(python, "-m", "tests.incluster.ai_runner_standin")),
+        "ghcr.io/hybridgpu/hybridgpu": Image(
+            executables={"hybridgpu": (python, "-m", "hybridgpu.cli")}
+        ),
+    }
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
