@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -209,9 +208,3 @@ def _parse_node_selector(raw: str) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, str) or not _LABEL_VALUE.match(value):
             raise Misconfigured(f"{name}[{key!r}]: {value!r} is not a label value")
     return tuple(sorted(parsed.items()))
-
-
-def in_gpu_pool(labels: Mapping[str, str] | None) -> bool:
-    """Whether a node with ``labels`` belongs to the operator's GPU pool."""
-    labels = labels or {}
-    return all(labels.get(key) == value for key, value in gpu_node_selector().items())
