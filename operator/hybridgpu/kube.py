@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,11 +43,6 @@ def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
     # Many job steps share the pool; the default of 4 connections serialises them.
     configuration.connection_pool_maxsize = CALL_THREADS
     return client.ApiClient(configuration)
-
-
-def _plain(obj: Any) -> Any:
-    """A client model object as the plain JSON-shaped dicts the API speaks."""
-    return client.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
 class Conflict(Exception):
@@ -84,6 +80,12 @@ class Kube:
         kwargs.setdefault("_request_timeout", self._timeout)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def _json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A call whose answer is parsed as JSON only: the client's typed models (V1Job,
+        V1Event) cost milliseconds each to build and to turn back into dicts."""
+        answer = await self._call(fn, *args, _preload_content=False, **kwargs)
+        return json.loads(answer.data) if answer.data else {}
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An InferenceJob, or None when it is gone."""
@@ -227,7 +229,9 @@ class Kube:
         Raises :class:`Rejected` when the API server refuses the Job for good."""
         namespace = manifest["metadata"]["namespace"]
         try:
-            created = await self._call(self._batch.create_namespaced_job, namespace, manifest)
+            created: dict[str, Any] = await self._json(
+                self._batch.create_namespaced_job, namespace, manifest
+            )
         except ApiException as exc:
             status = int(exc.status or 0)
             if 400 <= status < 500 and status not in _RETRYABLE_4XX:
@@ -238,18 +242,18 @@ class Kube:
             if existing is None:  # deleted between the two calls: try once more next loop
                 raise
             return existing
-        result: dict[str, Any] = _plain(created)
-        return result
+        return created
 
     async def get_batch_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found = await self._call(self._batch.read_namespaced_job, name, namespace)
+            found: dict[str, Any] = await self._json(
+                self._batch.read_namespaced_job, name, namespace
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        result: dict[str, Any] = _plain(found)
-        return result
+        return found
 
     async def delete_batch_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its Pods; a Job already gone is fine."""
@@ -264,13 +268,8 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        pods = await self._call(self._core.list_namespaced_pod, namespace, label_selector=selector)
-        result: list[dict[str, Any]] = _plain(pods)["items"]
-        return result
-
     async def post_event(self, namespace: str, body: dict[str, Any]) -> None:
-        await self._call(self._core.create_namespaced_event, namespace, body)
+        await self._json(self._core.create_namespaced_event, namespace, body)
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value of one Secret key, or None when the Secret or key is missing."""

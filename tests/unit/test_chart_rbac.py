@@ -93,13 +93,13 @@ NEEDED: dict[Rule, tuple[Path, str]] = {
     ("batch", "jobs", "delete"): (OPERATOR / "kube.py", "delete_namespaced_job"),
     ("batch", "jobs", "list"): (
         OPERATOR / "handlers/indexes.py",
-        '@kopf.on.event("batch", "v1", "jobs"',
+        '@kopf.index("batch", "v1", "jobs"',
     ),
     ("batch", "jobs", "watch"): (
         OPERATOR / "handlers/indexes.py",
         '@kopf.on.event("batch", "v1", "jobs"',
     ),
-    ("", "pods", "list"): (OPERATOR / "kube.py", "list_namespaced_pod"),
+    ("", "pods", "list"): (OPERATOR / "handlers/indexes.py", '@kopf.index("pods")'),
     ("", "pods", "watch"): (OPERATOR / "handlers/indexes.py", '@kopf.index("pods")'),
     ("", "configmaps", "get"): (OPERATOR / "kube.py", "read_namespaced_config_map"),
     ("", "events", "create"): (OPERATOR / "kube.py", "create_namespaced_event"),

@@ -18,6 +18,14 @@ import pytest
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType, TrustTier
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.backends.cluster_backend import (
+    AttemptJob,
+    AttemptPod,
+    InClusterBackend,
+    attempt_job,
+    attempt_pod,
+    job_keys,
+)
 from hybridgpu.controller.claims import job_hold
 from hybridgpu.controller.reconcile import Deps, JobStep
 from hybridgpu.controller.registry import ProviderEntry, Registry
@@ -72,9 +80,12 @@ class FakeKube:
         return copy.deepcopy(self.obj)
 
     async def create_batch_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        self.log.append(f"create {manifest['metadata']['name']}")
-        self.jobs.setdefault(manifest["metadata"]["name"], copy.deepcopy(manifest))
-        return self.jobs[manifest["metadata"]["name"]]
+        name = manifest["metadata"]["name"]
+        self.log.append(f"create {name}")
+        if name not in self.jobs:
+            self.jobs[name] = copy.deepcopy(manifest)
+            self.jobs[name]["metadata"]["uid"] = f"job-uid-{name}"
+        return self.jobs[name]
 
     async def get_batch_job(self, ns: str, name: str) -> dict[str, Any] | None:
         return self.jobs.get(name)
@@ -83,8 +94,13 @@ class FakeKube:
         self.log.append(f"delete {name}")
         self.jobs.pop(name, None)
 
-    async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
-        return self.pods
+    def indexed_jobs(self, key: str) -> list[AttemptJob]:
+        """As the operator's Job index (handlers/indexes.py) would hold ``self.jobs``."""
+        return [attempt_job(job) for job in self.jobs.values() if key in job_keys(job)]
+
+    def indexed_pods(self, key: str) -> list[AttemptPod]:
+        """``self.pods`` are the Pods of the one Job a test has (the index's job: key)."""
+        return [attempt_pod(pod) for pod in self.pods] if key.startswith("job:") else []
 
 
 @dataclass
@@ -234,6 +250,11 @@ class World:
             policy or {"inCluster": {"enabled": bool(pools)}, "failover": {"backoff": "0s"}}
         )
         self.now = NOW
+        self.in_cluster = InClusterBackend(
+            self.kube,  # type: ignore[arg-type]
+            self.kube.indexed_jobs,
+            self.kube.indexed_pods,
+        )
 
     def deps(self) -> Deps:
         async def no_requests(ns: str, spec: InferenceJobSpec) -> None:
@@ -250,6 +271,7 @@ class World:
             load_requests=no_requests,
             telemetry_problem=lambda: "no Prometheus URL is configured",
             now=lambda: self.now,
+            in_cluster=self.in_cluster,
         )
 
     async def step(self) -> float | None:

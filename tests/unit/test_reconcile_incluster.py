@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from hybridgpu.backends.cluster_backend import InClusterBackend
 from hybridgpu.controller.claims import job_hold
 from hybridgpu.controller.errors import PermanentJobError
 from hybridgpu.kube import Rejected
 from hybridgpu.routing.snapshot import InClusterPool
-from tests.unit.test_reconcile import RTX, World
+from tests.unit.test_reconcile import NOW, RTX, World
 
 T4 = (InClusterPool(gpu_product="Tesla-T4", memory_bytes=16 * 2**30, allocatable=4, in_use=0),)
 POLICY = {
@@ -119,24 +120,67 @@ async def test_placed_in_cluster_the_same_refusal_fails_the_job() -> None:
     assert err.value.reason == "NoInputObject"
 
 
-async def test_an_attempts_pods_are_found_by_the_job_controllers_label() -> None:
+async def test_an_attempt_is_tracked_from_the_indexes_not_by_polling_the_api_server() -> None:
     world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
-    selectors: list[str] = []
+    asked: list[str] = []
+    looked_up: list[str] = []
+    get_job = world.kube.get_batch_job
+    indexed_pods = world.kube.indexed_pods
 
-    async def pods(ns: str, selector: str) -> list[dict[str, Any]]:
-        selectors.append(selector)
-        return []
+    async def counted_get(ns: str, name: str) -> dict[str, Any] | None:
+        asked.append(name)
+        return await get_job(ns, name)
 
-    world.kube.list_pods = pods  # type: ignore[method-assign]
+    def counted_pods(key: str) -> list[Any]:
+        looked_up.append(key)
+        return indexed_pods(key)
+
+    world.kube.get_batch_job = counted_get  # type: ignore[method-assign]
+    world.in_cluster = InClusterBackend(
+        world.kube,  # type: ignore[arg-type]
+        world.kube.indexed_jobs,
+        counted_pods,
+    )
+    await world.step()  # routes and creates the Job
+    world.kube.pods = [{"status": {"phase": "Running", "startTime": NOW.isoformat()}}]
     await world.step()
     await world.step()
-    assert selectors == ["batch.kubernetes.io/job-name=hybridgpu-uid-7-a1"]
+    assert asked == []
+    # An attempt's Pods are found by the Job controller's label with the Job's own UID.
+    assert set(looked_up) == {"job:job-uid-hybridgpu-uid-7-a1"}
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["externalId"]) == ("Running", "hybridgpu-uid-7-a1")
+    # One write for Pending and Running together: the create is not followed by its own.
+    assert [e for e in world.log if e in ("patch", "finalizer")] == ["finalizer", "patch", "patch"]
+
+
+async def test_a_job_the_indexes_do_not_know_yet_is_read_once_from_the_api_server() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    world.in_cluster = InClusterBackend(
+        world.kube,  # type: ignore[arg-type]
+        lambda _key: (),
+        lambda _key: (),
+    )
+    await world.step()  # creates the Job; the watch has not shown it yet
+    assert await world.step() is not None
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["externalId"]) == ("Pending", "hybridgpu-uid-7-a1")
+    assert len([e for e in world.log if e.startswith("create")]) == 1
+    world.kube.jobs.clear()  # deleted by someone else
+    await world.step()
+    attempt = world.status["attempts"][0]
+    assert (attempt["outcome"], attempt["reason"]) == ("Failed", "JobLost")
 
 
 async def test_a_job_an_earlier_version_was_creating_is_adopted_not_created_again() -> None:
     world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
     earlier = {
-        "metadata": {"name": "j-a1", "ownerReferences": [{"uid": "uid-7", "controller": True}]}
+        "metadata": {
+            "name": "j-a1",
+            "uid": "job-1",
+            "labels": {"hybridgpu.dev/inferencejob": "j", "hybridgpu.dev/attempt": "1"},
+            "ownerReferences": [{"kind": "InferenceJob", "uid": "uid-7", "controller": True}],
+        }
     }
     world.kube.jobs["j-a1"] = earlier  # the name operators before UID names gave attempt 1
     await world.step()

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
     import hybridgpu.handlers  # noqa: F401 - registers the handlers with Kopf
+    from hybridgpu.handlers import quiet
+
+    quiet.install()
     from hybridgpu.controller.peering import DEFAULT_PEERING, own_identity
 
     if args.standalone and args.peering:

@@ -18,8 +18,10 @@ from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.backends.cluster_backend import InClusterBackend, Lookup
 from hybridgpu.controller.admission import Admission, World
 from hybridgpu.controller.claims import (
+    ACTIVE_OUTCOMES,
     Charge,
     Holdings,
     Ledger,
@@ -93,9 +95,13 @@ class Inventory:
     """Every RoutingPolicy's key and status (for the ledgers)."""
     provider_exists: Callable[[str], bool]
     attempt_pods: Callable[[], Collection[str]]
-    """``namespace/job/attempt`` of every Pod of an in-cluster attempt, in any phase."""
+    """``<uid>/<attempt>`` of every Pod of an in-cluster attempt, in any phase."""
     telemetry: Callable[[], GpuTelemetry | None]
     telemetry_problem: Callable[[], str]
+    attempt_jobs: Lookup = lambda _key: ()
+    """``<uid>/<attempt>`` -> the attempt's batch/v1 Job record (backends.cluster_backend)."""
+    attempt_pod_records: Lookup = lambda _key: ()
+    """``job:<Job uid>`` -> the records of that Job's Pods."""
 
 
 class JobRuntime:
@@ -136,6 +142,9 @@ class JobRuntime:
             gate=self.gate.wait,
         )
         registry.wakeup.listeners.append(self.admission.wake)
+        self.in_cluster = InClusterBackend(
+            kube, inventory.attempt_jobs, inventory.attempt_pod_records
+        )
 
     # -- feeding --------------------------------------------------------------------------
 
@@ -160,6 +169,25 @@ class JobRuntime:
                 del self.registry.runner_urls[key]
             return False
         return self.cache.observe(job)
+
+    def changed(self, uid: str) -> None:
+        """Someone else changed the job: work on it now. A job that waits for a decision
+        goes straight to the admission loop, not behind the workers' dispatch and tracking
+        (a burst of arrivals is decided in a few cycles)."""
+        body = self.cache.get(uid)
+        if body is None:
+            return
+        status = body.get("status") or {}
+        attempts = status.get("attempts") or []
+        if (
+            not (body.get("metadata") or {}).get("deletionTimestamp")
+            and not cond.is_terminal(status)
+            and not status.get("pendingCancels")
+            and not (attempts and attempts[-1].get("outcome") in ACTIVE_OUTCOMES)
+        ):
+            self.admission.request(uid)  # what it cannot decide, it hands to the workers
+        else:
+            self.queue.schedule(uid, 0.0)
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
         """The job is gone from the API server.
@@ -329,6 +357,7 @@ class JobRuntime:
             telemetry_problem=self.telemetry_problem,
             policy_spent=self.spent,
             results=self.results,
+            in_cluster=self.in_cluster,
         )
 
     # -- the work -------------------------------------------------------------------------

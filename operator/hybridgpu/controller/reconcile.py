@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from hybridgpu.api.inferencejob import EnvVar, InferenceJobSpec, InferenceJobStatus, Placement
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
+from hybridgpu.backends.cluster_backend import InClusterBackend, NameTaken, attempt_ref
 from hybridgpu.controller import metrics
 from hybridgpu.controller import results as jobresults
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
@@ -85,6 +86,9 @@ class Deps:
     accounted; running attempts are cancelled once it passes the limit."""
     results: jobresults.ResultsConfig | None = None
     """The result stores; None: results are not kept (an operator without a store)."""
+    in_cluster: InClusterBackend | None = None
+    """In-cluster attempts, tracked from the operator's Job and Pod indexes (None: no
+    indexes, every status is read from the API server)."""
     dispatch_inline: bool = True
     """Submit right after writing the intent. The admission loop turns this off: it writes
     the intent and leaves the submission to the job's next step, off the admission path."""
@@ -514,7 +518,8 @@ class JobStep:
         attempt = self.attempts[-1]
         if plan.target.backend == "External":
             return await self.submit_external(spec, attempt)
-        return await self.create_in_cluster(spec, attempt)
+        policy = self.deps.policy(self.namespace, spec.policy_ref)
+        return await self.track_in_cluster(spec, policy, attempt)
 
     async def hold_finalizer(self) -> None:
         """Before the first dispatch: the job may not vanish while work or spend is out.
@@ -583,7 +588,15 @@ class JobStep:
 
     # -- in-cluster -----------------------------------------------------------------------
 
+    def cluster(self) -> InClusterBackend:
+        backend = self.deps.in_cluster
+        if backend is None:  # no watches to read (a one-off step): ask the API server
+            backend = InClusterBackend(self.deps.kube, lambda _k: (), lambda _k: ())
+        return backend
+
     async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
+        """Create the attempt's Job. Its outcome and name are written by the step the Job's
+        watch event wakes, which reads them from the index: one write, not two."""
         policy = self.deps.policy(self.namespace, spec.policy_ref)
         urls: dict[str, Any] = {}
         job_store = await self.job_results(spec)
@@ -610,83 +623,65 @@ class JobStep:
                 return await self.failover(attempt, exc.reason, str(exc))
             raise PermanentJobError(str(exc), reason=exc.reason) from None
         name = manifest["metadata"]["name"]
-        job = await self.legacy_job(int(attempt["attempt"]))
-        if job is not None:
-            name = job["metadata"]["name"]
-        else:
-            try:
-                job = await self.deps.kube.create_batch_job(manifest)
-            except Rejected as exc:
-                # A refused Job never runs: end the attempt (and what it holds), fail over.
-                return await self.failover(
-                    attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
-                )
-        if not incluster.owned_by(job, self.uid):
-            # A Job of that name exists and is not ours: never adopt (or delete) it.
+        try:
+            await self.cluster().submit(manifest)
+        except Rejected as exc:
+            # A refused Job never runs: end the attempt (and what it holds), fail over.
             return await self.failover(
-                attempt, "JobNameTaken", f"a batch/v1 Job {name} not owned by this job exists"
+                attempt, "JobRejected", f"the API server refused Job {name}: {exc}"
             )
-        attempt["outcome"] = "Pending"
-        attempt["externalId"] = name
-        await self.save()
+        except NameTaken as exc:
+            # A Job of that name exists and is not ours: never adopt (or delete) it.
+            return await self.failover(attempt, "JobNameTaken", str(exc))
         return POLL_IN_CLUSTER
-
-    async def legacy_job(self, number: int) -> dict[str, Any] | None:
-        """The attempt's Job if an operator of an earlier version (Jobs named after the job,
-        not its UID) created it just before it was replaced, so it is not created twice."""
-        job = await self.deps.kube.get_batch_job(
-            self.namespace, incluster.legacy_job_name(self.name, number)
-        )
-        return job if job is not None and incluster.owned_by(job, self.uid) else None
 
     async def track_in_cluster(
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
     ) -> float | None:
+        backend = self.cluster()
+        ref = attempt_ref(self.namespace, self.uid, attempt)
         if attempt.get("outcome") == "Dispatching":
-            return await self.create_in_cluster(spec, attempt)
-        job_name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
-        job = await self.deps.kube.get_batch_job(self.namespace, job_name)
-        if job is None:
-            return await self.failover(attempt, "JobLost", f"batch/v1 Job {job_name} disappeared")
-        state = incluster.job_state(job)
-        pods = await self.deps.kube.list_pods(
-            self.namespace,
-            incluster.pod_selector(job_name),
-        )
-        started = incluster.pod_running(pods)
+            found = backend.find(ref)
+            if found is None:
+                return await self.create_in_cluster(spec, attempt)
+            ref = found  # created before a crash, or by an earlier version under its name
+            attempt["outcome"] = "Pending"
+        attempt["externalId"] = ref.id.split("/", 1)[1]
+        remote = await backend.status(ref)
+        started = remote.started_at
         if started is not None and attempt.get("outcome") == "Pending":
             attempt["outcome"] = "Running"
             self.mark_running(started)
-        if state is incluster.JobState.SUCCEEDED:
-            end = cond.parse_timestamp((job.get("status") or {}).get("completionTime")) or self.now
+        if remote.state == "Lost":
+            return await self.failover(attempt, "JobLost", remote.message)
+        if remote.state == "Succeeded":
+            end = remote.ended_at or self.now
             self.accrue_in_cluster(spec, attempt, started or end, end)
             if jobresults.manifest_takes_urls(incluster.job_manifest):
                 # Completion: the container exited 0 AND its output object is there.
                 missing = await self.record_output(spec, None)
                 if missing:
                     return await self.failover(attempt, "OutputMissing", missing)
-            self.end_attempt(attempt, "Succeeded", "Completed", "the Job completed")
+            self.end_attempt(attempt, "Succeeded", "Completed", remote.message)
             total = self.total(spec)
             self.status["progress"] = {"completed": total, "total": total}
             await self.finish(True, "Completed", f"ran in-cluster on {attempt['gpuProduct']}")
             return None
-        if state is incluster.JobState.FAILED:
+        if remote.state == "Failed":
             self.accrue_in_cluster(spec, attempt, started or self.now, self.now)
-            detail = incluster.failure_detail(job, pods)
-            message = f"batch/v1 Job {job_name} failed" + (f" ({detail})" if detail else "")
-            return await self.failover(attempt, "JobFailed", message)
+            return await self.failover(attempt, "JobFailed", remote.message)
         if started is not None:
             self.accrue_in_cluster(spec, attempt, started, self.now)
             breach = self.limit_breach(spec, policy, attempt, started)
             if breach is not None:
-                await self.deps.kube.delete_batch_job(self.namespace, job_name)
+                await backend.cancel(ref)
                 return await self.stop_for_limit(attempt, *breach)
-            await self.save()
+            await self.save_progress()
             return POLL_IN_CLUSTER
         since = cond.parse_timestamp(attempt.get("startTime")) or self.now
         max_queue = requeue_after_seconds(policy)  # the simulator's rule too
         if (self.now - since).total_seconds() > max_queue:
-            await self.deps.kube.delete_batch_job(self.namespace, job_name)
+            await backend.cancel(ref)
             return await self.failover(
                 attempt,
                 "QueueTimeout",
@@ -694,7 +689,7 @@ class JobStep:
                 outcome="Requeued",
             )
         await self.save()
-        return POLL_IN_CLUSTER
+        return min(POLL_IN_CLUSTER, max(max_queue - (self.now - since).total_seconds(), 1.0))
 
     def accrue_in_cluster(
         self, spec: InferenceJobSpec, attempt: dict[str, Any], start: datetime, end: datetime
@@ -946,8 +941,7 @@ class JobStep:
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
         if attempt.get("backend") == "InCluster":
-            name = attempt.get("externalId") or incluster.job_name(self.uid, attempt["attempt"])
-            await self.deps.kube.delete_batch_job(self.namespace, name)
+            await self.cluster().cancel(attempt_ref(self.namespace, self.uid, attempt))
             wakeup.notify(freed_place(attempt))
             return
         provider = attempt.get("provider", "")

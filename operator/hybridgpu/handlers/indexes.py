@@ -11,11 +11,18 @@ import kopf
 
 from hybridgpu.api.common import GROUP, VERSION
 from hybridgpu.backends import jobpolicy
+from hybridgpu.backends.cluster_backend import (
+    AttemptJob,
+    AttemptPod,
+    attempt_job,
+    attempt_pod,
+    job_keys,
+    pod_keys,
+)
 from hybridgpu.controller.jobloop import JobRuntime
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.inventory.pools import (
-    ATTEMPT_LABEL,
     GPU_RESOURCE,
     OWNER_LABEL,
     UID_LABEL,
@@ -48,19 +55,27 @@ def _ours(labels: kopf.Labels, **_: Any) -> bool:
 
 
 @kopf.index("pods", when=_ours)
-def attempt_pods(namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[str, bool] | None:
-    """``<uid>/<attempt>`` (and ``namespace/inferencejob/attempt`` for Pods of earlier
-    versions) of every Pod hybridgpu created, whatever its phase: once an attempt has a Pod,
-    its GPUs are the Pod's to count, not a reservation's."""
-    attempt = labels.get(ATTEMPT_LABEL)
-    if not attempt:
+def attempt_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[str, AttemptPod] | None:
+    """Every Pod hybridgpu created, whatever its phase, under ``<uid>/<attempt>`` (and
+    ``namespace/inferencejob/attempt`` for Pods of earlier versions) and ``job:<Job uid>``:
+    once an attempt has a Pod, its GPUs are the Pod's to count, not a reservation's, and its
+    phase and start time are what tracking reads."""
+    keys = pod_keys(namespace or "default", labels)
+    if not keys:
         return None
-    keys = {}
-    if UID_LABEL in labels:
-        keys[f"{labels[UID_LABEL]}/{attempt}"] = True
-    if OWNER_LABEL in labels:
-        keys[f"{namespace or 'default'}/{labels[OWNER_LABEL]}/{attempt}"] = True
-    return keys
+    record = attempt_pod(body)
+    return dict.fromkeys(keys, record)
+
+
+@kopf.index("batch", "v1", "jobs", when=_ours)
+def attempt_jobs(body: kopf.Body, **_: Any) -> dict[str, AttemptJob] | None:
+    """Each in-cluster attempt's batch/v1 Job under ``<inferencejob uid>/<attempt>``."""
+    keys = job_keys(body)
+    if not keys:
+        return None
+    return dict.fromkeys(keys, attempt_job(body))
 
 
 @kopf.index(GROUP, VERSION, "routingpolicies")

@@ -35,4 +35,4 @@ async def observe_job(
         return
     memo.phases.update(uid, str(status.get("phase") or "Pending"))
     if runtime.observe(obj):
-        runtime.queue.schedule(uid, 0.0)
+        runtime.changed(uid)

@@ -17,6 +17,7 @@ from hybridgpu.controller.peering import PeeringGate
 from hybridgpu.controller.registry import Registry
 from hybridgpu.controller.releases import InClusterReleases
 from hybridgpu.controller.results import ResultsConfig
+from hybridgpu.handlers.diffbase import ChangingKindsDiffBase
 from hybridgpu.handlers.policies import account_policies
 from hybridgpu.inventory.pools import index_values
 from hybridgpu.inventory.telemetry import TelemetryUnavailable, fetch_gpu_telemetry
@@ -40,7 +41,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     # No handler here reacts to spec diffs (no on.create/update), so the spec is left out of
     # Kopf's last-handled-configuration: a copy of a large spec in an annotation made every
     # patch of such a job fail with 422 (annotations are capped at 256 KiB in all).
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # Built for ComputeProviders only, the one kind with change handlers (handlers/diffbase.py).
+    settings.persistence.diffbase_storage = ChangingKindsDiffBase(
         prefix="hybridgpu.dev", key="last-handled-configuration", ignored_fields=["spec"]
     )
     settings.posting.level = logging.WARNING
@@ -104,6 +106,8 @@ def _inventory(memo: kopf.Memo, indexes: dict[str, Any]) -> Inventory:
         all_policies=all_policies,
         provider_exists=lambda name: name in indexes["compute_providers"],
         attempt_pods=lambda: indexes["attempt_pods"],
+        attempt_jobs=lambda key: indexes["attempt_jobs"].get(key, ()),
+        attempt_pod_records=lambda key: indexes["attempt_pods"].get(key, ()),
         telemetry=lambda: memo.utilization,
         telemetry_problem=lambda: str(memo.telemetry_error),
     )

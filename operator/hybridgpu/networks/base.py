@@ -46,6 +46,7 @@ created is cancelled) when the network asks more than ``max_price_per_gpu_hour``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -100,6 +101,9 @@ class RemoteStatus:
     checkpoint: Checkpoint | None = None
     output: OutputSummary | None = None
     """A client-driven batch's output object, once composed."""
+    started_at: datetime | None = None
+    """When the work started running, where the backend knows (the cluster's Pods do)."""
+    ended_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
