@@ -19,6 +19,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -217,6 +218,21 @@ def cpu_of(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def api_requests() -> Counter[str]:
+    """The API server's request counts by verb and resource (every client's together)."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        resource = labels.get("resource") or labels.get("subresource", "")
+        if labels.get("resource") and labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -257,6 +273,7 @@ def main() -> int:
         watcher.start()
         pids = processes(operator.proc.pid)  # type: ignore[union-attr]
         cpu_before = cpu_of(pids)
+        requests_before = api_requests()
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -281,6 +298,7 @@ def main() -> int:
         created_in = time.monotonic() - start
         watcher.join()
         cpu_after = cpu_of(pids)
+        requests = api_requests() - requests_before
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
@@ -297,6 +315,8 @@ def main() -> int:
         print(f"the client created them in {created_in:.1f}s")
         used = {n: round(cpu_after[n] - cpu_before[n], 1) for n in cpu_after if n in cpu_before}
         print(f"CPU seconds during the burst: {used}")
+        per_job = {k: round(n / args.jobs, 2) for k, n in requests.most_common(12)}
+        print(f"API requests per job (all clients), most frequent: {per_job}")
 
         idle = f"bench-idle-{suffix}"
         namespace_with_policy(idle)

@@ -1,42 +1,49 @@
-"""What keeps a deleted ComputeProvider until its work is settled (handlers/providers.py)."""
+"""A draining provider lists every job once, then re-reads only the jobs that owed it work."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hybridgpu.controller.claims import owes_work_on
+import kopf
+
+from hybridgpu.handlers.providers import _owing
 
 
-def body(
-    attempts: list[dict[str, Any]], owed: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    status: dict[str, Any] = {"attempts": attempts}
-    if owed is not None:
-        status["pendingCancels"] = owed
+def owing(name: str, provider: str) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": "ns", "name": "j", "uid": "u1"},
-        "spec": {"gpu": {"count": 1}, "estimatedDuration": "1h"},
-        "status": status,
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "status": {"pendingCancels": [{"provider": provider, "idempotencyKey": "k", "id": "r"}]},
     }
 
 
-def attempt(provider: str, outcome: str, backend: str = "External") -> dict[str, Any]:
-    return {"attempt": 1, "provider": provider, "backend": backend, "outcome": outcome}
+class Kube:
+    def __init__(self, jobs: dict[str, dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.calls: list[str] = []
+
+    async def list_jobs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        self.calls.append("list")
+        return list(self.jobs.values())
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get {name}")
+        return self.jobs.get(name)
 
 
-def test_an_active_external_attempt_holds_its_provider() -> None:
-    assert owes_work_on(body([attempt("nosana", "Running")]), "nosana")
-    assert owes_work_on(body([attempt("nosana", "Dispatching")]), "nosana")
-    assert not owes_work_on(body([attempt("nosana", "Running")]), "vastai")
+class Runtime:
+    def __init__(self) -> None:
+        self.names: dict[tuple[str, str], str] = {}
+        self.cache: dict[str, dict[str, Any]] = {}
 
 
-def test_an_ended_attempt_holds_it_only_while_its_cancel_is_owed() -> None:
-    ended = [attempt("nosana", "Failed"), attempt("vastai", "Running")]
-    assert not owes_work_on(body(ended), "nosana")
-    owed = [{"provider": "nosana", "idempotencyKey": "u1-1", "attempt": 1}]
-    assert owes_work_on(body(ended, owed), "nosana")
-    assert not owes_work_on(body([attempt("nosana", "Succeeded")], []), "nosana")
-
-
-def test_in_cluster_attempts_hold_no_provider() -> None:
-    assert not owes_work_on(body([attempt("in-cluster", "Running", "InCluster")]), "in-cluster")
+async def test_one_listing_then_only_the_jobs_found_owing() -> None:
+    kube = Kube({"a": owing("a", "gone"), "b": owing("b", "other"), "c": owing("c", "gone")})
+    memo = kopf.Memo(kube=kube, jobs=Runtime(), draining={})
+    assert await _owing(memo, "gone") == {("ns", "a"), ("ns", "c")}
+    kube.jobs["a"]["status"]["pendingCancels"] = []  # a's cancel went through
+    memo.jobs.names[("ns", "c")] = "uid-c"
+    memo.jobs.cache["uid-c"] = kube.jobs["c"]  # c is in the watch cache: no call for it
+    assert await _owing(memo, "gone") == {("ns", "c")}
+    assert kube.calls == ["list", "get a"]
+    del kube.jobs["c"], memo.jobs.cache["uid-c"]  # c deleted
+    assert await _owing(memo, "gone") == set()

@@ -6,8 +6,7 @@ visibility env) in :mod:`hybridgpu.backends.jobpolicy`; docs/incluster.md for us
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -26,7 +25,6 @@ from hybridgpu.inventory.pools import (
     OWNER_LABEL,
     UID_LABEL,
 )
-from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.units import format_duration
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -63,14 +61,6 @@ def job_name(uid: str, attempt: int) -> str:
     return f"hybridgpu-{uid.lower()}-a{attempt}"
 
 
-def legacy_job_name(inference_job: str, attempt: int) -> str:
-    """The name operators before 0.1.0's UID names gave an attempt's Job (from the job's name),
-    so an attempt they were dispatching when replaced is found rather than created again."""
-    suffix = f"-a{attempt}"
-    base = re.sub(r"[^a-z0-9-]", "-", inference_job.lower())[: 63 - len(suffix)].rstrip("-")
-    return base + suffix
-
-
 def owned_by(job: dict[str, Any], uid: str) -> bool:
     """Whether ``job`` is controlled by the InferenceJob of ``uid`` (a found Job may not be)."""
     for ref in (job.get("metadata") or {}).get("ownerReferences") or []:
@@ -85,16 +75,6 @@ def job_labels(name: str, uid: str, attempt: int) -> dict[str, str]:
     if len(name) <= MAX_LABEL_VALUE:
         labels[LABEL_JOB] = name
     return labels
-
-
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-"""Set by the Job controller on every Pod of a Job (Kubernetes 1.27+)."""
-
-
-def pod_selector(job: str) -> str:
-    """The label selector of one attempt's Pods: those of its Job, whichever operator version
-    made the Job (the Job controller labels them, not the operator)."""
-    return f"{JOB_NAME_LABEL}={job}"
 
 
 def _affinity(gpu_product: str) -> dict[str, Any]:
@@ -232,19 +212,6 @@ def job_state(job: dict[str, Any]) -> JobState:
     if status.get("failed"):
         return JobState.FAILED
     return JobState.ACTIVE
-
-
-def pod_running(pods: list[dict[str, Any]]) -> datetime | None:
-    """The earliest start time of a running or finished Pod, if any Pod got that far."""
-    starts = []
-    for pod in pods:
-        phase = (pod.get("status") or {}).get("phase")
-        started = (pod.get("status") or {}).get("startTime")
-        if phase in ("Running", "Succeeded", "Failed"):
-            started_at = parse_timestamp(started)
-            if started_at is not None:
-                starts.append(started_at)
-    return min(starts) if starts else None
 
 
 def failure_detail(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:

@@ -756,8 +756,7 @@ class JobStep:
         entry.active_jobs.add(self.uid)
         ref = self.remote_ref(attempt)
         key = self.status["externalRef"].get("idempotencyKey", "")
-        unattended = bool(getattr(entry.adapter, "unattended", False))
-        if ref is not None and unattended and key not in self.deps.registry.submitted:
+        if ref is not None and entry.adapter.unattended and key not in self.deps.registry.submitted:
             # Restarted since the submission of work that runs by itself: poll it by its
             # recorded id. Submitting again would not even find it on Akash, whose lookup
             # hash covers presigned URLs this process has signed anew.

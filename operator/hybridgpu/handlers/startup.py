@@ -54,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.registry = Registry()
     memo.releases = InClusterReleases()
     memo.policy_generations = {}
+    memo.draining = {}
     memo.phases = PhaseTally()
     memo.utilization = None
     memo.telemetry_error = "" if SETTINGS.prometheus_url else "no Prometheus URL is configured"

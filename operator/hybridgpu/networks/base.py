@@ -115,6 +115,10 @@ class NetworkAdapter(Protocol):
     """One external GPU network, as the operator sees it."""
 
     name: str
+    unattended: bool
+    """Whether submitted work runs without this process: once its id is recorded, a restarted
+    operator only polls it. False for client-driven batches, which this process sends itself
+    and submits again from their checkpoint after a restart."""
 
     @property
     def circuit_state(self) -> str:

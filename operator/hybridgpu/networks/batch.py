@@ -260,6 +260,8 @@ class BatchRunner:
 class BatchAdapter(AdapterBase):
     """An adapter whose jobs are batches of requests this process sends itself."""
 
+    unattended = False
+
     def __init__(
         self,
         name: str,
