@@ -240,6 +240,23 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def floor(kubeconfig: Path, count: int) -> int:
+    """The burst's lower bound on this machine: the API server taking the creations alone."""
+    ns = f"bench-floor-{time.strftime('%H%M%S')}"
+    kubectl("create", "namespace", ns)
+    pids = processes(os.getpid())
+    del pids["operator"]  # none runs: the control plane's daemons only
+    before = cpu_of(pids)
+    start = time.monotonic()
+    create_elsewhere(kubeconfig, ns, count)
+    took = time.monotonic() - start
+    used = {n: round(c - before[n], 1) for n, c in cpu_of(pids).items() if n in before}
+    print(f"no operator: {count} jobs created in {took:.1f}s ({count / took:.1f}/s)")
+    print(f"CPU seconds: {used}")
+    kubectl("delete", "namespace", ns, "--timeout=600s", check=False, timeout=700)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -250,6 +267,11 @@ def main() -> int:
         metavar="FILE",
         help="record the operator's stacks during the burst with py-spy (collapsed format)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="only create the jobs, with no operator: how fast this API server takes them",
+    )
     args = parser.parse_args()
 
     kubeconfig = ensure_cluster()
@@ -258,6 +280,8 @@ def main() -> int:
     wait_node_ready()
     config.load_kube_config(config_file=str(kubeconfig))
     api = client.CustomObjectsApi()
+    if args.floor:
+        return floor(kubeconfig, args.jobs)
     operator: Process = operator_process()
     operator.start()
     time.sleep(10)

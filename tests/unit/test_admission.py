@@ -652,3 +652,25 @@ async def test_a_deleted_running_job_is_cleaned_up_by_the_runtime_and_let_go() -
     assert network.cancelled == ["akash-1"]  # type: ignore[attr-defined]
     assert job["metadata"]["finalizers"] == []
     assert "uid-j0000" in cluster.api.policies[("ns", "default")]["status"]["retired"]
+
+
+async def test_an_arrival_goes_straight_to_admission_and_a_dispatched_job_to_the_workers() -> None:
+    policy_spec = {
+        "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]}
+    }
+    cluster = Cluster(policy_spec=policy_spec, gpus=4)
+    body = cluster.api.add("new", in_cluster_job())
+    uid = body["metadata"]["uid"]
+    cluster.runtime.observe(body)
+    cluster.runtime.changed(uid)
+    # Decided by the admission loop's next cycle, not queued behind dispatch and tracking.
+    assert uid in cluster.runtime.admission._pending
+    assert len(cluster.runtime.queue) == 0
+    await cluster.runtime.admission.cycle([uid])
+    assert cluster.dispatched()
+    cluster.runtime.admission._pending.clear()
+    cluster.runtime.queue.cancel(uid)  # the cycle queued its dispatch; start from nothing
+    assert len(cluster.runtime.queue) == 0
+    cluster.runtime.changed(uid)  # now it has an active attempt: tracking is the workers' job
+    assert uid not in cluster.runtime.admission._pending
+    assert len(cluster.runtime.queue) == 1
