@@ -21,7 +21,7 @@ from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.controller.claims import Charge, Holdings, PolicyKey, reserve
 from hybridgpu.controller.reconcile import Deps, Emit, JobStep, Plan, RoutePlan
 from hybridgpu.jobs.conditions import parse_timestamp
-from hybridgpu.kube import Conflict
+from hybridgpu.kube import Conflict, Kube
 from hybridgpu.routing.decision import ScoredCandidate
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
 
@@ -111,7 +111,10 @@ class Admission:
         reread: Callable[[str, str, str], Awaitable[None]],
         priority: Callable[[str, str], int] = lambda _ns, _name: 0,
         gate: Callable[[], Awaitable[None]] | None = None,
+        kube: Kube | None = None,
     ) -> None:
+        self._kube = kube
+        """Writes the decisions through threads of its own (None: the workers' client)."""
         self._gate = gate
         """Awaited before each cycle: no decision is made while this process is paused."""
         self._deps = deps
@@ -125,11 +128,18 @@ class Admission:
         self.waiting: set[str] = set()
         """Jobs whose last decision was to wait: any change of capacity decides them again."""
         self._event = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.cycles = 0
 
     def request(self, uid: str) -> None:
         self._pending.add(uid)
+        self._idle.clear()
         self._event.set()
+
+    async def idle(self) -> None:
+        """Wait until no decision is pending: what can wait (Events) yields to decisions."""
+        await self._idle.wait()
 
     def forget(self, uid: str) -> None:
         self._pending.discard(uid)
@@ -139,6 +149,7 @@ class Admission:
         """Capacity, prices or policies changed: every waiting job is decided again."""
         if self.waiting:
             self._pending |= self.waiting
+            self._idle.clear()
             self._event.set()
 
     async def run(self) -> None:
@@ -157,6 +168,8 @@ class Admission:
                 log.exception("admission cycle failed; its jobs are retried")
                 for uid in uids:
                     self._done(uid, None, 10.0)
+            if not self._pending:
+                self._idle.set()
 
     def _candidates(self, uids: Iterable[str], deps: Deps) -> list[Candidate]:
         out = []
@@ -187,6 +200,8 @@ class Admission:
         """Decide every job in ``uids`` that needs it, in order, then write the decisions."""
         world = self._world()
         deps = replace(self._deps(), snapshot=world.snapshot, dispatch_inline=False)
+        if self._kube is not None:
+            deps = replace(deps, kube=self._kube)
         candidates = self._candidates(uids, deps)
         candidates.sort(key=lambda c: (-c.priority, c.created or world.now, c.step.uid))
         writes = []

@@ -52,8 +52,11 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
 
 
 class EventPoster:
-    def __init__(self, post: Post) -> None:
+    def __init__(self, post: Post, yield_to: Callable[[], Awaitable[None]] | None = None) -> None:
         self._post = post
+        self._yield_to = yield_to
+        """Awaited before each post: in a burst, the API server's time goes to decisions first
+        and the Events follow once they are written."""
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = 0
 
@@ -71,6 +74,8 @@ class EventPoster:
         async def worker() -> None:
             while True:
                 namespace, body = await self._queue.get()
+                if self._yield_to is not None:
+                    await self._yield_to()
                 try:
                     await self._post(namespace, body)
                 except asyncio.CancelledError:

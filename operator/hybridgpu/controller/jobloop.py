@@ -42,7 +42,7 @@ from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry, usable_telemetry
 from hybridgpu.jobs import conditions as cond
-from hybridgpu.kube import Conflict, Kube
+from hybridgpu.kube import ADMISSION_THREADS, Conflict, Kube
 from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.requests import load_request_items
 from hybridgpu.routing.snapshot import Snapshot
@@ -127,7 +127,8 @@ class JobRuntime:
         self.deleted: dict[str, tuple[float, tuple[Charge, ...]]] = {}
         """uid -> (when, charges) of jobs deleted in the last DELETED_GRACE seconds."""
         self.queue = WorkQueue(self.work, workers=WORKERS, gate=self.gate.wait)
-        self.events = EventPoster(kube.post_event)
+        # The admission loop is built below, with the poster it emits through.
+        self.events = EventPoster(kube.post_event, yield_to=lambda: self.admission.idle())  # noqa: PLW0108
         self.failures: dict[str, int] = {}
         self._parsed: dict[PolicyKey, tuple[str, RoutingPolicySpec]] = {}
         self._recent: tuple[float, Holdings | None] = (0.0, None)
@@ -140,6 +141,7 @@ class JobRuntime:
             reread=self.reread,
             priority=self.priority,
             gate=self.gate.wait,
+            kube=kube.separate(ADMISSION_THREADS, "admission") if isinstance(kube, Kube) else None,
         )
         registry.wakeup.listeners.append(self.admission.wake)
         self.in_cluster = InClusterBackend(
