@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -188,3 +190,19 @@ async def test_a_job_an_earlier_version_was_creating_is_adopted_not_created_agai
     assert (attempt["outcome"], attempt["externalId"]) == ("Pending", "j-a1")
     assert list(world.kube.jobs) == ["j-a1"]
     assert not [entry for entry in world.log if entry.startswith("create")]
+
+
+async def test_a_pod_the_index_no_longer_shows_still_bills_from_when_it_was_seen_running() -> None:
+    world = World(spec={"gpu": {"count": 1, "products": ["Tesla-T4"]}}, pools=T4, policy=POLICY)
+    await world.step()
+    world.kube.pods = [{"status": {"phase": "Running", "startTime": NOW.isoformat()}}]
+    await world.step()
+    assert world.status["attempts"][0]["outcome"] == "Running"
+    world.kube.pods = []  # a restarted operator whose Pod index is not filled yet
+    world.kube.jobs["hybridgpu-uid-7-a1"]["status"] = {
+        "succeeded": 1,
+        "completionTime": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    assert await world.step() is None
+    # One GPU-hour at the policy's 0.1 USD, counted from the recorded runningSince.
+    assert Decimal(world.status["attempts"][0]["cost"]) == Decimal("0.1")

@@ -648,7 +648,8 @@ class JobStep:
             attempt["outcome"] = "Pending"
         attempt["externalId"] = ref.id.split("/", 1)[1]
         remote = await backend.status(ref)
-        started = remote.started_at
+        # Recorded once seen: the Pods index may not hold the Pod yet just after a restart.
+        started = remote.started_at or cond.parse_timestamp(attempt.get("runningSince"))
         if started is not None and attempt.get("outcome") == "Pending":
             attempt["outcome"] = "Running"
             self.mark_running(started)
