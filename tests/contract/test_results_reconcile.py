@@ -278,7 +278,7 @@ async def test_an_openai_batch_restarted_mid_way_writes_one_line_per_custom_id(
     assert world.status["phase"] == "Succeeded", world.status["conditions"]
     output = world.status["output"]
     assert output["records"] == total and output["failed"] == 0 and output["summary"] == "40/40"
-    assert "checkpoint" not in world.status.get("externalRef", {})
+    assert not world.status.get("externalRef", {}).get("checkpoint")
     data = world.store.get_bytes_sync(world.layout.output, 10**7)
     got = [json.loads(line) for line in data.splitlines()]
     assert [g["custom_id"] for g in got] == [f"q{i}" for i in range(total)]

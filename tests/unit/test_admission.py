@@ -674,3 +674,24 @@ async def test_an_arrival_goes_straight_to_admission_and_a_dispatched_job_to_the
     cluster.runtime.changed(uid)  # now it has an active attempt: tracking is the workers' job
     assert uid not in cluster.runtime.admission._pending
     assert len(cluster.runtime.queue) == 1
+
+
+async def test_a_status_that_does_not_parse_fails_its_job_naming_the_field_and_no_other() -> None:
+    policy_spec = {
+        "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.10"}]}
+    }
+    cluster = Cluster(policy_spec=policy_spec, gpus=4)
+    broken = cluster.api.add("broken", in_cluster_job())
+    cluster.api.jobs["broken"]["status"] = broken["status"] = {
+        "attempts": [{"attempt": 1, "outcome": "Finished"}]  # edited by hand
+    }
+    good = cluster.api.add("good", in_cluster_job())
+    for body in (broken, good):
+        cluster.runtime.observe(body)
+    await cluster.runtime.admission.cycle(["uid-broken", "uid-good"])
+    assert cluster.api.jobs["good"]["status"]["attempts"][0]["outcome"] == "Dispatching"
+    await cluster.runtime.work("uid-broken")
+    failed = {c["type"]: c for c in cluster.api.jobs["broken"]["status"]["conditions"]}["Failed"]
+    assert (failed["status"], failed["reason"]) == ("True", "InvalidStatus")
+    assert failed["message"].startswith("status.attempts.0.outcome:")
+    assert cluster.api.jobs["broken"]["status"]["phase"] == "Failed"

@@ -74,7 +74,7 @@ def test_jobs_are_keyed_by_their_owners_uid_whatever_their_name() -> None:
 
 async def test_state_comes_from_the_records_without_a_call() -> None:
     api = NoApi()
-    ref = attempt_ref("ns", "ij-1", {"attempt": 1, "externalId": "legacy-name-a1"})
+    ref = attempt_ref("ns", "ij-1", 1, "legacy-name-a1")
     running = backend(
         [job("legacy-name-a1", {"active": 1})], [pod("Running", "2026-12-02T10:00:00Z")], api
     )
@@ -104,7 +104,7 @@ async def test_state_comes_from_the_records_without_a_call() -> None:
 
 
 async def test_a_job_unknown_to_the_index_is_read_and_lost_only_when_gone() -> None:
-    ref = attempt_ref("ns", "ij-1", {"attempt": 1})
+    ref = attempt_ref("ns", "ij-1", 1)
     api = NoApi({"hybridgpu-ij-1-a1": job("hybridgpu-ij-1-a1", {"active": 1})})
     empty = InClusterBackend(api, lambda _k: [], lambda _k: [])  # type: ignore[arg-type]
     assert (await empty.status(ref)).state == "Pending"
@@ -115,7 +115,7 @@ async def test_a_job_unknown_to_the_index_is_read_and_lost_only_when_gone() -> N
 
 
 async def test_a_job_of_another_owner_under_the_name_is_lost_not_adopted() -> None:
-    ref = attempt_ref("ns", "ij-1", {"attempt": 1})
+    ref = attempt_ref("ns", "ij-1", 1)
     squatter = job("hybridgpu-ij-1-a1", {"succeeded": 1})
     squatter["metadata"]["ownerReferences"] = [
         {"kind": "InferenceJob", "uid": "other", "controller": True}

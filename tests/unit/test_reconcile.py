@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hybridgpu.api.computeprovider import ComputeProviderSpec, ProviderType, TrustTier
-from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.inferencejob import Attempt, InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends.cluster_backend import (
     AttemptJob,
@@ -473,7 +473,9 @@ async def test_a_status_the_api_does_not_document_is_never_written() -> None:
 
     world = World()
     step = JobStep(copy.deepcopy(world.kube.obj), world.deps(), lambda *_: None)
-    step.attempts.append({"attempt": 1, "outcome": "Finished"})  # not an AttemptOutcome
+    # Typed, the step cannot write this by mistake; a raw assignment still fails before the
+    # write, not in the API server's pruning.
+    step.attempts.append(Attempt.model_construct(attempt=1, outcome="Finished"))
     with pytest.raises(ValidationError):
         await step.save()
     assert "patch" not in world.log
@@ -484,7 +486,7 @@ async def test_work_created_by_a_failed_submission_is_found_by_its_key_and_cance
     world.networks["cheap"].fail_after_create = BadRequest("cheap", "422 after the create")
     await world.step()
     first = world.status["attempts"][0]
-    assert (first["outcome"], first.get("externalId")) == ("Failed", None)
+    assert (first["outcome"], first.get("externalId")) == ("Failed", "")
     # The id was never recorded, but the remote job exists: found by the key, then stopped.
     assert "find cheap uid-7-1" in world.log
     assert world.networks["cheap"].cancelled == ["cheap-1"]

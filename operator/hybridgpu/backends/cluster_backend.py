@@ -110,11 +110,10 @@ def attempt_pod(body: Mapping[str, Any]) -> AttemptPod:
     )
 
 
-def attempt_ref(namespace: str, uid: str, attempt: Mapping[str, Any]) -> RemoteRef:
-    """The handle of an in-cluster attempt: ``<namespace>/<Job name>`` (the name recorded,
-    else the one it gets) and ``<uid>/<attempt>``."""
-    number = int(attempt["attempt"])
-    name = str(attempt.get("externalId") or incluster.job_name(uid, number))
+def attempt_ref(namespace: str, uid: str, number: int, job: str = "") -> RemoteRef:
+    """The handle of an in-cluster attempt: ``<namespace>/<Job name>`` (``job``, the name
+    recorded, else the one it gets) and ``<uid>/<attempt>``."""
+    name = job or incluster.job_name(uid, number)
     return RemoteRef(PROVIDER, f"{namespace}/{name}", f"{uid}/{number}")
 
 

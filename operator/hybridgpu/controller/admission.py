@@ -19,6 +19,7 @@ from datetime import datetime
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.controller.claims import Charge, Holdings, PolicyKey, reserve
+from hybridgpu.controller.errors import UnreadableStatus
 from hybridgpu.controller.reconcile import Deps, Emit, JobStep, Plan, RoutePlan
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.kube import Conflict, Kube
@@ -178,7 +179,12 @@ class Admission:
             if body is None:
                 self.waiting.discard(uid)
                 continue
-            step = JobStep(dict(body), deps, self._emit_for(body))
+            try:
+                step = JobStep(dict(body), deps, self._emit_for(body))
+            except UnreadableStatus:
+                self.waiting.discard(uid)
+                self._done(uid, None, 0.0)  # the workers fail it, naming the field
+                continue
             needs = step.needs_admission()
             if needs is None:  # something else to do first (track, suspend, fail): the worker
                 self.waiting.discard(uid)

@@ -17,3 +17,11 @@ class TemporaryJobError(Exception):
     def __init__(self, message: str, delay: float = 30.0) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class UnreadableStatus(PermanentJobError):
+    """The job's stored status does not parse as the API's model (edited by hand, or written
+    by a broken version): the job fails naming the field rather than blocking the others."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="InvalidStatus")

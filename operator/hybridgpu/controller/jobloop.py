@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.inferencejob import AttemptOutcome, InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends.cluster_backend import InClusterBackend, Lookup
 from hybridgpu.controller.admission import Admission, World
@@ -28,7 +28,7 @@ from hybridgpu.controller.claims import (
     PolicyKey,
     job_charges,
 )
-from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
+from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError, UnreadableStatus
 from hybridgpu.controller.events import EventPoster
 from hybridgpu.controller.finalizers import holds, releasable, without
 from hybridgpu.controller.jobcache import JobCache
@@ -68,6 +68,11 @@ _KEPT_META = (
     "deletionTimestamp",
     "finalizers",
 )
+
+
+def _where(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -387,7 +392,11 @@ class JobRuntime:
             return await self.clean_up(body) if holds(body) else None
         if releasable(body):
             return await self.release(body)
-        step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+        try:
+            step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+        except UnreadableStatus as exc:
+            await self.fail_unreadable(body, exc)
+            return None
         if step.needs_admission() is not None:
             self.admission.request(uid)
             return None
@@ -426,19 +435,24 @@ class JobRuntime:
         Done here rather than in a Kopf delete handler: Kopf calls those only for objects
         that carry its own finalizer, which it would then put on every job.
         """
-        step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
         try:
-            current = None if cond.is_terminal(step.status) else step.active_attempt()
+            step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+        except UnreadableStatus as exc:
+            # What it ran cannot be read, so nothing can be cancelled by it: say so, let go.
+            log.warning("%s/%s deleted with an unreadable status (%s)", *_where(body), exc)
+            return await self.release(body)
+        try:
+            current = None if cond.model_terminal(step.conditions) else step.active_attempt()
             if current is not None:
                 await step.cancel_attempt(current)
                 log.info(
                     "%s/%s deleted: cancelling attempt %s on %s",
                     step.namespace,
                     step.name,
-                    current.get("attempt"),
-                    current.get("provider"),
+                    current.attempt,
+                    current.provider,
                 )
-            if step.status.get("pendingCancels") and await step.settle_cancels():
+            if step.status.pending_cancels and await step.settle_cancels():
                 # Kept until the remote work is stopped: a deleted job must not leave it billing.
                 await step.save()
                 if step.written is not None:
@@ -483,14 +497,18 @@ class JobRuntime:
             body = self.cache.get(uid)
             if body is None:
                 return
-            step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+            try:
+                step = JobStep(dict(body), self.deps(), self.events.emit_for(body))
+            except UnreadableStatus as exc:
+                await self.fail_unreadable(body, exc)
+                return
             try:
                 current = step.active_attempt()
                 if current is not None:
                     await step.cancel_attempt(current)
-                    step.end_attempt(current, "Failed", reason, message)
+                    step.end_attempt(current, AttemptOutcome.FAILED, reason, message)
                 await step.finish(False, reason, message)
-                if step.status.get("pendingCancels"):
+                if step.status.pending_cancels:
                     await step.settle_cancels()
                     await step.save()
             except Conflict:
@@ -499,6 +517,34 @@ class JobRuntime:
             if step.written is not None:
                 self.observe(step.written)
             return
+
+    async def fail_unreadable(self, body: Mapping[str, Any], exc: UnreadableStatus) -> None:
+        """Fail a job whose status does not parse, naming the field, by a plain patch of its
+        conditions (the typed step cannot load it); a job changed meanwhile is re-read."""
+        meta = body.get("metadata") or {}
+        status = dict(body.get("status") or {})
+        conditions = [dict(c) for c in status.get("conditions") or [] if isinstance(c, dict)]
+        generation = int(meta.get("generation") or 0)
+        now = datetime.now(UTC)
+        for type_, ok in ((cond.FAILED, True), (cond.RUNNING, False)):
+            cond.set_condition(
+                conditions, type_, ok, exc.reason, str(exc), generation=generation, now=now
+            )
+        patch = {
+            "conditions": conditions,
+            "phase": cond.derive_phase(conditions).value,
+            "completionTime": cond.timestamp(now),
+        }
+        log.error("%s/%s: %s", *_where(body), exc)
+        try:
+            written = await self.kube.patch_job_status(
+                str(meta["namespace"]), str(meta["name"]), patch, str(meta["resourceVersion"])
+            )
+        except Conflict:
+            await self.reread(str(meta["namespace"]), str(meta["name"]), str(meta.get("uid")))
+            return
+        self.events.emit_for(body)("Warning", exc.reason, str(exc))
+        self.observe(written)
 
     async def run(self) -> None:
         await asyncio.gather(

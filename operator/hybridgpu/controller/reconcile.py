@@ -8,7 +8,6 @@ any moment neither loses the job nor submits it twice.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,14 +19,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybridgpu.api.inferencejob import EnvVar, InferenceJobSpec, InferenceJobStatus, Placement
+from hybridgpu.api.inferencejob import (
+    Attempt,
+    AttemptOutcome,
+    Backend,
+    CostStatus,
+    Decision,
+    EnvVar,
+    ExternalRef,
+    InferenceJobSpec,
+    InferenceJobStatus,
+    OutputStatus,
+    PendingCancel,
+    Placement,
+    PlacementStatus,
+    Progress,
+)
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.backends.cluster_backend import InClusterBackend, NameTaken, attempt_ref
 from hybridgpu.controller import metrics
 from hybridgpu.controller import results as jobresults
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
-from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError
+from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError, UnreadableStatus
 from hybridgpu.controller.finalizers import WORK_FINALIZER
 from hybridgpu.controller.registry import Registry
 from hybridgpu.jobs import conditions as cond
@@ -48,7 +62,7 @@ from hybridgpu.units import format_money, parse_money
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ACTIVE_OUTCOMES
+ACTIVE = frozenset(AttemptOutcome(o) for o in ACTIVE_OUTCOMES)
 POLL_PENDING = 2.0
 POLL_RUNNING = 5.0
 POLL_IN_CLUSTER = 30.0
@@ -114,26 +128,42 @@ class RoutePlan:
     message: str = ""
 
 
-def candidate_name(attempt: dict[str, Any]) -> str:
+def candidate_name(attempt: Attempt) -> str:
     """The routing candidate an attempt ran on, so failover can exclude it."""
-    if attempt.get("backend") == "InCluster":
-        return f"in-cluster/{attempt.get('gpuProduct', '')}"
-    return f"{attempt.get('provider', '')}/{attempt.get('gpuProduct', '')}"
+    if attempt.backend is Backend.IN_CLUSTER:
+        return f"in-cluster/{attempt.gpu_product}"
+    return f"{attempt.provider}/{attempt.gpu_product}"
 
 
-def freed_place(attempt: dict[str, Any]) -> str:
+def freed_place(attempt: Attempt) -> str:
     """Where an attempt that ends or is cancelled may leave capacity free.
 
     An external attempt frees a slot of the provider's concurrency limit, whatever the product,
     hence the bare provider name (see controller/wakeup.py).
     """
-    if attempt.get("backend") == "InCluster":
+    if attempt.backend is Backend.IN_CLUSTER:
         return candidate_name(attempt)
-    return str(attempt.get("provider", ""))
+    return attempt.provider
 
 
 def _money(value: Decimal) -> str:
     return format_money(value, 6)
+
+
+def _usd(value: Decimal) -> Decimal:
+    """Money as status keeps it: six places."""
+    return parse_money(_money(value))
+
+
+def _dump(status: InferenceJobStatus) -> dict[str, Any]:
+    """The status as it is written to the API (and compared, to patch only what changed).
+
+    No ``pendingCancels`` once none is owed: its presence is what holds the job's finalizer
+    and what ``kubectl get -o jsonpath`` users test for."""
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not status.pending_cancels:
+        dumped.pop("pendingCancels", None)
+    return dumped
 
 
 class JobStep:
@@ -150,13 +180,21 @@ class JobStep:
         self.uid: str = self.meta.get("uid", "")
         self.generation: int = int(self.meta.get("generation") or 0)
         self.raw_spec: dict[str, Any] = dict(body.get("spec") or {})
-        self.status: dict[str, Any] = copy.deepcopy(body.get("status") or {})
-        self.original = copy.deepcopy(self.status)
+        try:
+            self.status = InferenceJobStatus.model_validate(body.get("status") or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(["status", *(str(p) for p in first["loc"])])
+            raise UnreadableStatus(f"{where}: {first['msg']}") from None
+        """The status read and written as the API's model (``api/inferencejob.py``)."""
+        self.original = _dump(self.status)
         self.now = deps.now()
+        self.stamp = self.now.replace(microsecond=0)
+        """``now`` as status records times (to the second, as Kubernetes writes them)."""
         self.written: dict[str, Any] | None = None
         """The object as our last status patch left it (the watch may not have caught up)."""
-        self.conditions: list[dict[str, Any]] = self.status.setdefault("conditions", [])
-        self.attempts: list[dict[str, Any]] = self.status.setdefault("attempts", [])
+        self.conditions = self.status.conditions
+        self.attempts = self.status.attempts
         self.wake_on: tuple[str, ...] = ()
         """Places this step's decision waits for (deferred for price); capacity freed at one
         of them is a reason to run the next step before the delay ``run`` returned."""
@@ -164,17 +202,18 @@ class JobStep:
     # -- status helpers -------------------------------------------------------------------
 
     def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
-        cond.set_condition(
+        cond.set_model(
             self.conditions, type_, ok, reason, message, generation=self.generation, now=self.now
         )
 
     def patch(self) -> dict[str, Any]:
         """The status fields that changed, for a merge patch."""
-        self.status["phase"] = cond.derive_phase(self.conditions).value
-        self.status["observedGeneration"] = self.generation
+        self.status.phase = cond.model_phase(self.conditions)
+        self.status.observed_generation = self.generation
         self._sum_cost()
-        changed = {k: v for k, v in self.status.items() if self.original.get(k) != v}
-        for key in self.original.keys() - self.status.keys():
+        current = _dump(self.status)
+        changed = {k: v for k, v in current.items() if self.original.get(k) != v}
+        for key in self.original.keys() - current.keys():
             changed[key] = None
         return changed
 
@@ -186,12 +225,14 @@ class JobStep:
         """
         changed = self.patch()
         if changed:
-            InferenceJobStatus.model_validate(self.status)
+            # Assignments are not validated; what goes out is (an outcome the CRD does not
+            # document fails here, in this job's step, not in the API server's pruning).
+            InferenceJobStatus.model_validate(_dump(self.status))
             self.written = await self.deps.kube.patch_job_status(
                 self.namespace, self.name, changed, resource_version=self.rv
             )
             self.rv = self.written["metadata"].get("resourceVersion")
-            self.original = copy.deepcopy(self.status)
+            self.original = _dump(self.status)
 
     async def save_progress(self) -> None:
         """Save a routine poll, unless all it changed is progress and cost, by little.
@@ -207,9 +248,10 @@ class JobStep:
             return
         written = self.deps.registry.progress_written
         last = written.get(self.uid)
-        if last is not None and _progress_only(self.original, self.status):
-            total = max(int((self.status.get("progress") or {}).get("total") or 0), 1)
-            done = int((self.status.get("progress") or {}).get("completed") or 0)
+        if last is not None and _progress_only(self.original, _dump(self.status)):
+            progress = self.status.progress or Progress()
+            total = max(progress.total, 1)
+            done = progress.completed
             before = int((self.original.get("progress") or {}).get("completed") or 0)
             moved = (done - before) / total
             if moved < PROGRESS_STEP and time.monotonic() - last < PROGRESS_EVERY:
@@ -218,13 +260,13 @@ class JobStep:
         written[self.uid] = time.monotonic()
 
     def _sum_cost(self) -> None:
-        costs = [parse_money(a["cost"]) for a in self.attempts if a.get("cost")]
-        if costs or self.status.get("cost"):
-            cost = self.status.setdefault("cost", {})
-            cost["accrued"] = _money(sum(costs, Decimal(0)))
+        costs = [a.cost for a in self.attempts if a.cost is not None]
+        if costs or self.status.cost is not None:
+            cost = self.status.cost = self.status.cost or CostStatus()
+            cost.accrued = _usd(sum(costs, Decimal(0)))
 
-    def active_attempt(self) -> dict[str, Any] | None:
-        if self.attempts and self.attempts[-1].get("outcome") in ACTIVE:
+    def active_attempt(self) -> Attempt | None:
+        if self.attempts and self.attempts[-1].outcome in ACTIVE:
             return self.attempts[-1]
         return None
 
@@ -236,27 +278,27 @@ class JobStep:
         A job is final only once no cancel is owed: until then it is retried every
         ``CANCEL_RETRY`` seconds, even after it ended.
         """
-        if self.status.get("pendingCancels") or self.active_attempt() is not None:
+        if self.status.pending_cancels or self.active_attempt() is not None:
             # Work is out: the job may not vanish (jobs dispatched by an older operator,
             # under Kopf's finalizer, get this one here).
             await self.hold_finalizer()
-        if self.status.get("pendingCancels"):
+        if self.status.pending_cancels:
             await self.settle_cancels()
             await self.save()
         delay = await self.step()
-        if not self.status.get("pendingCancels"):
+        if not self.status.pending_cancels:
             return delay
         # The step ended work and saved that first (the cancels are owed in status): now
         # stop it, and record what could not be stopped yet.
-        if any(not p.get("tries") for p in self.status["pendingCancels"]):
+        if any(not p.tries for p in self.status.pending_cancels):
             await self.settle_cancels(only_new=True)
             await self.save()
-        if not self.status.get("pendingCancels"):
+        if not self.status.pending_cancels:
             return delay
         return CANCEL_RETRY if delay is None else min(delay, CANCEL_RETRY)
 
     async def step(self) -> float | None:
-        if cond.is_terminal(self.status):
+        if cond.model_terminal(self.conditions):
             return None
         try:
             spec = InferenceJobSpec.model_validate(self.raw_spec)
@@ -267,7 +309,7 @@ class JobStep:
             return None
         if spec.suspend:
             return await self.suspend()
-        if cond.is_true(self.conditions, cond.SUSPENDED):
+        if cond.model_true(self.conditions, cond.SUSPENDED):
             self.set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false: routing again")
             self.emit("Normal", "Resumed", "spec.suspend is false: routing again")
         current = self.active_attempt()
@@ -278,7 +320,7 @@ class JobStep:
             if self.needs_results(spec):
                 return await self.prepare_results(spec, policy)
             return await self.route(spec, policy)
-        if current.get("backend") == "InCluster":
+        if current.backend is Backend.IN_CLUSTER:
             return await self.track_in_cluster(spec, policy, current)
         return await self.track_external(spec, policy, current)
 
@@ -292,20 +334,20 @@ class JobStep:
         current = self.active_attempt()
         if current is not None:
             await self.cancel_attempt(current)
-            self.end_attempt(current, "Cancelled", "Suspended", "spec.suspend is true")
-        if not cond.is_true(self.conditions, cond.SUSPENDED):
+            self.end_attempt(current, AttemptOutcome.CANCELLED, "Suspended", "spec.suspend is true")
+        if not cond.model_true(self.conditions, cond.SUSPENDED):
             self.emit("Normal", "Suspended", "spec.suspend is true: nothing runs")
         self.set(cond.SUSPENDED, True, "Suspended", "spec.suspend is true: nothing runs")
         self.set(cond.RUNNING, False, "Suspended", "spec.suspend is true")
         self.set(cond.ROUTED, False, "Suspended", "spec.suspend is true")
-        self.status.pop("placement", None)
-        self.status.pop("externalRef", None)
+        self.status.placement = None
+        self.status.external_ref = None
         await self.save()
         return 10.0
 
     def needs_admission(self) -> tuple[InferenceJobSpec, RoutingPolicySpec] | None:
         """The job's spec and policy when its next step is a routing decision, else None."""
-        if cond.is_terminal(self.status) or self.active_attempt() is not None:
+        if cond.model_terminal(self.conditions) or self.active_attempt() is not None:
             return None
         try:
             spec = InferenceJobSpec.model_validate(self.raw_spec)
@@ -321,27 +363,27 @@ class JobStep:
 
     def plan_route(self, spec: InferenceJobSpec, policy: RoutingPolicySpec) -> RoutePlan:
         """Decide where the job goes and put it in status, without writing anything yet."""
-        if cond.is_true(self.conditions, cond.SUSPENDED):
+        if cond.model_true(self.conditions, cond.SUSPENDED):
             self.set(cond.SUSPENDED, False, "Resumed", "spec.suspend is false: routing again")
             self.emit("Normal", "Resumed", "spec.suspend is false: routing again")
-        failed = [a for a in self.attempts if a.get("outcome") in ("Failed", "Requeued")]
-        counted = [a for a in self.attempts if a.get("outcome") == "Failed"]
+        ended_badly = (AttemptOutcome.FAILED, AttemptOutcome.REQUEUED)
+        failed = [a for a in self.attempts if a.outcome in ended_badly]
+        counted = [a for a in self.attempts if a.outcome is AttemptOutcome.FAILED]
         if len(counted) >= policy.failover.max_attempts:
             last = counted[-1]
             return RoutePlan(
                 Plan.FINISH,
                 reason="MaxAttemptsReached",
-                message=f"{len(counted)} attempts failed; last: "
-                f"{last.get('message') or last.get('reason')}",
+                message=f"{len(counted)} attempts failed; last: {last.message or last.reason}",
             )
         if self.attempts:
-            ended = cond.parse_timestamp(self.attempts[-1].get("endTime"))
+            ended = self.attempts[-1].end_time
             wait = policy.failover.backoff.total_seconds()
             if ended and (self.now - ended).total_seconds() < wait:
                 return RoutePlan(Plan.BACKOFF, delay=wait - (self.now - ended).total_seconds())
         excluded = frozenset(candidate_name(a) for a in failed)
         snapshot = self.deps.snapshot(self.namespace, spec.policy_ref, policy)
-        if any(a.get("reason") in incluster.ELSEWHERE for a in failed):
+        if any(a.reason in incluster.ELSEWHERE for a in failed):
             excluded |= {f"in-cluster/{pool.gpu_product}" for pool in snapshot.pools}
         created_at = cond.parse_timestamp(self.meta.get("creationTimestamp"))
         started = time.perf_counter()
@@ -364,7 +406,7 @@ class JobStep:
         metrics.DECISIONS.labels(
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
-        self.record_decision(to_status(decision, spec.policy_ref, self.now).to_api())
+        self.record_decision(to_status(decision, spec.policy_ref, self.now))
         if decision.outcome == "Wait":
             # The busy cheap places, and the free ones refused as too dear: an external price
             # may drop within the premium (in-cluster prices change only with the policy).
@@ -391,12 +433,13 @@ class JobStep:
         return (
             results is not None
             and results.applies(spec)
-            and not (self.status.get("output") or {}).get("uri")
+            and not (self.status.output is not None and self.status.output.uri)
         )
 
     def total(self, spec: InferenceJobSpec) -> int:
         """Requests in the batch: as counted from the input, else spec.input.requests."""
-        return int((self.status.get("progress") or {}).get("total") or spec.input.requests)
+        progress = self.status.progress
+        return progress.total if progress is not None and progress.total else spec.input.requests
 
     async def prepare_results(
         self, spec: InferenceJobSpec, policy: RoutingPolicySpec
@@ -412,29 +455,21 @@ class JobStep:
             if problem.final:
                 await self.finish(False, problem.reason, problem.message)
                 return None
-            previous = cond.find(self.conditions, cond.ROUTED)
-            if previous is None or previous.get("reason") != problem.reason:
+            previous = cond.find_model(self.conditions, cond.ROUTED)
+            if previous is None or previous.reason != problem.reason:
                 self.emit("Warning", problem.reason, problem.message)
             self.set(cond.ROUTED, False, problem.reason, problem.message)
             await self.save()
             return 30.0
-        self.status["output"] = {
-            "uri": str(job.output_url),
-            "records": 0,
-            "failed": 0,
-            "bytes": 0,
-            "checksum": "",
-            "etag": "",
-            "summary": f"0/{total}",
-        }
-        self.status["progress"] = {"completed": 0, "total": total}
+        self.status.output = OutputStatus(uri=str(job.output_url), summary=f"0/{total}")
+        self.status.progress = Progress(completed=0, total=total)
         await self.save()
         return 0.0
 
     async def job_results(self, spec: InferenceJobSpec) -> jobresults.JobResults | None:
         """The job's stores and keys, when its results are kept."""
         results = self.deps.results
-        if results is None or not (self.status.get("output") or {}).get("uri"):
+        if results is None or not (self.status.output is not None and self.status.output.uri):
             return None
         try:
             return await results.resolve(self.namespace, self.name, self.uid, spec)
@@ -450,7 +485,7 @@ class JobStep:
             summary = await summarize(job.store, job.output_url)
         if summary is None:
             return f"the work ended but its output object {job.output_url} is missing"
-        self.status["output"] = summary.to_status(self.total(spec))
+        self.status.output = OutputStatus.model_validate(summary.to_status(self.total(spec)))
         return ""
 
     async def output_written(self, spec: InferenceJobSpec, adapter: Any) -> bool:
@@ -489,16 +524,15 @@ class JobStep:
         env.append(EnvVar(name="HYBRIDGPU_OUTPUT_URL", value=output_url))
         return spec.model_copy(update={"env": env})
 
-    def record_decision(self, decision: dict[str, Any]) -> None:
+    def record_decision(self, decision: Decision) -> None:
         """Keep the previous decision's time when nothing else changed: a job decided again
         and again while it waits costs no status write."""
-        previous = self.original.get("decision")
-        if isinstance(previous, dict) and {**previous, "time": None} == {
-            **decision,
-            "time": None,
-        }:
-            decision = {**decision, "time": previous.get("time")}
-        self.status["decision"] = decision
+        previous = self.status.decision
+        if previous is not None and previous.model_copy(update={"time": None}) == (
+            decision.model_copy(update={"time": None})
+        ):
+            decision.time = previous.time
+        self.status.decision = decision
 
     async def commit_route(self, spec: InferenceJobSpec, plan: RoutePlan) -> float | None:
         """Write what ``plan_route`` put in status, then act on it."""
@@ -516,7 +550,7 @@ class JobStep:
         if not self.deps.dispatch_inline:
             return 0.0
         attempt = self.attempts[-1]
-        if plan.target.backend == "External":
+        if attempt.backend is Backend.EXTERNAL:
             return await self.submit_external(spec, attempt)
         policy = self.deps.policy(self.namespace, spec.policy_ref)
         return await self.track_in_cluster(spec, policy, attempt)
@@ -540,8 +574,8 @@ class JobStep:
         self.rv = self.meta.get("resourceVersion")
 
     def prepare_wait(self, decision: RoutingDecision) -> None:
-        previous = cond.find(self.conditions, cond.ROUTED)
-        if previous is None or previous.get("reason") != decision.reason:
+        previous = cond.find_model(self.conditions, cond.ROUTED)
+        if previous is None or previous.reason != decision.reason:
             self.emit("Normal", "Waiting", decision.message)
         self.set(cond.ROUTED, False, decision.reason, decision.message)
 
@@ -550,36 +584,37 @@ class JobStep:
     ) -> None:
         """Put the attempt's intent in status: number, key, placement and what it holds."""
         number = len(self.attempts) + 1
-        attempt: dict[str, Any] = {
-            "attempt": number,
-            "backend": target.backend,
-            "provider": target.provider,
-            "gpuProduct": target.gpu_product,
-            "gpus": spec.gpu.count,
-            "policyRef": spec.policy_ref,
-            "startTime": cond.timestamp(self.now),
-            "outcome": "Dispatching",
-            "pricePerGPUHour": _money(target.price_per_gpu_hour),
-            "estimatedCost": _money(target.estimated_cost),
-        }
-        self.attempts.append(attempt)
-        self.status["placement"] = {
-            "backend": target.backend,
-            "provider": target.provider,
-            "gpuProduct": target.gpu_product,
-            "pricePerGPUHour": _money(target.price_per_gpu_hour),
-            "estimatedCost": _money(target.estimated_cost),
-        }
-        self.status.setdefault("cost", {})["estimated"] = _money(target.estimated_cost)
-        self.status["progress"] = {"completed": 0, "total": self.total(spec)}
-        if target.backend == "External":
-            self.status["externalRef"] = {
-                "provider": target.provider,
-                "idempotencyKey": f"{self.uid}-{number}",
-                "attempt": number,
-            }
+        backend = Backend(target.backend)
+        self.attempts.append(
+            Attempt(
+                attempt=number,
+                backend=backend,
+                provider=target.provider,
+                gpu_product=target.gpu_product,
+                gpus=spec.gpu.count,
+                policy_ref=spec.policy_ref,
+                start_time=self.stamp,
+                outcome=AttemptOutcome.DISPATCHING,
+                price_per_gpu_hour=_usd(target.price_per_gpu_hour),
+                estimated_cost=_usd(target.estimated_cost),
+            )
+        )
+        self.status.placement = PlacementStatus(
+            backend=backend,
+            provider=target.provider,
+            gpu_product=target.gpu_product,
+            price_per_gpu_hour=_usd(target.price_per_gpu_hour),
+            estimated_cost=_usd(target.estimated_cost),
+        )
+        cost = self.status.cost = self.status.cost or CostStatus()
+        cost.estimated = _usd(target.estimated_cost)
+        self.status.progress = Progress(completed=0, total=self.total(spec))
+        if backend is Backend.EXTERNAL:
+            self.status.external_ref = ExternalRef(
+                provider=target.provider, idempotency_key=f"{self.uid}-{number}", attempt=number
+            )
         else:
-            self.status.pop("externalRef", None)
+            self.status.external_ref = None
         self.set(cond.ROUTED, True, decision.reason, decision.message)
         self.emit("Normal", "Routed", decision.message)
         created = cond.parse_timestamp(self.meta.get("creationTimestamp"))
@@ -594,7 +629,7 @@ class JobStep:
             backend = InClusterBackend(self.deps.kube, lambda _k: (), lambda _k: ())
         return backend
 
-    async def create_in_cluster(self, spec: InferenceJobSpec, attempt: dict[str, Any]) -> float:
+    async def create_in_cluster(self, spec: InferenceJobSpec, attempt: Attempt) -> float:
         """Create the attempt's Job. Its outcome and name are written by the step the Job's
         watch event wakes, which reads them from the index: one write, not two."""
         policy = self.deps.policy(self.namespace, spec.policy_ref)
@@ -610,8 +645,8 @@ class JobStep:
                 namespace=self.namespace,
                 uid=self.uid,
                 spec=spec,
-                attempt=int(attempt["attempt"]),
-                gpu_product=attempt["gpuProduct"],
+                attempt=attempt.attempt,
+                gpu_product=attempt.gpu_product,
                 **_deadline_inputs(policy),
                 **urls,
             )
@@ -636,22 +671,22 @@ class JobStep:
         return POLL_IN_CLUSTER
 
     async def track_in_cluster(
-        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
+        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: Attempt
     ) -> float | None:
         backend = self.cluster()
-        ref = attempt_ref(self.namespace, self.uid, attempt)
-        if attempt.get("outcome") == "Dispatching":
+        ref = attempt_ref(self.namespace, self.uid, attempt.attempt, attempt.external_id)
+        if attempt.outcome is AttemptOutcome.DISPATCHING:
             found = backend.find(ref)
             if found is None:
                 return await self.create_in_cluster(spec, attempt)
             ref = found  # created before a crash, or by an earlier version under its name
-            attempt["outcome"] = "Pending"
-        attempt["externalId"] = ref.id.split("/", 1)[1]
+            attempt.outcome = AttemptOutcome.PENDING
+        attempt.external_id = ref.id.split("/", 1)[1]
         remote = await backend.status(ref)
         # Recorded once seen: the Pods index may not hold the Pod yet just after a restart.
-        started = remote.started_at or cond.parse_timestamp(attempt.get("runningSince"))
-        if started is not None and attempt.get("outcome") == "Pending":
-            attempt["outcome"] = "Running"
+        started = remote.started_at or attempt.running_since
+        if started is not None and attempt.outcome is AttemptOutcome.PENDING:
+            attempt.outcome = AttemptOutcome.RUNNING
             self.mark_running(started)
         if remote.state == "Lost":
             return await self.failover(attempt, "JobLost", remote.message)
@@ -663,10 +698,10 @@ class JobStep:
                 missing = await self.record_output(spec, None)
                 if missing:
                     return await self.failover(attempt, "OutputMissing", missing)
-            self.end_attempt(attempt, "Succeeded", "Completed", remote.message)
+            self.end_attempt(attempt, AttemptOutcome.SUCCEEDED, "Completed", remote.message)
             total = self.total(spec)
-            self.status["progress"] = {"completed": total, "total": total}
-            await self.finish(True, "Completed", f"ran in-cluster on {attempt['gpuProduct']}")
+            self.status.progress = Progress(completed=total, total=total)
+            await self.finish(True, "Completed", f"ran in-cluster on {attempt.gpu_product}")
             return None
         if remote.state == "Failed":
             self.accrue_in_cluster(spec, attempt, started or self.now, self.now)
@@ -679,43 +714,43 @@ class JobStep:
                 return await self.stop_for_limit(attempt, *breach)
             await self.save_progress()
             return POLL_IN_CLUSTER
-        since = cond.parse_timestamp(attempt.get("startTime")) or self.now
+        since = attempt.start_time or self.now
         max_queue = requeue_after_seconds(policy)  # the simulator's rule too
         if (self.now - since).total_seconds() > max_queue:
             await backend.cancel(ref)
             return await self.failover(
                 attempt,
                 "QueueTimeout",
-                f"not running after maxQueueTime ({int(max_queue)}s) on {attempt['gpuProduct']}",
-                outcome="Requeued",
+                f"not running after maxQueueTime ({int(max_queue)}s) on {attempt.gpu_product}",
+                outcome=AttemptOutcome.REQUEUED,
             )
         await self.save()
         return min(POLL_IN_CLUSTER, max(max_queue - (self.now - since).total_seconds(), 1.0))
 
     def accrue_in_cluster(
-        self, spec: InferenceJobSpec, attempt: dict[str, Any], start: datetime, end: datetime
+        self, spec: InferenceJobSpec, attempt: Attempt, start: datetime, end: datetime
     ) -> None:
-        price = parse_money(attempt.get("pricePerGPUHour") or "0")
+        price = attempt.price_per_gpu_hour or Decimal(0)
         hours = Decimal(max((end - start).total_seconds(), 0.0)) / Decimal(3600)
-        attempt["cost"] = _money(price * spec.gpu.count * hours)
+        attempt.cost = _usd(price * spec.gpu.count * hours)
 
     # -- external -------------------------------------------------------------------------
 
-    def remote_ref(self, attempt: dict[str, Any]) -> RemoteRef | None:
-        ref = self.status.get("externalRef") or {}
-        if not ref.get("id"):
+    def remote_ref(self, attempt: Attempt) -> RemoteRef | None:
+        ref = self.status.external_ref
+        if ref is None or not ref.id:
             return None
-        return RemoteRef(ref["provider"], ref["id"], ref["idempotencyKey"])
+        return RemoteRef(ref.provider, ref.id, ref.idempotency_key)
 
-    async def submit_external(
-        self, spec: InferenceJobSpec, attempt: dict[str, Any]
-    ) -> float | None:
-        provider = attempt["provider"]
+    async def submit_external(self, spec: InferenceJobSpec, attempt: Attempt) -> float | None:
+        provider = attempt.provider
         entry = self.deps.registry.providers.get(provider)
         if entry is None or entry.draining:
             return await self.provider_missing(attempt)
-        ref_status = self.status["externalRef"]
-        checkpoint_text = ref_status.get("checkpoint") or ""
+        ref_status = self.status.external_ref = self.status.external_ref or ExternalRef(
+            provider=provider, idempotency_key=self.attempt_key(attempt.attempt)
+        )
+        checkpoint_text = ref_status.checkpoint
         items = await self.deps.load_requests(self.namespace, spec)
         extra: dict[str, Any] = {}
         job = await self.job_results(spec)
@@ -725,12 +760,12 @@ class JobStep:
                 # The store is the checkpoint: the batch lists what is written and sends the rest.
                 extra["results"] = jobresults.batch_results(job, spec, self.total(spec), items)
             else:
-                sent = await self.runner_spec(spec, job, ref_status["idempotencyKey"])
+                sent = await self.runner_spec(spec, job, ref_status.idempotency_key)
         try:
             ref = await entry.adapter.submit(
                 sent,
-                idempotency_key=ref_status["idempotencyKey"],
-                gpu_product=attempt["gpuProduct"],
+                idempotency_key=ref_status.idempotency_key,
+                gpu_product=attempt.gpu_product,
                 max_price_per_gpu_hour=_cap(
                     spec, self.deps.policy(self.namespace, spec.policy_ref)
                 ),
@@ -740,23 +775,23 @@ class JobStep:
             )
         except neterr.NetworkError as exc:
             return await self.network_trouble(attempt, exc, ref=None)
-        self.deps.registry.submitted.add(ref_status["idempotencyKey"])
-        ref_status["id"] = ref.id
-        attempt["externalId"] = ref.id
-        if attempt.get("outcome") == "Dispatching":
-            attempt["outcome"] = "Pending"
+        self.deps.registry.submitted.add(ref_status.idempotency_key)
+        ref_status.id = ref.id
+        attempt.external_id = ref.id
+        if attempt.outcome is AttemptOutcome.DISPATCHING:
+            attempt.outcome = AttemptOutcome.PENDING
         await self.save()
         return POLL_PENDING
 
     async def track_external(
-        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: dict[str, Any]
+        self, spec: InferenceJobSpec, policy: RoutingPolicySpec | None, attempt: Attempt
     ) -> float | None:
-        entry = self.deps.registry.providers.get(attempt["provider"])
+        entry = self.deps.registry.providers.get(attempt.provider)
         if entry is None or entry.draining:
             return await self.provider_missing(attempt)
         entry.active_jobs.add(self.uid)
         ref = self.remote_ref(attempt)
-        key = self.status["externalRef"].get("idempotencyKey", "")
+        key = self.status.external_ref.idempotency_key if self.status.external_ref else ""
         if ref is not None and entry.adapter.unattended and key not in self.deps.registry.submitted:
             # Restarted since the submission of work that runs by itself: poll it by its
             # recorded id. Submitting again would not even find it on Akash, whose lookup
@@ -764,7 +799,7 @@ class JobStep:
             self.deps.registry.submitted.add(key)
         if (
             ref is None
-            or attempt.get("outcome") == "Dispatching"
+            or attempt.outcome is AttemptOutcome.DISPATCHING
             or key not in self.deps.registry.submitted
         ):
             # Crashed between writing the intent and recording the id, or restarted since the
@@ -775,17 +810,17 @@ class JobStep:
             remote = await entry.adapter.status(ref)
         except neterr.NetworkError as exc:
             return await self.network_trouble(attempt, exc, ref=ref)
-        if remote.checkpoint is not None:
-            self.status["externalRef"]["checkpoint"] = remote.checkpoint.to_str()
-        attempt["cost"] = _money(remote.accrued_usd)
-        counted = bool((self.status.get("output") or {}).get("uri"))
+        if remote.checkpoint is not None and self.status.external_ref is not None:
+            self.status.external_ref.checkpoint = remote.checkpoint.to_str()
+        attempt.cost = _usd(remote.accrued_usd)
+        output = self.status.output
+        counted = output is not None and bool(output.uri)
         # With results kept, the input was counted before dispatch; a container network
         # knows only spec.input.requests.
         total = self.total(spec) if counted else (remote.total or self.total(spec))
-        self.status["progress"] = {"completed": remote.completed, "total": total}
-        output = self.status.get("output")
-        if isinstance(output, dict) and output.get("uri") and remote.state == "Running":
-            output["summary"] = f"{remote.completed}/{total}"
+        self.status.progress = Progress(completed=remote.completed, total=total)
+        if output is not None and output.uri and remote.state == "Running":
+            output.summary = f"{remote.completed}/{total}"
         cap = _cap(spec, policy)
         if (
             remote.price_per_gpu_hour is not None
@@ -796,7 +831,7 @@ class JobStep:
             return await self.failover(
                 attempt,
                 "PriceAboveCap",
-                f"{attempt['provider']} now asks {remote.price_per_gpu_hour} USD/GPU-hour, "
+                f"{attempt.provider} now asks {remote.price_per_gpu_hour} USD/GPU-hour, "
                 f"above the cap of {cap}",
             )
         if remote.state == "Running" and await self.output_written(spec, entry.adapter):
@@ -812,22 +847,22 @@ class JobStep:
             missing = await self.record_output(spec, remote.output)
             if missing:
                 return await self.failover(attempt, "OutputMissing", missing)
-            self.end_attempt(attempt, "Succeeded", "Completed", remote.message or "completed")
-            self.status["progress"] = {"completed": total, "total": total}
+            self.end_attempt(
+                attempt, AttemptOutcome.SUCCEEDED, "Completed", remote.message or "completed"
+            )
+            self.status.progress = Progress(completed=total, total=total)
             await self.finish(
-                True, "Completed", f"ran on {attempt['provider']} ({attempt['gpuProduct']})"
+                True, "Completed", f"ran on {attempt.provider} ({attempt.gpu_product})"
             )
             return None
         if remote.state in ("Failed", "Lost"):
             reason = "JobLost" if remote.state == "Lost" else "RemoteFailed"
             await self.cancel_attempt(attempt)
             return await self.failover(attempt, reason, remote.message or reason)
-        if remote.state == "Running" and attempt.get("outcome") != "Running":
-            attempt["outcome"] = "Running"
+        if remote.state == "Running" and attempt.outcome is not AttemptOutcome.RUNNING:
+            attempt.outcome = AttemptOutcome.RUNNING
             self.mark_running(self.now)
-        breach = self.limit_breach(
-            spec, policy, attempt, cond.parse_timestamp(attempt.get("runningSince"))
-        )
+        breach = self.limit_breach(spec, policy, attempt, attempt.running_since)
         if breach is not None:
             await self.cancel_attempt(attempt)
             return await self.stop_for_limit(attempt, *breach)
@@ -835,9 +870,9 @@ class JobStep:
         return POLL_RUNNING if remote.state == "Running" else POLL_PENDING
 
     async def network_trouble(
-        self, attempt: dict[str, Any], exc: neterr.NetworkError, ref: RemoteRef | None
+        self, attempt: Attempt, exc: neterr.NetworkError, ref: RemoteRef | None
     ) -> float | None:
-        entry = self.deps.registry.providers.get(attempt["provider"])
+        entry = self.deps.registry.providers.get(attempt.provider)
         circuit_open = entry is not None and entry.adapter.circuit_state == "Open"
         if isinstance(exc, neterr.JobLost | neterr.NotFound):
             return await self.failover(attempt, "JobLost", exc.message)
@@ -846,7 +881,7 @@ class JobStep:
         if exc.retryable and not circuit_open and not isinstance(exc, neterr.CircuitOpen):
             self.set(
                 cond.RUNNING,
-                cond.is_true(self.conditions, cond.RUNNING),
+                cond.model_true(self.conditions, cond.RUNNING),
                 "NetworkError",
                 exc.message,
             )
@@ -858,8 +893,8 @@ class JobStep:
         )
         return await self.failover(attempt, reason, exc.message)
 
-    async def provider_missing(self, attempt: dict[str, Any]) -> float | None:
-        name = attempt["provider"]
+    async def provider_missing(self, attempt: Attempt) -> float | None:
+        name = attempt.provider
         entry = self.deps.registry.providers.get(name)
         if entry is None and self.deps.provider_exists(name):
             return RETRY_SOON  # the provider's adapter is still being set up after a restart
@@ -875,26 +910,20 @@ class JobStep:
         self,
         spec: InferenceJobSpec,
         policy: RoutingPolicySpec | None,
-        attempt: dict[str, Any],
+        attempt: Attempt,
         running_since: datetime | None,
     ) -> tuple[str, str, bool] | None:
         """(reason, message, whether the job fails for good) when a running attempt has passed
         the job's maxCost, its policy's budget or its deadline."""
-        accrued = sum((parse_money(a["cost"]) for a in self.attempts if a.get("cost")), Decimal(0))
+        accrued = sum((a.cost for a in self.attempts if a.cost is not None), Decimal(0))
         if spec.max_cost is not None and accrued > spec.max_cost:
             return (
                 "MaxCostExceeded",
                 f"accrued {_money(accrued)} USD, above spec.maxCost {spec.max_cost}",
                 True,
             )
-        if (
-            policy is not None
-            and policy.budget is not None
-            and attempt.get("backend") == "External"
-        ):
-            spent = self.deps.policy_spent(
-                self.namespace, attempt.get("policyRef") or spec.policy_ref
-            )
+        if policy is not None and policy.budget is not None and attempt.backend is Backend.EXTERNAL:
+            spent = self.deps.policy_spent(self.namespace, attempt.policy_ref or spec.policy_ref)
             if spent is not None and spent > policy.budget.limit:
                 return (
                     "BudgetExceeded",
@@ -903,7 +932,7 @@ class JobStep:
                     False,
                 )
         factor = policy.failover.max_run_time_factor if policy is not None else 2.0
-        started = running_since or cond.parse_timestamp(attempt.get("startTime"))
+        started = running_since or attempt.start_time
         allowed = spec.estimated_duration.total_seconds() * factor
         if started is not None and (self.now - started).total_seconds() > allowed:
             return (
@@ -914,19 +943,19 @@ class JobStep:
         return None
 
     async def stop_for_limit(
-        self, attempt: dict[str, Any], reason: str, message: str, final: bool
+        self, attempt: Attempt, reason: str, message: str, final: bool
     ) -> float | None:
         """End an attempt cancelled for a limit; the job fails over, or fails on maxCost."""
         if not final:
             return await self.failover(attempt, reason, message)
-        self.end_attempt(attempt, "Failed", reason, message)
-        self.status.pop("externalRef", None)
+        self.end_attempt(attempt, AttemptOutcome.FAILED, reason, message)
+        self.status.external_ref = None
         await self.finish(False, reason, message)
         return None
 
     # -- shared endings -------------------------------------------------------------------
 
-    async def cancel_attempt(self, attempt: dict[str, Any]) -> None:
+    async def cancel_attempt(self, attempt: Attempt) -> None:
         """Stop the attempt's work wherever it runs.
 
         Remote work is not stopped here: the cancel is owed in ``status.pendingCancels``, and
@@ -940,63 +969,65 @@ class JobStep:
         """
         # Notified here too, as the job's deletion cancels without ending the attempt.
         wakeup = self.deps.registry.wakeup
-        if attempt.get("backend") == "InCluster":
-            await self.cluster().cancel(attempt_ref(self.namespace, self.uid, attempt))
+        if attempt.backend is Backend.IN_CLUSTER:
+            ref = attempt_ref(self.namespace, self.uid, attempt.attempt, attempt.external_id)
+            await self.cluster().cancel(ref)
             wakeup.notify(freed_place(attempt))
             return
-        provider = attempt.get("provider", "")
+        provider = attempt.provider
         entry = self.deps.registry.providers.get(provider)
         if entry is not None:
             entry.active_jobs.discard(self.uid)
         wakeup.notify(freed_place(attempt))
-        ref = self.remote_ref(attempt)
-        number = int(attempt.get("attempt") or 0)
+        remote = self.remote_ref(attempt)
         self.owe_cancel(
-            {
-                "provider": provider,
-                "idempotencyKey": ref.idempotency_key if ref else self.attempt_key(number),
-                "id": ref.id if ref else str(attempt.get("externalId") or ""),
-                "attempt": number,
-                "gpuProduct": attempt.get("gpuProduct", ""),
-                "since": cond.timestamp(self.now),
-                "tries": 0,
-            }
+            PendingCancel(
+                provider=provider,
+                idempotency_key=(
+                    remote.idempotency_key if remote else self.attempt_key(attempt.attempt)
+                ),
+                id=remote.id if remote else attempt.external_id,
+                attempt=attempt.attempt,
+                gpu_product=attempt.gpu_product,
+                since=self.stamp,
+                tries=0,
+            )
         )
 
     def attempt_key(self, number: int) -> str:
         """The idempotency key of attempt ``number`` (as ``prepare_dispatch`` makes it)."""
-        ref = self.status.get("externalRef") or {}
-        if ref.get("attempt") == number and ref.get("idempotencyKey"):
-            return str(ref["idempotencyKey"])
+        ref = self.status.external_ref
+        if ref is not None and ref.attempt == number and ref.idempotency_key:
+            return ref.idempotency_key
         return f"{self.uid}-{number}"
 
-    def owe_cancel(self, owed: dict[str, Any]) -> None:
-        pending = self.status.setdefault("pendingCancels", [])
-        if not any(p.get("idempotencyKey") == owed["idempotencyKey"] for p in pending):
+    def owe_cancel(self, owed: PendingCancel) -> None:
+        pending = self.status.pending_cancels
+        if not any(p.idempotency_key == owed.idempotency_key for p in pending):
             pending.append(owed)
 
-    async def try_cancel(self, owed: dict[str, Any]) -> bool:
+    async def try_cancel(self, owed: PendingCancel) -> bool:
         """One try at stopping owed remote work; True when nothing of it is left to stop."""
-        provider = str(owed.get("provider") or "")
+        provider = owed.provider
         entry = self.deps.registry.providers.get(provider)
         if entry is None:
             if self.deps.provider_exists(provider):
-                owed["lastError"] = "the provider's adapter is not set up yet"
+                owed.last_error = "the provider's adapter is not set up yet"
                 return False
             self.emit(
                 "Warning",
                 "CancelImpossible",
-                f"attempt {owed.get('attempt')}: ComputeProvider {provider} is gone; any work "
-                f"left under key {owed.get('idempotencyKey')} must be stopped on the network",
+                f"attempt {owed.attempt}: ComputeProvider {provider} is gone; any work "
+                f"left under key {owed.idempotency_key} must be stopped on the network",
             )
             return True
-        key = str(owed.get("idempotencyKey") or "")
+        key = owed.idempotency_key
         # Sent even through an open circuit: stopping the bill is worth one call.
         try:
             with bypassing_breaker():
                 ref: RemoteRef | None
-                if owed.get("id"):
-                    ref = RemoteRef(provider, str(owed["id"]), key)
+                if owed.id:
+                    ref = RemoteRef(provider, owed.id, key)
                 else:
                     spec = InferenceJobSpec.model_validate(self.raw_spec)
                     policy = self.deps.policy(self.namespace, spec.policy_ref)
@@ -1006,26 +1037,26 @@ class JobStep:
                     ref = await entry.adapter.find(
                         spec,
                         idempotency_key=key,
-                        gpu_product=str(owed.get("gpuProduct") or ""),
+                        gpu_product=owed.gpu_product,
                         max_price_per_gpu_hour=_cap(spec, policy),
                     )
                 if ref is not None:
                     await entry.adapter.cancel(ref)
         except neterr.NetworkError as exc:
-            owed["tries"] = int(owed.get("tries") or 0) + 1
-            owed["lastError"] = exc.message[:512]
-            if owed["tries"] == 1:
+            owed.tries += 1
+            owed.last_error = exc.message[:512]
+            if owed.tries == 1:
                 self.emit(
                     "Warning",
                     "CancelOwed",
-                    f"could not stop attempt {owed.get('attempt')} on {provider} yet "
-                    f"({owed['lastError']}); retried until it is",
+                    f"could not stop attempt {owed.attempt} on {provider} yet "
+                    f"({owed.last_error}); retried until it is",
                 )
             log.warning(
                 "%s/%s: cancelling attempt %s on %s failed: %s",
                 self.namespace,
                 self.name,
-                owed.get("attempt"),
+                owed.attempt,
                 provider,
                 exc.message,
             )
@@ -1037,58 +1068,63 @@ class JobStep:
     async def settle_cancels(self, *, only_new: bool = False) -> int:
         """Try every owed cancel (or only those never tried); the number still owed."""
         left = []
-        for owed in (dict(p) for p in self.status.get("pendingCancels") or []):
-            if (only_new and owed.get("tries")) or not await self.try_cancel(owed):
+        for owed in self.status.pending_cancels:
+            if (only_new and owed.tries) or not await self.try_cancel(owed):
                 left.append(owed)
-        if left:
-            self.status["pendingCancels"] = left
-        else:
-            self.status.pop("pendingCancels", None)
+        self.status.pending_cancels = left
         return len(left)
 
-    def end_attempt(self, attempt: dict[str, Any], outcome: str, reason: str, message: str) -> None:
-        attempt.update(
-            outcome=outcome, reason=reason, message=message, endTime=cond.timestamp(self.now)
-        )
-        if attempt.get("backend") == "External":
-            entry = self.deps.registry.providers.get(attempt.get("provider", ""))
+    def end_attempt(
+        self, attempt: Attempt, outcome: AttemptOutcome, reason: str, message: str
+    ) -> None:
+        attempt.outcome = outcome
+        attempt.reason = reason
+        attempt.message = message
+        attempt.end_time = self.stamp
+        if attempt.backend is Backend.EXTERNAL:
+            entry = self.deps.registry.providers.get(attempt.provider)
             if entry is not None:
                 entry.active_jobs.discard(self.uid)
-            if attempt.get("cost"):
-                metrics.EXTERNAL_SPEND.labels(provider=attempt.get("provider", "")).inc(
-                    float(parse_money(attempt["cost"]))
-                )
+            if attempt.cost:
+                metrics.EXTERNAL_SPEND.labels(provider=attempt.provider).inc(float(attempt.cost))
         self.deps.registry.wakeup.notify(freed_place(attempt))
 
     async def failover(
-        self, attempt: dict[str, Any], reason: str, message: str, *, outcome: str = "Failed"
+        self,
+        attempt: Attempt,
+        reason: str,
+        message: str,
+        *,
+        outcome: AttemptOutcome = AttemptOutcome.FAILED,
     ) -> float:
         self.end_attempt(attempt, outcome, reason, message)
-        self.status.pop("externalRef", None)
-        self.status.pop("placement", None)
+        self.status.external_ref = None
+        self.status.placement = None
         self.set(cond.RUNNING, False, reason, message)
-        self.set(cond.ROUTED, False, "FailingOver", f"attempt {attempt['attempt']}: {message}")
+        self.set(cond.ROUTED, False, "FailingOver", f"attempt {attempt.attempt}: {message}")
         self.emit(
             "Warning",
             "FailingOver",
-            f"attempt {attempt['attempt']} on {candidate_name(attempt)}: {message}",
+            f"attempt {attempt.attempt} on {candidate_name(attempt)}: {message}",
         )
         metrics.FAILOVERS.labels(reason=reason).inc()
         await self.save()
         return 0.5
 
     def mark_running(self, started: datetime) -> None:
+        started = started.replace(microsecond=0)
         if self.attempts:
-            self.attempts[-1]["runningSince"] = cond.timestamp(started)
-        first = self.status.get("startTime") is None
-        if first:
-            self.status["startTime"] = cond.timestamp(started)
+            self.attempts[-1].running_since = started
+        if self.status.start_time is None:
+            self.status.start_time = started
             created = cond.parse_timestamp(self.meta.get("creationTimestamp"))
             if created:
                 metrics.TIME_TO_RUNNING.observe(max((started - created).total_seconds(), 0.0))
-        placement = self.status.get("placement") or {}
+        placement = self.status.placement
         message = (
-            f"running on {placement.get('provider', '?')} ({placement.get('gpuProduct', '?')})"
+            f"running on {placement.provider} ({placement.gpu_product})"
+            if placement is not None
+            else "running"
         )
         self.set(cond.RUNNING, True, "Running", message)
         self.emit("Normal", "Running", message)
@@ -1097,7 +1133,7 @@ class JobStep:
         type_ = cond.SUCCEEDED if ok else cond.FAILED
         self.set(type_, True, reason, message)
         self.set(cond.RUNNING, False, reason, message)
-        self.status["completionTime"] = cond.timestamp(self.now)
+        self.status.completion_time = self.stamp
         self.emit("Normal" if ok else "Warning", reason, message)
         await self.save()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from hybridgpu.api.common import Condition, ConditionStatus
 from hybridgpu.api.inferencejob import Phase
 
 ROUTED = "Routed"
@@ -97,3 +98,66 @@ def is_terminal(status: dict[str, Any] | None) -> bool:
     """Whether the job has reached Succeeded or Failed."""
     conditions = (status or {}).get("conditions") or []
     return is_true(conditions, SUCCEEDED) or is_true(conditions, FAILED)
+
+
+# -- the same on the typed status models (controller/reconcile.py) --------------------------
+
+
+def find_model(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def model_true(conditions: list[Condition], type_: str) -> bool:
+    found = find_model(conditions, type_)
+    return found is not None and found.status is ConditionStatus.TRUE
+
+
+def set_model(
+    conditions: list[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+) -> None:
+    """As :func:`set_condition`: the transition time moves only when the status flips."""
+    wanted = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    current = find_model(conditions, type_)
+    when = now.replace(microsecond=0)
+    if current is None:
+        conditions.append(
+            Condition(
+                type=type_,
+                status=wanted,
+                reason=reason,
+                message=message,
+                last_transition_time=when,
+                observed_generation=generation,
+            )
+        )
+        return
+    if current.status is not wanted:
+        current.last_transition_time = when
+    current.status = wanted
+    current.reason = reason
+    current.message = message
+    current.observed_generation = generation
+
+
+def model_phase(conditions: list[Condition]) -> Phase:
+    for type_, phase in (
+        (SUCCEEDED, Phase.SUCCEEDED),
+        (FAILED, Phase.FAILED),
+        (SUSPENDED, Phase.SUSPENDED),
+        (RUNNING, Phase.RUNNING),
+        (ROUTED, Phase.ROUTED),
+    ):
+        if model_true(conditions, type_):
+            return phase
+    return Phase.PENDING
+
+
+def model_terminal(conditions: list[Condition]) -> bool:
+    return model_true(conditions, SUCCEEDED) or model_true(conditions, FAILED)
