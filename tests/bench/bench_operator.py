@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,29 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def bench_cluster() -> tuple[Path, client.CustomObjectsApi]:
+    """The local control plane with the CRDs and the fake node of 1,000 GPUs."""
+    kubeconfig = ensure_cluster()
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
+    kubectl("apply", "-f", "-", input=json.dumps(bench_node()))
+    wait_node_ready()
+    config.load_kube_config(config_file=str(kubeconfig))
+    return kubeconfig, client.CustomObjectsApi()
+
+
+@contextlib.contextmanager
+def operator_running() -> Iterator[Process]:
+    """An operator of this checkout, settled; killed and the fake node removed after."""
+    operator: Process = operator_process()
+    operator.start()
+    time.sleep(10)
+    try:
+        yield operator
+    finally:
+        operator.kill()
+        kubectl("delete", "node", NODE, "--ignore-not-found")
+
+
 def floor(kubeconfig: Path, count: int) -> int:
     """The burst's lower bound on this machine: the API server taking the creations alone."""
     ns = f"bench-floor-{time.strftime('%H%M%S')}"
@@ -274,18 +298,10 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    kubeconfig = ensure_cluster()
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
-    kubectl("apply", "-f", "-", input=json.dumps(bench_node()))
-    wait_node_ready()
-    config.load_kube_config(config_file=str(kubeconfig))
-    api = client.CustomObjectsApi()
+    kubeconfig, api = bench_cluster()
     if args.floor:
         return floor(kubeconfig, args.jobs)
-    operator: Process = operator_process()
-    operator.start()
-    time.sleep(10)
-    try:
+    with operator_running() as operator:
         suffix = time.strftime("%H%M%S")
         ns = f"bench-routing-{suffix}"
         namespace_with_policy(ns)
@@ -360,9 +376,6 @@ def main() -> int:
         )
         # While the operator runs, so that its finalizers are honoured and nothing is left.
         kubectl("delete", "namespace", ns, idle, "--timeout=1800s", check=False, timeout=1900)
-    finally:
-        operator.kill()
-        kubectl("delete", "node", NODE, "--ignore-not-found")
     return 0
 
 

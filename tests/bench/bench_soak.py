@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import threading
@@ -25,22 +24,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kubernetes import client, config
+from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench.bench_operator import (
     GROUP,
-    NODE,
     PLURAL,
     VERSION,
-    bench_node,
+    bench_cluster,
     job,
     namespace_with_policy,
+    operator_running,
     rss_mib,
-    wait_node_ready,
 )
-from tests.cluster import ensure_cluster, kubectl
-from tests.e2e.harness import Process, operator_process
+from tests.cluster import kubectl
 
 WARM_UP_MINUTES = 5
 """Samples before this are the operator filling its caches, not the level to hold."""
@@ -92,19 +89,11 @@ def main() -> int:
     parser.add_argument("--idle-jobs", type=int, default=2000)
     args = parser.parse_args()
 
-    kubeconfig = ensure_cluster()
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", "crds/")
-    kubectl("apply", "-f", "-", input=json.dumps(bench_node()))
-    wait_node_ready()
-    config.load_kube_config(config_file=str(kubeconfig))
-    api = client.CustomObjectsApi()
-    operator: Process = operator_process()
-    operator.start()
-    time.sleep(10)
-    pid = operator.proc.pid  # type: ignore[union-attr]
+    _, api = bench_cluster()
     suffix = time.strftime("%H%M%S")
     idle, ns = f"soak-idle-{suffix}", f"soak-{suffix}"
-    try:
+    with operator_running() as operator:
+        pid = operator.proc.pid  # type: ignore[union-attr]
         namespace_with_policy(idle)
         namespace_with_policy(ns)
         with ThreadPoolExecutor(8) as pool:
@@ -149,9 +138,6 @@ def main() -> int:
             )
         print(f"jobs created {created['jobs']}; {dict(tally)}")
         kubectl("delete", "namespace", ns, idle, "--timeout=1800s", check=False, timeout=1900)
-    finally:
-        operator.kill()
-        kubectl("delete", "node", NODE, "--ignore-not-found")
     return 0
 
 

@@ -80,18 +80,19 @@ def set_condition(
     return changed
 
 
+PHASE_ORDER = (
+    (SUCCEEDED, Phase.SUCCEEDED),
+    (FAILED, Phase.FAILED),
+    (SUSPENDED, Phase.SUSPENDED),
+    (RUNNING, Phase.RUNNING),
+    (ROUTED, Phase.ROUTED),
+)
+"""Conditions in order of finality: the first one true gives the phase."""
+
+
 def derive_phase(conditions: Conditions) -> Phase:
     """The printer-column phase, derived from conditions in order of finality."""
-    for type_, phase in (
-        (SUCCEEDED, Phase.SUCCEEDED),
-        (FAILED, Phase.FAILED),
-        (SUSPENDED, Phase.SUSPENDED),
-        (RUNNING, Phase.RUNNING),
-        (ROUTED, Phase.ROUTED),
-    ):
-        if is_true(conditions, type_):
-            return phase
-    return Phase.PENDING
+    return next((p for t, p in PHASE_ORDER if is_true(conditions, t)), Phase.PENDING)
 
 
 def is_terminal(status: dict[str, Any] | None) -> bool:
@@ -147,16 +148,7 @@ def set_model(
 
 
 def model_phase(conditions: list[Condition]) -> Phase:
-    for type_, phase in (
-        (SUCCEEDED, Phase.SUCCEEDED),
-        (FAILED, Phase.FAILED),
-        (SUSPENDED, Phase.SUSPENDED),
-        (RUNNING, Phase.RUNNING),
-        (ROUTED, Phase.ROUTED),
-    ):
-        if model_true(conditions, type_):
-            return phase
-    return Phase.PENDING
+    return next((p for t, p in PHASE_ORDER if model_true(conditions, t)), Phase.PENDING)
 
 
 def model_terminal(conditions: list[Condition]) -> bool:
