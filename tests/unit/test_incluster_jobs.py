@@ -9,6 +9,7 @@ import pytest
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.backends import incluster
+from hybridgpu.backends.cluster_backend import attempt_pod
 from hybridgpu.backends.incluster import ManifestError, job_manifest, job_name, owned_by
 
 IN = "https://store.test/in.jsonl?X-Amz-Signature=a"
@@ -218,8 +219,9 @@ def test_a_failure_is_explained_by_reasons_and_exit_codes_only() -> None:
             }
         }
     ]
-    assert incluster.failure_detail(job, pods) == "DeadlineExceeded, container runner exited 2"
-    assert incluster.failure_detail({}, []) == ""
+    assert incluster.failure_reasons(job) == "DeadlineExceeded"
+    assert attempt_pod(pods[0]).exit_codes == (("runner", 2),)  # no termination message
+    assert incluster.failure_reasons({}) == ""
 
 
 def test_the_gpu_node_selector_pins_pods_to_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:

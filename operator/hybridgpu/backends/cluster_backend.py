@@ -88,7 +88,7 @@ def attempt_job(body: Mapping[str, Any]) -> AttemptJob:
         uid=str(meta.get("uid") or ""),
         state=incluster.job_state(dict(body)),
         completed_at=parse_timestamp(status.get("completionTime")),
-        failure=incluster.failure_detail(dict(body), []),
+        failure=incluster.failure_reasons(dict(body)),
     )
 
 

@@ -214,17 +214,14 @@ def job_state(job: dict[str, Any]) -> JobState:
     return JobState.ACTIVE
 
 
-def failure_detail(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
-    """Why a Job failed, from its Failed condition's reason and its containers' exit codes.
+def failure_reasons(job: dict[str, Any]) -> str:
+    """Why a Job failed, from its Failed condition's reason (the Pods' exit codes are read
+    into their index records, ``cluster_backend.attempt_pod``).
 
     Only reasons and numbers: a container's termination message is the workload's own text."""
-    parts: list[str] = []
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True" and cond.get("reason"):
-            parts.append(str(cond["reason"]))
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            code = ((status.get("state") or {}).get("terminated") or {}).get("exitCode")
-            if code:
-                parts.append(f"container {status.get('name')} exited {code}")
-    return ", ".join(parts)
+    reasons = [
+        str(cond["reason"])
+        for cond in (job.get("status") or {}).get("conditions") or []
+        if cond.get("type") == "Failed" and cond.get("status") == "True" and cond.get("reason")
+    ]
+    return ", ".join(reasons)
