@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+from hybridgpu.routing.decision import BackendName, ScoredCandidate
 from hybridgpu.routing.preemption import (
+    Eviction,
     Place,
     Running,
     choose_victims,
+    plan_eviction,
     rank,
     worth_preempting,
 )
@@ -150,3 +153,45 @@ def test_random_evictions_are_sufficient_lower_ranked_and_minimal() -> None:
         freed = sum(v.gpus for v in victims)
         assert free[eviction.node] + freed >= need
         assert all(free[eviction.node] + freed - v.gpus < need for v in victims)
+
+
+def candidate(backend: BackendName, start: float, cost: str) -> ScoredCandidate:
+    provider = "in-cluster" if backend == "InCluster" else "nosana"
+    return ScoredCandidate(
+        f"{provider}/A100",
+        backend,
+        provider,
+        "A100",
+        Decimal("1"),
+        Decimal(cost),
+        start,
+        1.0,
+        True,
+        "Feasible",
+    )
+
+
+def plan(target: ScoredCandidate | None, deadline: float | None) -> Eviction | None:
+    return plan_eviction(
+        target=target,
+        deadline_seconds=deadline,
+        gpus=1,
+        runs_for_seconds=3600,
+        job_rank=HIGH,
+        products=None,
+        prices={"A100": Decimal("1.00")},
+        places=[Place("A100", "n1", 0)],
+        running=[r("be", 1, 600)],
+        checkpoint_seconds=900,
+    )
+
+
+def test_plan_eviction_only_for_latency_sensitive_jobs_not_served_in_time_in_cluster() -> None:
+    assert plan(None, None) is None  # best-effort work never evicts
+    assert plan(candidate("InCluster", 10, "1.00"), 300) is None  # starts in time here
+    late = plan(candidate("InCluster", 7200, "1.00"), 300)
+    assert late is not None and late.victims == ("be",)
+    assert plan(None, 300) is not None  # told to wait
+    # On time elsewhere: only when the freed place, with the lost work, is cheaper.
+    assert plan(candidate("External", 60, "1.20"), 300) is not None  # 1h + 10min at $1 < $1.20
+    assert plan(candidate("External", 60, "1.10"), 300) is None

@@ -9,9 +9,11 @@ loop and the simulator call the same functions; nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+
+from hybridgpu.routing.decision import ScoredCandidate
 
 SECONDS_PER_HOUR = Decimal(3600)
 
@@ -139,3 +141,49 @@ def worth_preempting(
         return True
     gpu_seconds = Decimal(gpus) * Decimal(str(runs_for_seconds)) + Decimal(str(lost_gpu_seconds))
     return place_price_per_gpu_hour * gpu_seconds / SECONDS_PER_HOUR < on_time_cost
+
+
+def plan_eviction(
+    *,
+    target: ScoredCandidate | None,
+    deadline_seconds: float | None,
+    gpus: int,
+    runs_for_seconds: float,
+    job_rank: int,
+    products: Collection[str] | None,
+    prices: Mapping[str, Decimal],
+    places: Iterable[Place],
+    running: Sequence[Running],
+    checkpoint_seconds: float | None = None,
+) -> Eviction | None:
+    """What a job should evict, given the engine's answer for it (``target``: None when it was
+    told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None) or
+    when the answer already starts it in the cluster in time; otherwise the cheapest eviction
+    that lets it start now, if :func:`worth_preempting` against an answer that is on time
+    elsewhere. ``prices`` are the in-cluster pools' prices per GPU-hour."""
+    if deadline_seconds is None:
+        return None
+    on_time = target is not None and target.expected_start_seconds <= max(deadline_seconds, 0.0)
+    if on_time and target is not None and target.backend == "InCluster":
+        return None
+    eviction = choose_victims(
+        gpus=gpus,
+        job_rank=job_rank,
+        products=products,
+        places=places,
+        running=running,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    if eviction is None:
+        return None
+    price = prices.get(eviction.gpu_product)
+    if price is None:
+        return None
+    worth = worth_preempting(
+        on_time_cost=target.estimated_cost if on_time and target is not None else None,
+        place_price_per_gpu_hour=price,
+        gpus=gpus,
+        runs_for_seconds=runs_for_seconds,
+        lost_gpu_seconds=eviction.lost_gpu_seconds,
+    )
+    return eviction if worth else None
