@@ -97,6 +97,7 @@ class AttemptOutcome(StrEnum):
     FAILED = "Failed"
     REQUEUED = "Requeued"
     CANCELLED = "Cancelled"
+    PREEMPTED = "Preempted"
 
 
 class Phase(StrEnum):
@@ -346,6 +347,10 @@ class InferenceJobSpec(ApiModel):
     """Regions where external work may run; empty means any."""
     suspend: bool = False
     """When true, nothing is dispatched and running work is cancelled; false resumes."""
+    preemptible: bool = False
+    """When true, a higher-ranked job whose RoutingPolicy allows preemption may evict this
+    job's in-cluster attempt; the job is then queued again, keeps what its checkpoint holds
+    (docs/results.md) and does not count the eviction against failover.maxAttempts."""
 
     @model_validator(mode="before")
     @classmethod
@@ -587,6 +592,8 @@ class InferenceJobStatus(StatusModel):
     """When the job reached Succeeded or Failed."""
     pending_cancels: list[PendingCancel] = Field(default_factory=list, max_length=32)
     """Remote work still to be stopped (retried until done; the job's deletion waits)."""
+    preemptions: int | None = Field(default=None, ge=0)
+    """How many times the job's attempts were evicted for higher-ranked work."""
 
 
 class InferenceJob(ApiModel):

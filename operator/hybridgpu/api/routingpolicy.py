@@ -153,6 +153,30 @@ class Deferral(ApiModel):
         return self
 
 
+class Evict(StrEnum):
+    NEVER = "Never"
+    LOWER_RANK = "LowerRank"
+
+
+class Preemption(ApiModel):
+    """Lets the policy's latency-sensitive jobs evict preemptible work from the cluster's GPUs."""
+
+    evict: Evict = Evict.LOWER_RANK
+    """LowerRank: a job with a startWithin that the cluster cannot start in time (or that would
+    otherwise pay more elsewhere than the victims' lost work costs) evicts running in-cluster
+    attempts of jobs with ``spec.preemptible: true`` and a lower rank (a lower policy priority;
+    within one priority, work without a startWithin). Never: no eviction."""
+    checkpoint_interval: Duration = timedelta(minutes=15)
+    """How often the evicted work is assumed to have checkpointed: the work an eviction loses,
+    and so what it costs, is priced as at most this long on the victim's GPUs."""
+
+    @model_validator(mode="after")
+    def _positive_interval(self) -> Preemption:
+        if self.checkpoint_interval.total_seconds() <= 0:
+            raise ValueError("spec.preemption.checkpointInterval: must be above 0")
+        return self
+
+
 class RoutingPolicySpec(ApiModel):
     """Weights, limits and budgets for routing the namespace's InferenceJobs."""
 
@@ -172,6 +196,9 @@ class RoutingPolicySpec(ApiModel):
     deferral: Deferral | None = None
     """Cost-first waiting for jobs without a startWithin; none means they take the best place
     free now (or queue in-cluster within maxQueueTime)."""
+    preemption: Preemption | None = None
+    """Eviction of preemptible lower-ranked in-cluster work for this policy's latency-sensitive
+    jobs; none means they never evict."""
     max_input_size: Quantity | None = None
     """Largest spec.input.source object a job may name, as a quantity such as 1Gi (default
     1Gi); a larger one fails the job with InputTooLarge before anything is dispatched."""
