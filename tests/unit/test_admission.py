@@ -126,6 +126,10 @@ class FakeApi:
         self.batch.setdefault(manifest["metadata"]["name"], manifest)
         return manifest
 
+    async def delete_batch_job(self, ns: str, name: str) -> None:
+        self.batch.pop(name, None)
+        self.log.append(f"delete {name}")
+
 
 def external_job(**kw: Any) -> dict[str, Any]:
     spec = {
@@ -162,6 +166,8 @@ class Cluster:
         self.nodes = [node_record(node("n1", gpus))] if gpus else []
         self.pods: list[Any] = []
         self.attempt_pods: set[str] = set()
+        self.pod_records: dict[str, list[Any]] = {}
+        """``<uid>/<attempt>`` -> the attempt's Pod records (backends.cluster_backend)."""
         self.registry = Registry()
         for provider in {o.provider for o in offers}:
             self.registry.providers[provider] = ProviderEntry(
@@ -196,6 +202,7 @@ class Cluster:
             attempt_pods=lambda: self.attempt_pods,
             telemetry=lambda: None,
             telemetry_problem=lambda: "",
+            attempt_pod_records=lambda key: self.pod_records.get(key, ()),
         )
         self.runtime = JobRuntime(self.api, self.registry, inventory)  # type: ignore[arg-type]
         for body in self.api.jobs.values():

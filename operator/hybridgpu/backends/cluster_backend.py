@@ -49,6 +49,8 @@ class AttemptPod:
     started_at: datetime | None
     exit_codes: tuple[tuple[str, int], ...]
     """(container, code) of containers that exited non-zero."""
+    node: str | None = None
+    """``spec.nodeName``: where its GPUs are, once bound (what preemption frees)."""
 
 
 def job_keys(body: Mapping[str, Any]) -> list[str]:
@@ -107,6 +109,7 @@ def attempt_pod(body: Mapping[str, Any]) -> AttemptPod:
         phase=phase,
         started_at=started if phase in ("Running", "Succeeded", "Failed") else None,
         exit_codes=tuple(codes),
+        node=str((body.get("spec") or {}).get("nodeName") or "") or None,
     )
 
 

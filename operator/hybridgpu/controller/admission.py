@@ -16,14 +16,25 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.inferencejob import AttemptOutcome, InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.controller.claims import Charge, Holdings, PolicyKey, reserve
 from hybridgpu.controller.errors import UnreadableStatus
-from hybridgpu.controller.reconcile import Deps, Emit, JobStep, Plan, RoutePlan
+from hybridgpu.controller.eviction import PreemptionView, eviction_for, preempts
+from hybridgpu.controller.reconcile import (
+    PREEMPTING,
+    PREEMPTING_HOLD,
+    Deps,
+    Emit,
+    JobStep,
+    Plan,
+    RoutePlan,
+)
+from hybridgpu.jobs import conditions as cond
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.kube import Conflict, Kube
-from hybridgpu.routing.decision import ScoredCandidate
+from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
+from hybridgpu.routing.preemption import Eviction
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
 
 log = logging.getLogger(__name__)
@@ -43,7 +54,11 @@ class World:
     holdings: Holdings
     period_start: Callable[[PolicyKey, RoutingPolicySpec], datetime]
     telemetry_available: bool = False
+    preemption: Callable[[], PreemptionView] | None = None
+    """Builds the view of evictable work (read only when a job may evict: it visits every
+    cached job)."""
     _snapshots: dict[PolicyKey, Snapshot] = field(default_factory=dict)
+    _view: PreemptionView | None = None
 
     def snapshot(self, namespace: str, name: str, policy: RoutingPolicySpec) -> Snapshot:
         key = (namespace, name)
@@ -59,6 +74,31 @@ class World:
             )
             self._snapshots[key] = found
         return found
+
+    def evict(
+        self,
+        spec: InferenceJobSpec,
+        policy: RoutingPolicySpec,
+        decision: RoutingDecision,
+        created_at: datetime | None,
+        evicted_at: datetime | None,
+    ) -> tuple[Eviction, str] | None:
+        """What the job should evict (the shared rule), held for it for the rest of the cycle."""
+        if self.preemption is None or not preempts(policy, spec):
+            return None
+        if self._view is None:
+            self._view = self.preemption()
+        found = eviction_for(
+            view=self._view,
+            spec=spec,
+            policy=policy,
+            decision=decision,
+            created_at=created_at,
+            now=self.now,
+            holding=evicted_at is not None
+            and (self.now - evicted_at).total_seconds() < PREEMPTING_HOLD,
+        )
+        return None if found is None else (found, self._view.describe(found))
 
     def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""
@@ -89,6 +129,11 @@ class World:
         self._snapshots.clear()
 
 
+def _reason(step: JobStep, type_: str) -> str:
+    found = cond.find_model(step.conditions, type_)
+    return found.reason if found is not None else ""
+
+
 @dataclass
 class Candidate:
     step: JobStep
@@ -96,6 +141,10 @@ class Candidate:
     policy: RoutingPolicySpec
     priority: int
     created: datetime | None
+    """When it joined the queue: its creation, or its last eviction."""
+    evicting: bool = False
+    """It waits for GPUs it evicted: decided first within its priority, so that nothing
+    older takes them."""
 
 
 class Admission:
@@ -191,13 +240,20 @@ class Admission:
                 self._done(uid, None, 0.0)
                 continue
             spec, policy = needs
+            queued = parse_timestamp(step.meta.get("creationTimestamp"))
+            last = step.attempts[-1] if step.attempts else None
+            if last is not None and last.outcome is AttemptOutcome.PREEMPTED and last.end_time:
+                # Kueue's requeuing by eviction time: an evicted job queues behind the work
+                # that evicted it, which would otherwise find it back on its GPUs.
+                queued = last.end_time
             out.append(
                 Candidate(
                     step,
                     spec,
                     policy,
                     self._priority(step.namespace, spec.policy_ref),
-                    parse_timestamp(step.meta.get("creationTimestamp")),
+                    queued,
+                    _reason(step, cond.ROUTED) == PREEMPTING,
                 )
             )
         return out
@@ -205,11 +261,15 @@ class Admission:
     async def cycle(self, uids: Iterable[str]) -> None:
         """Decide every job in ``uids`` that needs it, in order, then write the decisions."""
         world = self._world()
-        deps = replace(self._deps(), snapshot=world.snapshot, dispatch_inline=False)
+        deps = replace(
+            self._deps(), snapshot=world.snapshot, dispatch_inline=False, evict=world.evict
+        )
         if self._kube is not None:
             deps = replace(deps, kube=self._kube)
         candidates = self._candidates(uids, deps)
-        candidates.sort(key=lambda c: (-c.priority, c.created or world.now, c.step.uid))
+        candidates.sort(
+            key=lambda c: (-c.priority, not c.evicting, c.created or world.now, c.step.uid)
+        )
         writes = []
         for c in candidates:
             plan = c.step.plan_route(c.spec, c.policy)
@@ -229,6 +289,38 @@ class Admission:
                 await self._commit(c, plan)
 
         await asyncio.gather(*(write(c, p) for c, p in writes))
+        evictions = [(c, p.eviction) for c, p in writes if p.eviction is not None]
+        for c, eviction in evictions:
+            for uid in eviction.victims:
+                async with limit:
+                    await self._evict(uid, c, deps)
+
+    async def _evict(self, uid: str, by: Candidate, deps: Deps) -> None:
+        """The victim's side: its attempt ends Preempted (version-checked), then its Job goes."""
+        body = self._bodies(uid)
+        if body is None:
+            return
+        try:
+            step = JobStep(dict(body), deps, self._emit_for(body))
+        except UnreadableStatus:
+            return
+        if step.preempt(f"{by.step.namespace}/{by.step.name}") is None:
+            self.request(by.step.uid)  # it ended meanwhile: its GPUs free themselves
+            return
+        try:
+            await step.save()
+            await step.settle_cancels(only_new=True)
+            await step.save()
+        except Conflict:
+            # The victim moved on since the view was read: the evicting job decides again.
+            await self._reread(step.namespace, step.name, step.uid)
+            self.request(by.step.uid)
+            return
+        except Exception:
+            log.exception("evicting %s/%s failed", step.namespace, step.name)
+            self.request(by.step.uid)
+            return
+        self._done(step.uid, step.written, 0.0)
 
     async def _commit(self, c: Candidate, plan: RoutePlan) -> None:
         step = c.step

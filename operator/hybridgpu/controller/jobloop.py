@@ -30,6 +30,7 @@ from hybridgpu.controller.claims import (
 )
 from hybridgpu.controller.errors import PermanentJobError, TemporaryJobError, UnreadableStatus
 from hybridgpu.controller.events import EventPoster
+from hybridgpu.controller.eviction import preemption_view
 from hybridgpu.controller.finalizers import holds, releasable, without
 from hybridgpu.controller.jobcache import JobCache
 from hybridgpu.controller.ledger_writes import retire_job_spend
@@ -321,6 +322,14 @@ class JobRuntime:
             holdings=held,
             period_start=lambda key, policy: self.period_start(key, policy, now),
             telemetry_available=telemetry is not None,
+            preemption=lambda: preemption_view(
+                now=now,
+                bodies=self.cache.values(),
+                nodes=nodes,
+                pods=pods,
+                attempt_pod=self.inventory.attempt_pod_records,
+                priority=self.priority,
+            ),
         )
 
     def fresh_telemetry(self) -> tuple[GpuTelemetry | None, str]:

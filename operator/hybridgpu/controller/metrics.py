@@ -32,6 +32,11 @@ PROVIDER_READY = Gauge("hybridgpu_provider_ready", "1 when the provider answers.
 FAILOVERS = Counter(
     "hybridgpu_failovers_total", "Attempts abandoned for another backend.", ["reason"]
 )
+PREEMPTIONS = Counter(
+    "hybridgpu_preemptions_total",
+    "In-cluster attempts of preemptible jobs evicted for higher-ranked jobs.",
+    ["gpu_product"],
+)
 _STARTUP_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 TIME_TO_ROUTED = Histogram(
     "hybridgpu_time_to_routed_seconds",

@@ -37,6 +37,7 @@ from hybridgpu.api.inferencejob import (
 )
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
+from hybridgpu.backends.cluster_backend import PROVIDER as IN_CLUSTER_PROVIDER
 from hybridgpu.backends.cluster_backend import InClusterBackend, NameTaken, attempt_ref
 from hybridgpu.controller import metrics
 from hybridgpu.controller import results as jobresults
@@ -55,6 +56,7 @@ from hybridgpu.results.output import OutputSummary, summarize
 from hybridgpu.results.store import StoreError
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
+from hybridgpu.routing.preemption import Eviction
 from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import Snapshot
 from hybridgpu.routing.telemetry import telemetry_condition
@@ -74,6 +76,14 @@ RUNNER_URLS_REUSE = 6 * 3600.0
 PROGRESS_STEP = 0.01
 PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
+PREEMPTING = "Preempting"
+PREEMPTED = "Preempted"
+PREEMPTING_HOLD = 600.0
+"""Seconds a job that evicted work waits for those GPUs at most before it takes the engine's
+answer again (a Pod that never terminates must not hold it for ever)."""
+PREEMPTING_RECHECK = 30.0
+"""Seconds a job waiting for the GPUs it evicted is decided again at the latest (the Pods'
+deletion wakes it sooner)."""
 """Seconds between tries of owed cancels (``status.pendingCancels``)."""
 
 Emit = Callable[[str, str, str], None]
@@ -103,6 +113,22 @@ class Deps:
     in_cluster: InClusterBackend | None = None
     """In-cluster attempts, tracked from the operator's Job and Pod indexes (None: no
     indexes, every status is read from the API server)."""
+    evict: (
+        Callable[
+            [
+                InferenceJobSpec,
+                RoutingPolicySpec,
+                RoutingDecision,
+                datetime | None,
+                datetime | None,
+            ],
+            tuple[Eviction, str] | None,
+        ]
+        | None
+    ) = None
+    """The admission loop's preemption: (spec, policy, the engine's decision, created, when the
+    job last evicted work) -> what to evict for the job and how to say it, or None (outside
+    admission: never)."""
     dispatch_inline: bool = True
     """Submit right after writing the intent. The admission loop turns this off: it writes
     the intent and leaves the submission to the job's next step, off the admission path."""
@@ -126,6 +152,8 @@ class RoutePlan:
     target: ScoredCandidate | None = None
     reason: str = ""
     message: str = ""
+    eviction: Eviction | None = None
+    """Work to evict before the job can start (it waits for the GPUs that frees)."""
 
 
 def candidate_name(attempt: Attempt) -> str:
@@ -419,6 +447,21 @@ class JobStep:
             return RoutePlan(
                 Plan.REJECT, decision=decision, reason=decision.reason, message=decision.message
             )
+        if self.deps.evict is not None:
+            routed = cond.find_model(self.conditions, cond.ROUTED)
+            evicted_at = (
+                routed.last_transition_time
+                if routed is not None and routed.reason == PREEMPTING
+                else None
+            )
+            found = self.deps.evict(spec, policy, decision, created_at, evicted_at)
+            if found is not None:
+                eviction, message = found
+                self.prepare_preempting(message)
+                self.wake_on = (f"in-cluster/{eviction.gpu_product}",)
+                return RoutePlan(
+                    Plan.WAIT, decision=decision, delay=PREEMPTING_RECHECK, eviction=eviction
+                )
         if decision.outcome == "Wait" or decision.target is None:
             self.prepare_wait(decision)
             return RoutePlan(Plan.WAIT, decision=decision, delay=decision.retry_after_seconds)
@@ -578,6 +621,47 @@ class JobStep:
         if previous is None or previous.reason != decision.reason:
             self.emit("Normal", "Waiting", decision.message)
         self.set(cond.ROUTED, False, decision.reason, decision.message)
+
+    def prepare_preempting(self, message: str) -> None:
+        previous = cond.find_model(self.conditions, cond.ROUTED)
+        if previous is None or previous.reason != PREEMPTING:
+            self.emit("Normal", PREEMPTING, message)
+        self.set(cond.ROUTED, False, PREEMPTING, message)
+
+    def preempt(self, by: str) -> Attempt | None:
+        """End the running in-cluster attempt for higher-ranked work: billed to now, its Job
+        owed a delete (done once this status is saved), the job queued again. None when there
+        is no such attempt any more (it ended, or moved on, since the view was read)."""
+        attempt = self.active_attempt()
+        if attempt is None or attempt.backend is not Backend.IN_CLUSTER:
+            return None
+        spec = InferenceJobSpec.model_validate(self.raw_spec)
+        if attempt.running_since is not None:
+            self.accrue_in_cluster(spec, attempt, attempt.running_since, self.now)
+        message = (
+            f"attempt {attempt.attempt} on {attempt.gpu_product} evicted for {by} (higher rank);"
+            " queued again, resuming from its checkpoint"
+        )
+        self.end_attempt(attempt, AttemptOutcome.PREEMPTED, PREEMPTED, message)
+        self.owe_cancel(
+            PendingCancel(
+                provider=IN_CLUSTER_PROVIDER,
+                idempotency_key=f"{self.uid}/{attempt.attempt}",
+                id=attempt.external_id,
+                attempt=attempt.attempt,
+                gpu_product=attempt.gpu_product,
+                since=self.stamp,
+                tries=0,
+            )
+        )
+        self.status.placement = None
+        self.status.external_ref = None
+        self.status.preemptions = (self.status.preemptions or 0) + 1
+        self.set(cond.RUNNING, False, PREEMPTED, message)
+        self.set(cond.ROUTED, False, PREEMPTED, message)
+        self.emit("Warning", PREEMPTED, message)
+        metrics.PREEMPTIONS.labels(gpu_product=attempt.gpu_product).inc()
+        return attempt
 
     def prepare_dispatch(
         self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
@@ -1009,6 +1093,11 @@ class JobStep:
     async def try_cancel(self, owed: PendingCancel) -> bool:
         """One try at stopping owed remote work; True when nothing of it is left to stop."""
         provider = owed.provider
+        if provider == IN_CLUSTER_PROVIDER:  # an evicted attempt's Job
+            await self.cluster().cancel(
+                attempt_ref(self.namespace, self.uid, owed.attempt, owed.id)
+            )
+            return True
         entry = self.deps.registry.providers.get(provider)
         if entry is None:
             if self.deps.provider_exists(provider):

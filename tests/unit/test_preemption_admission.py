@@ -1,0 +1,162 @@
+"""Preemption in the admission loop: a latency-sensitive job that the cluster cannot start in
+time evicts the newest preemptible best-effort attempt, once, and takes its GPUs; the victim
+queues again behind it, its eviction counted and billed."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from hybridgpu.backends.cluster_backend import AttemptPod
+from hybridgpu.inventory.pools import pod_record
+
+from .inventory_objects import pod
+from .test_admission import NOW, Cluster, in_cluster_job, routed_reason
+
+PRICES = {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "1.00"}]}
+PREEMPTING_POLICY = {
+    "inCluster": PRICES,
+    "preemption": {"evict": "LowerRank", "checkpointInterval": "15m"},
+}
+
+
+def run(cluster: Cluster, name: str, minutes_ago: int) -> None:
+    """Mark job ``name``'s attempt 1 Running for ``minutes_ago`` with its Pod bound on n1."""
+    body = cluster.api.jobs[name]
+    attempt = body["status"]["attempts"][-1]
+    since = (NOW - timedelta(minutes=minutes_ago)).replace(microsecond=0)
+    attempt["outcome"] = "Running"
+    attempt["runningSince"] = since.isoformat().replace("+00:00", "Z")
+    attempt["externalId"] = f"job-{name}"
+    cluster.version_bump(body)
+    uid = body["metadata"]["uid"]
+    labels = {
+        "hybridgpu.dev/inferencejob": name,
+        "hybridgpu.dev/inferencejob-uid": uid,
+        "hybridgpu.dev/attempt": "1",
+    }
+    pod_body = pod(f"pod-{name}", 1, "n1", "Running", namespace="ns", labels=labels)
+    cluster.pods.append(pod_record(pod_body))
+    cluster.attempt_pods.add(f"{uid}/1")
+    cluster.pod_records[f"{uid}/1"] = [AttemptPod(f"pod-{name}", "Running", since, (), "n1")]
+    cluster.runtime.observe(copy.deepcopy(body))
+
+
+def gone(cluster: Cluster, name: str) -> None:
+    """The evicted attempt's Pod has terminated and left the indexes."""
+    cluster.pods = [p for p in cluster.pods if p.name != f"pod-{name}"]
+    uid = cluster.api.jobs[name]["metadata"]["uid"]
+    cluster.pod_records.pop(f"{uid}/1", None)
+
+
+async def arrive(cluster: Cluster, name: str, spec: dict[str, Any]) -> str:
+    body = cluster.api.add(name, spec, NOW)
+    cluster.runtime.observe(body)
+    await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
+    return str(body["metadata"]["uid"])
+
+
+async def two_running(policy: dict[str, Any], **victim: Any) -> Cluster:
+    cluster = Cluster(policy_spec=policy, gpus=2)
+    await cluster.burst(2, in_cluster_job(estimatedDuration="4h", **victim))
+    run(cluster, "j0000", minutes_ago=120)
+    run(cluster, "j0001", minutes_ago=20)
+    return cluster
+
+
+def queued_event_reasons(cluster: Cluster) -> set[str]:
+    queue = cluster.runtime.events._queue
+    return {body["reason"] for _, body in list(queue._queue)}  # type: ignore[attr-defined]
+
+
+def status(cluster: Cluster, name: str) -> dict[str, Any]:
+    return cluster.api.jobs[name].get("status") or {}
+
+
+async def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_attempt() -> None:
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+
+    assert routed_reason(status(cluster, "urgent")) == ("Waiting", "Preempting")
+    (routed,) = [c for c in status(cluster, "urgent")["conditions"] if c["type"] == "Routed"]
+    assert "evicting preemptible ns/j0001 on node n1" in routed["message"]
+    victim = status(cluster, "j0001")
+    last = victim["attempts"][-1]
+    assert (last["outcome"], last["reason"]) == ("Preempted", "Preempted")
+    assert victim["preemptions"] == 1
+    assert routed_reason(victim) == ("Waiting", "Preempted")
+    # 20 minutes (and the test's own seconds) on one GPU at $1.00/GPU-h, billed to now.
+    assert Decimal("0.3333") <= Decimal(last["cost"]) < Decimal("0.34")
+    assert "delete job-j0001" in cluster.api.log
+    assert not victim.get("pendingCancels")  # the Job's delete went through
+    assert status(cluster, "j0000")["attempts"][-1]["outcome"] == "Running"  # the older one
+    assert {"Preempted", "Preempting"} <= queued_event_reasons(cluster)
+
+    # Decided again while the Pod terminates: its GPU is coming back, nothing more is evicted.
+    await cluster.runtime.admission.cycle([ls])
+    assert routed_reason(status(cluster, "urgent")) == ("Waiting", "Preempting")
+    assert status(cluster, "j0000")["attempts"][-1]["outcome"] == "Running"
+    assert cluster.api.log.count("delete job-j0001") == 1
+
+    # The Pod is gone: the evicting job goes first and takes the GPU; the victim waits.
+    gone(cluster, "j0001")
+    for name in ("urgent", "j0001"):
+        cluster.runtime.observe(copy.deepcopy(cluster.api.jobs[name]))
+    victim_uid = cluster.api.jobs["j0001"]["metadata"]["uid"]
+    # Past the victim's failover backoff, so that both are decided in this cycle.
+    cluster.api.jobs["j0001"]["status"]["attempts"][-1]["endTime"] = (
+        (NOW - timedelta(minutes=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    )
+    cluster.version_bump(cluster.api.jobs["j0001"])
+    cluster.runtime.observe(copy.deepcopy(cluster.api.jobs["j0001"]))
+    await cluster.runtime.admission.cycle([victim_uid, ls])
+    urgent = status(cluster, "urgent")
+    assert routed_reason(urgent)[0] == "Routed"
+    assert urgent["attempts"][-1]["backend"] == "InCluster"
+    victim = status(cluster, "j0001")
+    assert len(victim["attempts"]) == 1  # not back on the GPU it lost
+    assert routed_reason(victim)[0] == "Waiting"
+
+
+async def test_work_that_is_not_preemptible_is_never_evicted() -> None:
+    cluster = await two_running(PREEMPTING_POLICY)
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert routed_reason(status(cluster, "urgent"))[1] != "Preempting"
+    assert all(
+        status(cluster, n)["attempts"][-1]["outcome"] == "Running" for n in ("j0000", "j0001")
+    )
+    assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
+async def test_a_policy_without_preemption_never_evicts() -> None:
+    cluster = await two_running({"inCluster": PRICES}, preemptible=True)
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert routed_reason(status(cluster, "urgent"))[1] != "Preempting"
+    assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
+async def test_work_of_equal_rank_is_never_evicted() -> None:
+    # The running work has a startWithin too: same rank as the newcomer.
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True, startWithin="24h")
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert routed_reason(status(cluster, "urgent"))[1] != "Preempting"
+    assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
+async def test_best_effort_work_never_evicts() -> None:
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    await arrive(cluster, "later", in_cluster_job(estimatedDuration="1h"))
+    assert routed_reason(status(cluster, "later"))[1] != "Preempting"
+    assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
+async def test_a_victim_that_moved_on_is_not_evicted_and_the_evictor_decides_again() -> None:
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    # The cache still shows j0001 running, but the API server has a newer version of it.
+    cluster.version_bump(cluster.api.jobs["j0001"])
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert "409 j0001" in cluster.api.log
+    assert status(cluster, "j0001")["attempts"][-1]["outcome"] == "Running"
+    assert "delete job-j0001" not in cluster.api.log
