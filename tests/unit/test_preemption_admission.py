@@ -160,3 +160,24 @@ async def test_a_victim_that_moved_on_is_not_evicted_and_the_evictor_decides_aga
     assert "409 j0001" in cluster.api.log
     assert status(cluster, "j0001")["attempts"][-1]["outcome"] == "Running"
     assert "delete job-j0001" not in cluster.api.log
+
+
+async def test_a_job_delete_that_failed_is_owed_and_done_after_a_restart() -> None:
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    real_delete = cluster.api.delete_batch_job
+
+    async def down(ns: str, name: str) -> None:
+        raise RuntimeError("the API server went away")
+
+    cluster.api.delete_batch_job = down  # type: ignore[method-assign]
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    victim = status(cluster, "j0001")
+    assert victim["attempts"][-1]["outcome"] == "Preempted"  # the intent was written first
+    (owed,) = victim["pendingCancels"]
+    assert (owed["provider"], owed["id"], owed["attempt"]) == ("in-cluster", "job-j0001", 1)
+
+    cluster.api.delete_batch_job = real_delete  # type: ignore[method-assign]
+    runtime = cluster.restart()
+    await runtime.work(cluster.api.jobs["j0001"]["metadata"]["uid"])
+    assert "delete job-j0001" in cluster.api.log
+    assert not status(cluster, "j0001").get("pendingCancels")

@@ -386,6 +386,24 @@ class JobRuntime:
         if delay is not None and uid in self.cache:
             self.queue.schedule(uid, delay)
 
+    async def settle_before_admission(self, step: JobStep) -> int:
+        """Stop work still owed (an evicted attempt's Job, a failed cancel) before the job waits
+        in the queue: a waiting job's step would otherwise not run until it is dispatched."""
+        if not step.status.pending_cancels:
+            return 0
+        try:
+            left = await step.settle_cancels()
+            await step.save()
+        except Conflict:
+            await self.reread(step.namespace, step.name, step.uid)
+            return 1
+        except Exception:
+            log.exception("%s/%s: settling owed cancels failed", step.namespace, step.name)
+            return 1
+        if step.written is not None:
+            self.observe(step.written)
+        return left
+
     async def reread(self, namespace: str, name: str, uid: str) -> None:
         fresh = await self.kube.get_job(namespace, name)
         if fresh is None:
@@ -407,8 +425,9 @@ class JobRuntime:
             await self.fail_unreadable(body, exc)
             return None
         if step.needs_admission() is not None:
+            owed = await self.settle_before_admission(step)
             self.admission.request(uid)
-            return None
+            return CANCEL_RETRY if owed else None
         try:
             delay = await step.run()
         except Conflict:
