@@ -524,6 +524,8 @@ class Attempt(StatusModel):
     """The RoutingPolicy whose budget the attempt is charged to (fixed at admission)."""
     gpus: int | None = None
     """GPUs the attempt holds."""
+    preempted_by: str = ""
+    """``namespace/name`` of the job that evicted it (outcome Preempted)."""
 
 
 class CostStatus(StatusModel):

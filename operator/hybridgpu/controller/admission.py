@@ -23,7 +23,6 @@ from hybridgpu.controller.errors import UnreadableStatus
 from hybridgpu.controller.eviction import PreemptionView, eviction_for, preempts
 from hybridgpu.controller.reconcile import (
     PREEMPTING,
-    PREEMPTING_HOLD,
     Deps,
     Emit,
     JobStep,
@@ -77,11 +76,11 @@ class World:
 
     def evict(
         self,
+        job: str,
         spec: InferenceJobSpec,
         policy: RoutingPolicySpec,
         decision: RoutingDecision,
         created_at: datetime | None,
-        evicted_at: datetime | None,
     ) -> tuple[Eviction, str] | None:
         """What the job should evict (the shared rule), held for it for the rest of the cycle."""
         if self.preemption is None or not preempts(policy, spec):
@@ -95,8 +94,7 @@ class World:
             decision=decision,
             created_at=created_at,
             now=self.now,
-            holding=evicted_at is not None
-            and (self.now - evicted_at).total_seconds() < PREEMPTING_HOLD,
+            job=job,
         )
         return None if found is None else (found, self._view.describe(found))
 
@@ -304,10 +302,10 @@ class Admission:
             step = JobStep(dict(body), deps, self._emit_for(body))
         except UnreadableStatus:
             return
-        if step.preempt(f"{by.step.namespace}/{by.step.name}") is None:
-            self.request(by.step.uid)  # it ended meanwhile: its GPUs free themselves
-            return
         try:
+            if step.preempt(f"{by.step.namespace}/{by.step.name}") is None:
+                self.request(by.step.uid)  # it ended meanwhile: its GPUs free themselves
+                return
             await step.save()
             await step.settle_cancels(only_new=True)
             await step.save()

@@ -28,6 +28,9 @@ ACTIVE = frozenset(
     {AttemptOutcome.DISPATCHING.value, AttemptOutcome.PENDING.value, AttemptOutcome.RUNNING.value}
 )
 TERMINATED = frozenset({"Succeeded", "Failed"})
+HOLD_SECONDS = 600.0
+"""How long a job that evicted work waits for those GPUs at most before it takes the engine's
+answer again."""
 EVICTABLE_REASONS = frozenset({FEASIBLE, LATE, "QueueTooLong"})
 """In-cluster candidates whose only fault is their queue: freeing GPUs there helps."""
 
@@ -41,6 +44,9 @@ class PreemptionView:
     """(product, node) -> free GPUs, counting those of evicted attempts still terminating."""
     names: dict[str, str] = field(default_factory=dict)
     """uid -> ``namespace/name`` of the evictable jobs (for messages)."""
+    freeing: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """``namespace/name`` of a job that evicted work -> (product, node) where its victims'
+    Pods are still terminating: it waits for those GPUs rather than evict again."""
 
     def describe(self, eviction: Eviction) -> str:
         if not eviction.victims:
@@ -106,6 +112,11 @@ def preemption_view(
             if outcome == AttemptOutcome.PREEMPTED.value:
                 if pod is not None and pod.node and (product, pod.node) in free:
                     free[(product, pod.node)] += gpus
+                    ended = parse_timestamp(attempt.get("endTime"))
+                    by = str(attempt.get("preemptedBy") or "")
+                    # A Pod that never terminates must not hold its evictor for ever.
+                    if by and ended and (now - ended).total_seconds() < HOLD_SECONDS:
+                        view.freeing[by] = (product, pod.node)
                 continue
             if outcome not in ACTIVE:
                 continue
@@ -161,13 +172,14 @@ def eviction_for(
     decision: RoutingDecision,
     created_at: datetime | None,
     now: datetime,
-    holding: bool = False,
+    job: str = "",
 ) -> Eviction | None:
-    """The eviction the shared rule asks for, given the engine's ``decision`` for the job.
+    """The eviction the shared rule asks for, given the engine's ``decision`` for ``job``
+    (``namespace/name``).
 
-    ``holding``: the job evicted work a moment ago. While GPUs that eviction frees are still
-    coming back, it keeps waiting for them (an eviction without victims) rather than take the
-    engine's answer, which cannot see them yet."""
+    While the GPUs an earlier eviction of the job frees are still coming back, it keeps
+    waiting for them (an eviction without victims) rather than take the engine's answer,
+    which cannot see them yet."""
     if not preempts(policy, spec) or policy.preemption is None or spec.start_within is None:
         return None
     anchor = created_at or now
@@ -184,13 +196,11 @@ def eviction_for(
         and target.expected_start_seconds <= max(deadline, 0.0)
     ):
         return None  # it starts here in time: nothing to evict or wait for
-    if holding:
-        products = {c.gpu_product for c in helpful}
-        for place in view.places():
-            if place.gpu_product in products and place.free >= spec.gpu.count:
-                hold = Eviction(place.gpu_product, place.node, (), 0.0)
-                view.take(hold, spec.gpu.count)
-                return hold
+    held = view.freeing.get(job)
+    if held is not None and view.free.get(held, 0) >= spec.gpu.count:
+        hold = Eviction(held[0], held[1], (), 0.0)
+        view.take(hold, spec.gpu.count)
+        return hold
     eviction = plan_eviction(
         target=target,
         deadline_seconds=deadline,

@@ -78,9 +78,6 @@ PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
 PREEMPTING = "Preempting"
 PREEMPTED = "Preempted"
-PREEMPTING_HOLD = 600.0
-"""Seconds a job that evicted work waits for those GPUs at most before it takes the engine's
-answer again (a Pod that never terminates must not hold it for ever)."""
 PREEMPTING_RECHECK = 30.0
 """Seconds a job waiting for the GPUs it evicted is decided again at the latest (the Pods'
 deletion wakes it sooner)."""
@@ -115,19 +112,13 @@ class Deps:
     indexes, every status is read from the API server)."""
     evict: (
         Callable[
-            [
-                InferenceJobSpec,
-                RoutingPolicySpec,
-                RoutingDecision,
-                datetime | None,
-                datetime | None,
-            ],
+            [str, InferenceJobSpec, RoutingPolicySpec, RoutingDecision, datetime | None],
             tuple[Eviction, str] | None,
         ]
         | None
     ) = None
-    """The admission loop's preemption: (spec, policy, the engine's decision, created, when the
-    job last evicted work) -> what to evict for the job and how to say it, or None (outside
+    """The admission loop's preemption: (``namespace/name``, spec, policy, the engine's
+    decision, created) -> what to evict for the job and how to say it, or None (outside
     admission: never)."""
     dispatch_inline: bool = True
     """Submit right after writing the intent. The admission loop turns this off: it writes
@@ -448,13 +439,9 @@ class JobStep:
                 Plan.REJECT, decision=decision, reason=decision.reason, message=decision.message
             )
         if self.deps.evict is not None:
-            routed = cond.find_model(self.conditions, cond.ROUTED)
-            evicted_at = (
-                routed.last_transition_time
-                if routed is not None and routed.reason == PREEMPTING
-                else None
+            found = self.deps.evict(
+                f"{self.namespace}/{self.name}", spec, policy, decision, created_at
             )
-            found = self.deps.evict(spec, policy, decision, created_at, evicted_at)
             if found is not None:
                 eviction, message = found
                 self.prepare_preempting(message)
@@ -643,6 +630,7 @@ class JobStep:
             " queued again, resuming from its checkpoint"
         )
         self.end_attempt(attempt, AttemptOutcome.PREEMPTED, PREEMPTED, message)
+        attempt.preempted_by = by
         self.owe_cancel(
             PendingCancel(
                 provider=IN_CLUSTER_PROVIDER,
