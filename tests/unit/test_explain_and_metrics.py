@@ -64,6 +64,32 @@ def test_explain_shows_the_ranked_candidates_the_target_and_the_attempts() -> No
     assert "  1. vastai NVIDIA-GeForce-RTX-4090 -> Failed (JobLost: gone), cost 0.01 USD" in lines
 
 
+def test_explain_says_who_evicted_an_attempt_and_how_often() -> None:
+    body = {
+        "status": {
+            **BODY["status"],
+            "preemptions": 1,
+            "attempts": [
+                {
+                    "attempt": 1,
+                    "provider": "in-cluster",
+                    "backend": "InCluster",
+                    "gpuProduct": "A100",
+                    "outcome": "Preempted",
+                    "reason": "Preempted",
+                    "message": "evicted",
+                    "preemptedBy": "ns/urgent",
+                },
+            ],
+        }
+    }
+    out = io.StringIO()
+    render("j", "ns", body, out)
+    lines = out.getvalue().splitlines()
+    assert "  1. in-cluster A100 -> Preempted (Preempted: evicted), evicted for ns/urgent" in lines
+    assert "  preempted 1 time(s)" in lines
+
+
 def test_explain_without_a_decision() -> None:
     out = io.StringIO()
     render("j", "ns", {}, out)

@@ -75,8 +75,11 @@ def render(name: str, namespace: str, body: dict[str, Any], out: TextIO) -> None
                 f"  {a.attempt}. {a.provider} {a.gpu_product} -> {a.outcome}"
                 + (f" ({a.reason}: {a.message})" if a.reason else "")
                 + (f", cost {a.cost} USD" if a.cost is not None else "")
+                + (f", evicted for {a.preempted_by}" if a.preempted_by else "")
                 + "\n"
             )
+        if status.preemptions:
+            out.write(f"  preempted {status.preemptions} time(s)\n")
 
 
 def run(args: argparse.Namespace) -> int:
