@@ -307,3 +307,7 @@ def test_a_container_gets_the_checkpoint_urls_and_vllm_which_cannot_resume_does_
     (v,) = pod(build(spec(task="llm", image=None, model="m"), **ALL))["containers"]
     assert env(v)["HYBRIDGPU_OUTPUT_URL"] == OUT
     assert "HYBRIDGPU_CHECKPOINT_URL" not in env(v) and "HYBRIDGPU_RESUME_URL" not in env(v)
+    # An llm job's own image and command replace run-batch: that program may resume.
+    own = spec(task="llm", image="ghcr.io/acme/llm:1", model="m", command=["python", "b.py"])
+    (o,) = pod(build(own, **ALL))["containers"]
+    assert env(o)["HYBRIDGPU_RESUME_URL"] == RS

@@ -18,8 +18,8 @@
 
 The checkpoint's URLs (``HYBRIDGPU_CHECKPOINT_URL``, a PUT, and ``HYBRIDGPU_RESUME_URL``, a
 GET, of one object per job) go to the programs that can resume: the hybridgpu runner and a
-user's container. vLLM's ``run-batch`` cannot (it always sends its whole input), so the llm
-container does not get them: a credential no program reads is only a credential to leak.
+user's own command. vLLM's ``run-batch`` cannot (it always sends its whole input), so the llm
+container running it does not get them: a credential no program reads is only one to leak.
 
 The URLs travel in the container's environment only; commands refer to them as
 ``$(HYBRIDGPU_INPUT_URL)``, which the kubelet expands, so they are never part of a message the
@@ -141,11 +141,14 @@ def _vllm_batch(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> dict[str, 
     # engine arguments (e.g. --max-model-len 8192).
     command = ["vllm", "run-batch", "-i", INPUT_REF, "-o", OUTPUT_REF]
     command += ["--output-tmp-dir", SCRATCH, "--model", spec.model or ""]
+    own = bool(spec.command and spec.image)
+    if not own:  # run-batch cannot resume; a user's own program may
+        env = [e for e in env if e["name"] not in CHECKPOINT_ENV]
     container: dict[str, Any] = {
         "name": "inference",
         "image": runtime_image(spec),
-        "command": list(spec.command) if spec.command and spec.image else command,
-        "env": [e for e in env if e["name"] not in CHECKPOINT_ENV] + _cache_env(),
+        "command": list(spec.command) if own else command,
+        "env": env + _cache_env(),
     }
     if spec.args:
         container["args"] = list(spec.args)
