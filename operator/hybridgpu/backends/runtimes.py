@@ -141,13 +141,13 @@ def _vllm_batch(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> dict[str, 
     # engine arguments (e.g. --max-model-len 8192).
     command = ["vllm", "run-batch", "-i", INPUT_REF, "-o", OUTPUT_REF]
     command += ["--output-tmp-dir", SCRATCH, "--model", spec.model or ""]
-    own = bool(spec.command and spec.image)
+    own = list(spec.command or []) if spec.image else []
     if not own:  # run-batch cannot resume; a user's own program may
         env = [e for e in env if e["name"] not in CHECKPOINT_ENV]
     container: dict[str, Any] = {
         "name": "inference",
         "image": runtime_image(spec),
-        "command": list(spec.command) if own else command,
+        "command": own or command,
         "env": env + _cache_env(),
     }
     if spec.args:
