@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,9 @@ from hybridgpu.backends.incluster import ManifestError, job_manifest, job_name, 
 
 IN = "https://store.test/in.jsonl?X-Amz-Signature=a"
 OUT = "https://store.test/out.jsonl?X-Amz-Signature=b"
+CK = "https://store.test/checkpoint.jsonl?X-Amz-Signature=c"
+RS = "https://store.test/checkpoint.jsonl?X-Amz-Signature=d"
+ALL = {"input_url": IN, "output_url": OUT, "checkpoint_url": CK, "resume_url": RS}
 UID = "0b9f3a8e-6c1d-4f7e-9a2b-3c4d5e6f7a8b"
 
 
@@ -252,3 +256,58 @@ def test_a_bad_gpu_node_selector_is_refused_naming_it(
         build(spec())
     assert "HYBRIDGPU_GPU_NODE_SELECTOR" in str(err.value)
     assert err.value.reason == "OperatorMisconfigured"
+
+
+def without_env_values(value: Any) -> Any:
+    """``value`` with every container env var's value blanked: what is left is what the
+    operator's own fields and messages could show."""
+    if isinstance(value, list):
+        return [without_env_values(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"name", "value"}:
+        return {"name": value["name"], "value": ""}
+    return {k: without_env_values(v) for k, v in value.items()}
+
+
+def test_the_runner_gets_the_checkpoint_urls_in_its_env_and_names_them_by_reference() -> None:
+    s = spec(task="text-to-image", image=None, model="stabilityai/sd-turbo")
+    job = build(s, **ALL)
+    p = pod(job)
+    (server,) = p["initContainers"]
+    (runner,) = p["containers"]
+    assert env(runner)["HYBRIDGPU_CHECKPOINT_URL"] == CK
+    assert env(runner)["HYBRIDGPU_RESUME_URL"] == RS
+    args = runner["args"]
+    assert args[args.index("--checkpoint-url") + 1] == "$(HYBRIDGPU_CHECKPOINT_URL)"
+    assert args[args.index("--resume-url") + 1] == "$(HYBRIDGPU_RESUME_URL)"
+    assert not {"HYBRIDGPU_CHECKPOINT_URL", "HYBRIDGPU_RESUME_URL"} & set(env(server))
+    # The SIGTERM of an eviction leaves the runner time to save.
+    assert p["terminationGracePeriodSeconds"] == incluster.TERMINATION_GRACE_SECONDS >= 60
+    # Nowhere but in env values: not in a command, an argument, a label or an annotation.
+    text = json.dumps(without_env_values(job))
+    for url in ALL.values():
+        assert url not in text and url.split("?")[1] not in text
+
+
+def test_without_checkpoint_urls_the_runner_is_not_told_of_any() -> None:
+    s = spec(task="text-to-image", image=None, model="m")
+    (runner,) = pod(build(s, input_url=IN, output_url=OUT))["containers"]
+    # An unset $(VAR) would reach the runner as the literal text, not as an empty URL.
+    assert "--checkpoint-url" not in runner["args"] and "--resume-url" not in runner["args"]
+    assert "HYBRIDGPU_CHECKPOINT_URL" not in env(runner)
+    # Half a checkpoint (a PUT without its GET) is none.
+    (runner,) = pod(build(s, input_url=IN, output_url=OUT, checkpoint_url=CK))["containers"]
+    assert "HYBRIDGPU_CHECKPOINT_URL" not in env(runner)
+
+
+def test_a_container_gets_the_checkpoint_urls_and_vllm_which_cannot_resume_does_not() -> None:
+    (c,) = pod(build(spec(command=["python", "run.py"]), **ALL))["containers"]
+    assert env(c)["HYBRIDGPU_CHECKPOINT_URL"] == CK and env(c)["HYBRIDGPU_RESUME_URL"] == RS
+    (v,) = pod(build(spec(task="llm", image=None, model="m"), **ALL))["containers"]
+    assert env(v)["HYBRIDGPU_OUTPUT_URL"] == OUT
+    assert "HYBRIDGPU_CHECKPOINT_URL" not in env(v) and "HYBRIDGPU_RESUME_URL" not in env(v)
+    # An llm job's own image and command replace run-batch: that program may resume.
+    own = spec(task="llm", image="ghcr.io/acme/llm:1", model="m", command=["python", "b.py"])
+    (o,) = pod(build(own, **ALL))["containers"]
+    assert env(o)["HYBRIDGPU_RESUME_URL"] == RS

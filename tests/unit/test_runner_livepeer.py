@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,10 +17,20 @@ from tests.incluster.objects import ObjectServer, object_server
 
 
 class FlakyRunner:
-    """The ai-runner stand-in's answers behind a server that fails the first ``fail`` POSTs."""
+    """The ai-runner stand-in's answers behind a server that fails the first ``fail`` POSTs.
 
-    def __init__(self, pipeline: str, fail: int = 0, status: int = 503) -> None:
+    ``bodies`` are the requests it was sent; ``on_post(n)`` runs before it answers POST n
+    (1-based), e.g. to send the runner SIGTERM while a request is in flight."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        fail: int = 0,
+        status: int = 503,
+        on_post: Callable[[int], None] | None = None,
+    ) -> None:
         self.fail, self.status, self.posts = fail, status, 0
+        self.bodies: list[dict[str, Any]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +50,9 @@ class FlakyRunner:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.posts += 1
+                outer.bodies.append(body)
+                if on_post is not None:
+                    on_post(outer.posts)
                 if outer.posts <= outer.fail:
                     self._send(outer.status, {"detail": {"msg": "busy"}})
                     return

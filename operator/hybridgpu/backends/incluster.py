@@ -13,8 +13,10 @@ from typing import Any
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.backends import jobpolicy
 from hybridgpu.backends.runtimes import (
+    CHECKPOINT_URL_ENV,
     INPUT_URL_ENV,
     OUTPUT_URL_ENV,
+    RESUME_URL_ENV,
     SCRATCH,
     Unsupported,
     build_runtime,
@@ -37,6 +39,10 @@ MAX_LABEL_VALUE = 63
 DEFAULT_MAX_RUN_TIME_FACTOR = 2.0
 """RoutingPolicy spec.failover.maxRunTimeFactor's default, for a job whose policy is gone."""
 DEFAULT_MAX_QUEUE_TIME = timedelta(minutes=5)
+TERMINATION_GRACE_SECONDS = 60
+"""From SIGTERM (an eviction, the Job's deadline, a drained node) to SIGKILL: time for the
+hybridgpu runner to finish or abandon its request (HYBRIDGPU_CHECKPOINT_DRAIN_SECONDS, 20 s)
+and PUT its checkpoint. Kubernetes' default, 30 s, leaves too little for a large checkpoint."""
 ManifestError = Unsupported
 """Raised by :func:`job_manifest` for a job that cannot run in-cluster as written; its
 ``reason`` (InvalidInput, ImageNotAllowed, NoInputObject, InClusterUnsupported,
@@ -92,7 +98,8 @@ def _affinity(gpu_product: str) -> dict[str, Any]:
     }
 
 
-def _env(spec: InferenceJobSpec, input_url: str | None, output_url: str | None) -> list[Any]:
+def _env(spec: InferenceJobSpec, urls: dict[str, str | None]) -> list[Any]:
+    """The env every container may get; ``urls`` maps our URL variables to their values."""
     env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.env or []]
     env += [
         {"name": "HYBRIDGPU_TASK", "value": spec.task.value},
@@ -100,11 +107,23 @@ def _env(spec: InferenceJobSpec, input_url: str | None, output_url: str | None) 
     ]
     if spec.model:
         env.append({"name": "HYBRIDGPU_MODEL", "value": spec.model})
-    if input_url:
-        env.append({"name": INPUT_URL_ENV, "value": input_url})
-    if output_url:
-        env.append({"name": OUTPUT_URL_ENV, "value": output_url})
+    env += [{"name": name, "value": value} for name, value in urls.items() if value]
     return env
+
+
+def _url_env(
+    input_url: str | None,
+    output_url: str | None,
+    checkpoint_url: str | None,
+    resume_url: str | None,
+) -> dict[str, str | None]:
+    # A checkpoint is only of use to an attempt that reads an input and writes an output,
+    # and only both halves together: a runner that saves what it cannot read back (or the
+    # reverse) would resend everything anyway.
+    urls = {INPUT_URL_ENV: input_url, OUTPUT_URL_ENV: output_url}
+    if input_url and output_url and checkpoint_url and resume_url:
+        urls |= {CHECKPOINT_URL_ENV: checkpoint_url, RESUME_URL_ENV: resume_url}
+    return urls
 
 
 def _harden(container: dict[str, Any]) -> dict[str, Any]:
@@ -124,18 +143,23 @@ def job_manifest(
     gpu_product: str,
     input_url: str | None = None,
     output_url: str | None = None,
+    checkpoint_url: str | None = None,
+    resume_url: str | None = None,
     max_run_time_factor: float = DEFAULT_MAX_RUN_TIME_FACTOR,
     max_queue_time: timedelta = DEFAULT_MAX_QUEUE_TIME,
 ) -> dict[str, Any]:
     """The batch/v1 Job for one in-cluster attempt.
 
     ``input_url``/``output_url`` are presigned HTTP(S) URLs: GET of the input JSONL object,
-    PUT of the one output JSONL object. Raises :data:`ManifestError` for a job that cannot
-    run in-cluster as written (a model task without them among others)."""
+    PUT of the one output JSONL object; ``checkpoint_url``/``resume_url`` a PUT and a GET of
+    the job's checkpoint object, the same for every attempt (docs/results.md, "Checkpoints
+    of in-cluster runners"). Raises :data:`ManifestError` for a job that cannot run
+    in-cluster as written (a model task without input and output URLs among others)."""
     jobpolicy.check_env(spec)
     jobpolicy.check_image(spec)
     has_urls = bool(input_url and output_url)
-    runtime = build_runtime(spec, _env(spec, input_url, output_url), has_urls)
+    urls = _url_env(input_url, output_url, checkpoint_url, resume_url)
+    runtime = build_runtime(spec, _env(spec, urls), has_urls)
     gpus = str(spec.gpu.count)
     containers = [_harden(runtime.main)]
     sidecars = [_harden(c) for c in runtime.sidecars]
@@ -157,6 +181,7 @@ def job_manifest(
         volumes.append({"name": "models", "emptyDir": {}})
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         # The Job acts for its author, not with the namespace's default ServiceAccount.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

@@ -16,6 +16,11 @@
 - ``container``: the user's image and command, with ``HYBRIDGPU_INPUT_URL`` and
   ``HYBRIDGPU_OUTPUT_URL`` in its environment.
 
+The checkpoint's URLs (``HYBRIDGPU_CHECKPOINT_URL``, a PUT, and ``HYBRIDGPU_RESUME_URL``, a
+GET, of one object per job) go to the programs that can resume: the hybridgpu runner and a
+user's own command. vLLM's ``run-batch`` cannot (it always sends its whole input), so the llm
+container running it does not get them: a credential no program reads is only one to leak.
+
 The URLs travel in the container's environment only; commands refer to them as
 ``$(HYBRIDGPU_INPUT_URL)``, which the kubelet expands, so they are never part of a message the
 operator writes.
@@ -32,8 +37,15 @@ from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 
 INPUT_URL_ENV = "HYBRIDGPU_INPUT_URL"
 OUTPUT_URL_ENV = "HYBRIDGPU_OUTPUT_URL"
+CHECKPOINT_URL_ENV = "HYBRIDGPU_CHECKPOINT_URL"
+RESUME_URL_ENV = "HYBRIDGPU_RESUME_URL"
 INPUT_REF = f"$({INPUT_URL_ENV})"
 OUTPUT_REF = f"$({OUTPUT_URL_ENV})"
+CHECKPOINT_REF = f"$({CHECKPOINT_URL_ENV})"
+RESUME_REF = f"$({RESUME_URL_ENV})"
+CHECKPOINT_ENV = frozenset({CHECKPOINT_URL_ENV, RESUME_URL_ENV})
+URL_ENV = frozenset({INPUT_URL_ENV, OUTPUT_URL_ENV}) | CHECKPOINT_ENV
+"""The presigned URLs: credentials, given only to the container that reads them."""
 SCRATCH = "/scratch"
 """An emptyDir every Job gets: HOME, model caches and temporary files of non-root runtimes."""
 AI_RUNNER_PORT = 8000
@@ -129,10 +141,13 @@ def _vllm_batch(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> dict[str, 
     # engine arguments (e.g. --max-model-len 8192).
     command = ["vllm", "run-batch", "-i", INPUT_REF, "-o", OUTPUT_REF]
     command += ["--output-tmp-dir", SCRATCH, "--model", spec.model or ""]
+    own = list(spec.command or []) if spec.image else []
+    if not own:  # run-batch cannot resume; a user's own program may
+        env = [e for e in env if e["name"] not in CHECKPOINT_ENV]
     container: dict[str, Any] = {
         "name": "inference",
         "image": runtime_image(spec),
-        "command": list(spec.command) if spec.command and spec.image else command,
+        "command": own or command,
         "env": env + _cache_env(),
     }
     if spec.args:
@@ -147,7 +162,7 @@ def _livepeer(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> Runtime:
         "image": runtime_image(spec),
         # A native sidecar: started before the runner, stopped when it exits.
         "restartPolicy": "Always",
-        "env": [e for e in env if e["name"] not in (INPUT_URL_ENV, OUTPUT_URL_ENV)]
+        "env": [e for e in env if e["name"] not in URL_ENV]
         + [_env("PIPELINE", pipeline), _env("MODEL_ID", spec.model or "")]
         + _cache_env(),
         "ports": [{"name": "ai-runner", "containerPort": AI_RUNNER_PORT}],
@@ -159,6 +174,7 @@ def _livepeer(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> Runtime:
             "failureThreshold": 180,
         },
     }
+    urls = [e for e in env if e["name"] in URL_ENV]
     runner = {
         "name": "runner",
         "image": runner_image(),
@@ -174,11 +190,19 @@ def _livepeer(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> Runtime:
             INPUT_REF,
             "--output-url",
             OUTPUT_REF,
+            *_checkpoint_args({e["name"] for e in urls}),
         ],
         # The output is spooled to a file: TMPDIR on the scratch volume.
-        "env": [e for e in env if e["name"] in (INPUT_URL_ENV, OUTPUT_URL_ENV)] + _cache_env(),
+        "env": urls + _cache_env(),
     }
     return Runtime(main=runner, sidecars=[server], gpu_container="ai-runner")
+
+
+def _checkpoint_args(names: set[str]) -> list[str]:
+    # The kubelet leaves a $(VAR) of an unset variable as it is: name only those that are set.
+    if not CHECKPOINT_ENV.issubset(names):
+        return []
+    return ["--checkpoint-url", CHECKPOINT_REF, "--resume-url", RESUME_REF]
 
 
 def _cache_env() -> list[dict[str, str]]:

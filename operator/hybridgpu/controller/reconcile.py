@@ -709,8 +709,9 @@ class JobStep:
         job_store = await self.job_results(spec)
         if job_store is not None:
             items = await self.deps.load_requests(self.namespace, spec)
-            input_url, output_url = await jobresults.runner_urls(job_store, spec, policy, items)
-            urls = {"input_url": input_url, "output_url": output_url}
+            urls = await jobresults.manifest_urls(
+                job_store, spec, policy, items, incluster.job_manifest
+            )
         try:
             manifest = incluster.job_manifest(
                 name=self.name,

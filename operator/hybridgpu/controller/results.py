@@ -237,8 +237,41 @@ async def runner_urls(
     return input_url, job.store.sign("PUT", job.output_url, lifetime)
 
 
-def manifest_takes_urls(build: Callable[..., Any]) -> bool:
-    """Whether the in-cluster Job builder takes ``input_url``/``output_url`` (see
-    backends/incluster.py: added beside this module's work)."""
+def checkpoint_urls(
+    job: JobResults, spec: InferenceJobSpec, policy: RoutingPolicySpec | None
+) -> tuple[str, str]:
+    """(PUT, GET) presigned on the job's one checkpoint object, for an in-cluster runner.
+
+    The key is the job's, not the attempt's: attempt N+1 reads what attempt N saved.
+    Credentials, like :func:`runner_urls`: never logged or stored in status."""
+    lifetime = url_lifetime(spec, policy)
+    key = job.layout.checkpoint
+    return job.store.sign("PUT", key, lifetime), job.store.sign("GET", key, lifetime)
+
+
+async def manifest_urls(
+    job: JobResults,
+    spec: InferenceJobSpec,
+    policy: RoutingPolicySpec | None,
+    items: list[dict[str, Any]] | None,
+    build: Callable[..., Any],
+) -> dict[str, str | None]:
+    """The URL keywords for the in-cluster Job builder ``build``: the input and output, and
+    the checkpoint's PUT and GET when ``build`` takes them and there is an input to resume."""
+    input_url, output_url = await runner_urls(job, spec, policy, items)
+    urls: dict[str, str | None] = {"input_url": input_url, "output_url": output_url}
+    if input_url and manifest_takes(build, "checkpoint_url", "resume_url"):
+        urls["checkpoint_url"], urls["resume_url"] = checkpoint_urls(job, spec, policy)
+    return urls
+
+
+def manifest_takes(build: Callable[..., Any], *keywords: str) -> bool:
+    """Whether the in-cluster Job builder takes every one of ``keywords``: the builder
+    (backends/incluster.py) gains them beside this module's work, not in the same change."""
     params = inspect.signature(build).parameters
-    return "input_url" in params and "output_url" in params
+    return all(k in params for k in keywords)
+
+
+def manifest_takes_urls(build: Callable[..., Any]) -> bool:
+    """Whether the in-cluster Job builder takes ``input_url``/``output_url``."""
+    return manifest_takes(build, "input_url", "output_url")

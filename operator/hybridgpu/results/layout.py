@@ -4,6 +4,9 @@
 * ``parts/<first index, 10 digits>.jsonl``: the checkpoint, one object per chunk of requests,
   written once every request of the chunk has an answer (a rewrite after a restart puts the
   same key again, so every request is in the output exactly once);
+* ``checkpoint.jsonl``: an in-cluster runner's checkpoint, the output lines it finished so
+  far in input order (written by the runner through a presigned PUT, read by the next
+  attempt through a presigned GET; docs/results.md);
 * ``input.jsonl``: the requests staged for runners that read them by URL (inline and
   configMapRef inputs of in-cluster and container work);
 * ``media/<index>-<n>.<ext>``: media copied from a network's expiring URLs.
@@ -49,6 +52,10 @@ class JobLayout:
     @property
     def output(self) -> ObjectURL:
         return self.base.join("output.jsonl")
+
+    @property
+    def checkpoint(self) -> ObjectURL:
+        return self.base.join("checkpoint.jsonl")
 
     @property
     def staged_input(self) -> ObjectURL:

@@ -10,20 +10,27 @@ the output object holds everything and nothing expires.
 
 A request the ai-runner refuses (4xx) or keeps failing (5xx, connection errors after
 retries) is an error line, not a failed job; unreadable input lines (not JSON, not an
-object) fail the job with exit code 2 naming the line, before anything is uploaded.
+object) fail the job with exit code 2 naming the line, before any output is uploaded.
+
+With checkpoint URLs (:mod:`.checkpoint`) the runner first reads the job's checkpoint and
+sends only the requests it does not hold, saves the spool as the checkpoint every so often,
+and on SIGTERM saves it once more and exits with 75: interrupted, resumable.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import httpx
 
+from hybridgpu.runner import checkpoint
 from hybridgpu.runner.jsonl import BadInput, output_line, parse_request, split_lines
 
 log = logging.getLogger("hybridgpu.runner")
@@ -31,6 +38,7 @@ log = logging.getLogger("hybridgpu.runner")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = checkpoint.EXIT_INTERRUPTED
 MAX_MEDIA_BYTES = 64 * 2**20
 
 
@@ -46,39 +54,82 @@ class Config:
     request_timeout: float = 600.0
     retries: int = 3
     retry_delay: float = 2.0
+    checkpointing: checkpoint.Settings = field(default_factory=checkpoint.Settings)
 
 
 class Failed(Exception):
     """Something the runner needs did not answer; the message says what (no URL in it)."""
 
 
+@dataclass
+class Tally:
+    lines: int = 0
+    errors: int = 0
+
+
 def run(config: Config, client: httpx.Client | None = None) -> int:
     """The whole batch; returns the exit code."""
     own = client is None
     http = client or httpx.Client(timeout=httpx.Timeout(config.request_timeout, connect=10.0))
+    stop = checkpoint.Stop(config.checkpointing.drain_seconds)
     try:
-        wait_ready(http, config)
-        with tempfile.TemporaryFile() as spool:
-            written, errors = process(http, config, spool)
-            size = spool.tell()
-            spool.seek(0)
-            upload(http, config, spool, size)
-        log.info("wrote %d output lines (%d errors), %d bytes", written, errors, size)
-        return EXIT_OK
-    except BadInput as exc:
-        log.error("%s", exc)
-        return EXIT_BAD_INPUT
-    except Failed as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
+        with stop.installed(config.checkpointing.enabled), tempfile.TemporaryFile() as spool:
+            return _run(http, config, stop, spool)
     finally:
         if own:
             http.close()
 
 
-def wait_ready(http: httpx.Client, config: Config) -> None:
+def _run(http: httpx.Client, config: Config, stop: checkpoint.Stop, spool: IO[bytes]) -> int:
+    with tempfile.TemporaryFile() as stored:
+        settings = config.checkpointing
+        resume = checkpoint.Resume.fetch(
+            http, settings.resume_url if settings.enabled else "", stored
+        )
+        saver = checkpoint.Saver(settings, resume.covered)
+        tally = Tally()
+        try:
+            wait_ready(http, config, stop)
+            process(http, config, spool, stop, resume, saver, tally)
+        except (checkpoint.Interrupted, checkpoint.Abandoned):
+            stop.disarm()
+            return interrupted(http, config, spool, saver, tally)
+        except BadInput as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        except Failed as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
+    if resume.covered:
+        log.info("resumed: %d lines kept, %d sent again", resume.kept, resume.resent)
+    try:
+        size = spool.tell()
+        upload(http, config, config.output_url, spool, size, "output")
+    except Failed as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info("wrote %d output lines (%d errors), %d bytes", tally.lines, tally.errors, size)
+    return EXIT_OK
+
+
+def interrupted(
+    http: httpx.Client, config: Config, spool: IO[bytes], saver: checkpoint.Saver, tally: Tally
+) -> int:
+    """After SIGTERM: save what the stored checkpoint lacks; 75 once it holds every line."""
+    if not saver.worth_saving(tally.lines):
+        log.warning("interrupted after %d lines; the checkpoint already holds them", tally.lines)
+        return EXIT_INTERRUPTED
+    put = functools.partial(upload, http, config)
+    if saver.save(spool, tally.lines, put):
+        log.warning("interrupted after %d lines, all in the checkpoint", tally.lines)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
+def wait_ready(http: httpx.Client, config: Config, stop: checkpoint.Stop) -> None:
     deadline = time.monotonic() + config.ready_timeout
     while True:
+        stop.check()
         try:
             if http.get(f"{config.runner_url}/health", timeout=5.0).status_code == 200:
                 return
@@ -89,24 +140,42 @@ def wait_ready(http: httpx.Client, config: Config) -> None:
         time.sleep(0.5)
 
 
-def process(http: httpx.Client, config: Config, spool: IO[bytes]) -> tuple[int, int]:
-    """Send every input line; write one output line each. Returns (lines, error lines)."""
-    written = errors = 0
+def process(
+    http: httpx.Client,
+    config: Config,
+    spool: IO[bytes],
+    stop: checkpoint.Stop,
+    resume: checkpoint.Resume,
+    saver: checkpoint.Saver,
+    tally: Tally,
+) -> None:
+    """One output line per input line into ``spool``, in input order: the checkpoint's
+    when it holds one, else the ai-runner's answer; ``tally`` counts them."""
+    put = functools.partial(upload, http, config)
     try:
         with http.stream("GET", config.input_url) as response:
             if response.status_code != 200:
                 raise Failed(f"reading the input object answered HTTP {response.status_code}")
             for number, line in split_lines(response.iter_bytes()):
+                stop.check()
                 custom_id, body = parse_request(number, line)
-                status, answer, error = send(http, config, body)
-                spool.write(output_line(written, custom_id, status, answer, error))
-                written += 1
-                errors += error is not None
-                if written % 100 == 0:
-                    log.info("%d requests done", written)
+                kept = resume.take(tally.lines, custom_id)
+                if kept is not None:
+                    spool.write(kept.line)
+                    tally.errors += kept.error
+                else:
+                    with stop.sending():
+                        status, answer, error = send(http, config, body)
+                    spool.write(output_line(tally.lines, custom_id, status, answer, error))
+                    tally.errors += error is not None
+                    saver.sent_one()
+                tally.lines += 1
+                if tally.lines % 100 == 0:
+                    log.info("%d requests done", tally.lines)
+                if saver.due(tally.lines):
+                    saver.save(spool, tally.lines, put)
     except httpx.HTTPError as exc:
         raise Failed(f"reading the input object failed: {type(exc).__name__}") from None
-    return written, errors
 
 
 def send(
@@ -160,25 +229,36 @@ def _data_url(http: httpx.Client, url: str) -> str:
     return f"data:{kind};base64,{base64.b64encode(bytes(data)).decode()}"
 
 
-def upload(http: httpx.Client, config: Config, spool: IO[bytes], size: int) -> None:
-    """One PUT of the whole output (S3 presigned PUTs take one object of a known length)."""
+def upload(
+    http: httpx.Client, config: Config, url: str, spool: IO[bytes], size: int, what: str
+) -> None:
+    """One PUT of the spool's first ``size`` bytes (S3 presigned PUTs take one object of a
+    known length); ``what`` names the object in messages, which never hold the URL."""
     for attempt in range(config.retries + 2):
         if attempt:
             time.sleep(config.retry_delay * attempt)
         spool.seek(0)
         try:
             response = http.put(
-                config.output_url, content=spool, headers={"Content-Length": str(size)}
+                url, content=_first(spool, size), headers={"Content-Length": str(size)}
             )
         except httpx.HTTPError as exc:
-            log.warning("uploading the output failed: %s", type(exc).__name__)
+            log.warning("uploading the %s failed: %s", what, type(exc).__name__)
             continue
         if 200 <= response.status_code < 300:
             return
-        log.warning("uploading the output answered HTTP %d", response.status_code)
+        log.warning("uploading the %s answered HTTP %d", what, response.status_code)
         if response.status_code < 500 and response.status_code not in (408, 429):
             break
-    raise Failed("the output object could not be written")
+    raise Failed(f"the {what} object could not be written")
+
+
+def _first(spool: IO[bytes], size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    # The spool grows after a checkpoint's PUT: send the bytes it held then, not more.
+    left = size
+    while left > 0 and (data := spool.read(min(chunk, left))):
+        left -= len(data)
+        yield data
 
 
 def _json(response: httpx.Response) -> Any:
