@@ -76,12 +76,12 @@ RUNNER_URLS_REUSE = 6 * 3600.0
 PROGRESS_STEP = 0.01
 PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
+"""Seconds between tries of owed cancels (``status.pendingCancels``)."""
 PREEMPTING = "Preempting"
 PREEMPTED = "Preempted"
 PREEMPTING_RECHECK = 30.0
 """Seconds a job waiting for the GPUs it evicted is decided again at the latest (the Pods'
 deletion wakes it sooner)."""
-"""Seconds between tries of owed cancels (``status.pendingCancels``)."""
 
 Emit = Callable[[str, str, str], None]
 """(type Normal|Warning, reason, message) -> posts an Event on the job."""
