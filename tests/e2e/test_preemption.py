@@ -60,9 +60,25 @@ def _batch_jobs(namespace: str, name: str) -> list[str]:
     return sorted(j["metadata"]["name"] for j in json.loads(out)["items"])
 
 
+def _a10_pods_left() -> list[str]:
+    """Pods of earlier tests still on the A10 nodes (a deleted namespace empties in time)."""
+    nodes = json.loads(
+        kubectl("get", "nodes", "-l", f"nvidia.com/gpu.product={A10}", "-o", "json").stdout
+    )["items"]
+    names = {n["metadata"]["name"] for n in nodes}
+    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in pods
+        if p["spec"].get("nodeName") in names
+        and p["status"].get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
 def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_job(
     stack: Any, namespace: str
 ) -> None:
+    wait_for("the A10 pool to be free of earlier tests' Pods", lambda: not _a10_pods_left(), 180)
     _policy(
         namespace,
         weights={"price": 100, "latency": 0, "reliability": 0, "carbon": 0},
