@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -223,3 +224,82 @@ def test_a_batch_survives_the_operator_sigkilled_while_it_runs(
     assert len(jobs) <= 1  # the Job may already be cleaned up; never a second one
     assert status["output"]["records"] == total
     assert [line["custom_id"] for line in _output(s3, job)] == [f"q-{i}" for i in range(total)]
+
+
+def test_an_evicted_batch_resumes_from_its_checkpoint_with_each_request_once(
+    operator: harness.Process, agent: NodeAgent, s3: SeaweedFS, namespace: str, tmp_path: Path
+) -> None:
+    """Preemption with resume: a latency-sensitive job evicts a preemptible text-to-image
+    batch holding both of the agent's GPUs. The agent stops the Pod as the kubelet does
+    (SIGTERM to the runner, its grace period, then the ai-runner); the runner saves its
+    checkpoint through the presigned URL; the batch's next attempt sends only the rest."""
+    doc = {
+        "apiVersion": "hybridgpu.dev/v1alpha1",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {
+            "inCluster": {
+                "enabled": True,
+                "maxQueueTime": "1h",
+                "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.90"}],
+            },
+            "external": {"enabled": False},
+            "failover": {"maxAttempts": 2, "backoff": "1s"},
+            "preemption": {"evict": "LowerRank"},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+    total = 24
+    items = [{"custom_id": f"img-{i}", "body": {"prompt": f"picture {i}"}} for i in range(total)]
+    served = tmp_path / "served.jsonl"
+    spec = {
+        "task": "text-to-image",
+        "model": "SG161222/RealVisXL_V4.0_Lightning",
+        "input": {"source": _write_input(s3, namespace, "batch", items), "requests": total},
+        "gpu": {"count": 2},
+        "estimatedDuration": "1h",
+        "preemptible": True,
+        "env": [
+            {"name": "STANDIN_SECONDS_PER_REQUEST", "value": "0.5"},
+            {"name": "STANDIN_REQUEST_LOG", "value": str(served)},
+        ],
+    }
+    _job(namespace, "batch", spec)
+    wait_for(
+        "a third of the batch to be answered",
+        lambda: served.exists() and len(served.read_text().splitlines()) >= total // 3,
+        timeout=120,
+        every=0.2,
+    )
+    urgent = {
+        "task": "text-to-image",
+        "model": "SG161222/RealVisXL_V4.0_Lightning",
+        "input": {
+            "source": _write_input(s3, namespace, "urgent", items[:2]),
+            "requests": 2,
+        },
+        "startWithin": "2m",
+    }
+    _job(namespace, "urgent", urgent)
+
+    done = finished(namespace, "urgent")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    created = datetime.fromisoformat(done["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    started = datetime.fromisoformat(done["status"]["startTime"].replace("Z", "+00:00"))
+    assert (started - created).total_seconds() < 120, "it did not start within its startWithin"
+    job = finished(namespace, "batch")
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["preemptions"] == 1
+    first, second = status["attempts"]
+    assert (first["outcome"], first["preemptedBy"]) == ("Preempted", f"{namespace}/urgent")
+    assert second["outcome"] == "Succeeded"
+    lines = _output(s3, job)
+    assert [line["custom_id"] for line in lines] == [f"img-{i}" for i in range(total)]
+    assert all(line["error"] is None for line in lines)
+    # Resumed, not redone: the model saw each request once, bar the one in flight when the
+    # SIGTERM came (abandoned after the runner's drain time, then sent again).
+    prompts = [json.loads(p) for p in served.read_text().splitlines()]
+    batch_prompts = [p for p in prompts if p in {f"picture {i}" for i in range(total)}]
+    assert set(batch_prompts) == {f"picture {i}" for i in range(total)}
+    assert len(batch_prompts) <= total + 1, len(batch_prompts)

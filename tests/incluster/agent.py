@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 LOGS = REPO_ROOT / ".local" / "logs"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 """The taint of this node's GPUs: the operator's default exact toleration matches it."""
+GRACE_CAP = 30.0
+"""The longest termination grace the agent gives a main container (tests wait on it)."""
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -267,16 +269,8 @@ class NodeAgent:
         if meta.get("deletionTimestamp"):
             with self._lock:
                 run = self.running.pop(uid, None)
-            if run is not None:
-                self._kill(run)
-            # The kubelet's last word on a deleted Pod: remove it now that nothing runs.
-            try:
-                self.core.delete_namespaced_pod(
-                    meta["name"], meta["namespace"], grace_period_seconds=0
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            # Off the watch thread: a main container may take its grace period to stop.
+            threading.Thread(target=self._stop_deleted, args=(meta, run), daemon=True).start()
             return
         phase = (pod.get("status") or {}).get("phase")
         with self._lock:
@@ -286,10 +280,30 @@ class NodeAgent:
             self.running[uid] = run
         threading.Thread(target=self._run_pod, args=(run,), daemon=True).start()
 
+    def _stop_deleted(self, meta: dict[str, Any], run: _Running | None) -> None:
+        if run is not None:
+            self._kill(run)
+        # The kubelet's last word on a deleted Pod: remove it now that nothing runs.
+        try:
+            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("deleting pod %s failed: %s", meta["name"], exc)
+
     def _kill(self, run: _Running) -> None:
+        """As the kubelet stops a deleted Pod: SIGTERM to the main containers, which get the
+        Pod's terminationGracePeriodSeconds (at most GRACE_CAP here) before SIGKILL, and only
+        then to the native sidecars (KEP-753), which serve the mains until they are done."""
         run.stopped.set()
-        for proc in run.processes.values():
-            _terminate(proc)
+        spec = run.pod.get("spec") or {}
+        grace = min(float(spec.get("terminationGracePeriodSeconds") or 30), GRACE_CAP)
+        mains = {c["name"] for c in spec.get("containers") or []}
+        for name, proc in run.processes.items():
+            if name in mains:
+                _terminate(proc, grace)
+        for name, proc in run.processes.items():
+            if name not in mains:
+                _terminate(proc)
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -482,12 +496,12 @@ def _terminated(
     }
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
+        proc.wait(grace)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import sys
+import time
 import wave
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,6 +118,11 @@ def serve(port: int) -> None:
                 return self._send(422, {"detail": {"msg": "body is not JSON"}})
             if self.path.strip("/") != pipeline:
                 return self._send(404, {"detail": {"msg": "Not Found"}})
+            time.sleep(float(os.environ.get("STANDIN_SECONDS_PER_REQUEST", "0")))
+            if served := os.environ.get("STANDIN_REQUEST_LOG"):
+                # Which requests reached a model, across attempts (a resumed batch sends fewer).
+                with open(served, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(body.get("prompt")) + "\n")
             self._send(*answer(pipeline, model, body))
             return None
 

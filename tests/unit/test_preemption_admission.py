@@ -181,3 +181,22 @@ async def test_a_job_delete_that_failed_is_owed_and_done_after_a_restart() -> No
     await runtime.work(cluster.api.jobs["j0001"]["metadata"]["uid"])
     assert "delete job-j0001" in cluster.api.log
     assert not status(cluster, "j0001").get("pendingCancels")
+
+
+async def test_the_evicted_job_does_not_take_back_the_gpus_held_for_its_evictor() -> None:
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    gone(cluster, "j0001")
+    victim = cluster.api.jobs["j0001"]
+    victim["status"]["attempts"][-1]["endTime"] = (
+        (NOW - timedelta(minutes=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    )
+    cluster.version_bump(victim)
+    cluster.runtime.observe(copy.deepcopy(victim))
+    # The victim is decided alone, before the evictor hears that the Pod is gone.
+    await cluster.runtime.admission.cycle([victim["metadata"]["uid"]])
+    assert len(status(cluster, "j0001")["attempts"]) == 1
+    assert routed_reason(status(cluster, "j0001"))[0] == "Waiting"
+    await cluster.runtime.admission.cycle([ls])
+    assert routed_reason(status(cluster, "urgent"))[0] == "Routed"
+    assert ls not in cluster.runtime.admission.nominated

@@ -98,6 +98,11 @@ class World:
         )
         return None if found is None else (found, self._view.describe(found))
 
+    def hold(self, product: str, gpus: int) -> None:
+        """Keep ``gpus`` of ``product`` from the decisions that follow (a nomination)."""
+        self.pools = tuple(reserve(p, gpus) if p.gpu_product == product else p for p in self.pools)
+        self._snapshots.clear()
+
     def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""
         if target.backend == "InCluster":
@@ -175,6 +180,10 @@ class Admission:
         self._pending: set[str] = set()
         self.waiting: set[str] = set()
         """Jobs whose last decision was to wait: any change of capacity decides them again."""
+        self.nominated: dict[str, tuple[str, int]] = {}
+        """uid -> (GPU product, GPUs) of jobs waiting for the GPUs they evicted. In memory: a
+        restarted operator forgets it, and at worst an evicted job takes its GPUs back once,
+        to be evicted again (it has lost nothing: it had not started)."""
         self._event = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -192,6 +201,7 @@ class Admission:
     def forget(self, uid: str) -> None:
         self._pending.discard(uid)
         self.waiting.discard(uid)
+        self.nominated.pop(uid, None)
 
     def wake(self) -> None:
         """Capacity, prices or policies changed: every waiting job is decided again."""
@@ -258,6 +268,10 @@ class Admission:
 
     async def cycle(self, uids: Iterable[str]) -> None:
         """Decide every job in ``uids`` that needs it, in order, then write the decisions."""
+        # kube-scheduler's nominated Pods, in the loop's terms: a job waiting for the GPUs it
+        # evicted is decided in every cycle, first within its priority, so that nothing
+        # decided the moment the victims' Pods are gone takes those GPUs before it does.
+        uids = {*uids, *self.nominated}
         world = self._world()
         deps = replace(
             self._deps(), snapshot=world.snapshot, dispatch_inline=False, evict=world.evict
@@ -268,9 +282,16 @@ class Admission:
         candidates.sort(
             key=lambda c: (-c.priority, not c.evicting, c.created or world.now, c.step.uid)
         )
+        deciding = {c.step.uid for c in candidates}
+        for uid in [u for u in self.nominated if u not in deciding]:
+            del self.nominated[uid]  # gone, or moved on
         writes = []
         for c in candidates:
             plan = c.step.plan_route(c.spec, c.policy)
+            if plan.eviction is not None:
+                self.nominated[c.step.uid] = (plan.eviction.gpu_product, c.spec.gpu.count)
+            else:
+                self.nominated.pop(c.step.uid, None)
             if plan.kind is Plan.DISPATCH and plan.target is not None:
                 world.take(
                     (c.step.namespace, c.spec.policy_ref),
