@@ -209,3 +209,20 @@ def test_best_effort_p95_start_leaves_out_latency_sensitive_jobs(
     assert main([*args, "--preemptible", "none", "--format", "json"]) == 0
     with pytest.raises(SystemExit):
         main([*args, "--preemptible", "all"])
+
+
+def test_work_about_to_end_is_spared_for_the_job_queued_for_it() -> None:
+    # ls-1 queues for be-soon's GPU (free at 1400, in time). ls-2 then finds nothing in time:
+    # evicting the newest (be-soon) would make ls-1 late; the rule spares work that ends
+    # within the deadline and evicts be-long instead.
+    jobs = [
+        sim_job("be-long", 0, 36000),
+        sim_job("be-soon", 1000, 400),
+        sim_job("ls-1", 1200, 600, ls=True),
+        sim_job("ls-2", 1210, 600, ls=True),
+    ]
+    result, recs = replay(policy("wait-and-preempt"), jobs)
+    assert (recs["ls-1"].start, recs["ls-2"].start) == (1400.0, 1210.0)
+    assert (recs["be-long"].preemptions, recs["be-soon"].preemptions) == (1, 0)
+    assert recs["be-soon"].end == 1400.0
+    assert result.slo_attainment == 1.0

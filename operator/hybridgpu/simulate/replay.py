@@ -291,6 +291,7 @@ class Replay:
                         rec.job.gpus,
                         rank_of(rec),
                         now - attempt.start,
+                        attempt.end - now,
                     )
                 )
         return out
