@@ -115,9 +115,8 @@ def choose_victims(
 
 
 def _ends_by(victim: Running, seconds: float | None) -> bool:
-    return seconds is not None and victim.ends_in_seconds is not None and (
-        victim.ends_in_seconds <= seconds
-    )
+    ends = victim.ends_in_seconds
+    return seconds is not None and ends is not None and ends <= seconds
 
 
 def _pick(pool: Sequence[Running], short: int) -> list[Running] | None:
