@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from hybridgpu.api.computeprovider import ProviderType, TrustTier
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.cli import main
 from hybridgpu.simulate.inputs import DATA, Node
+from hybridgpu.simulate.market import MarketOffer
 from hybridgpu.simulate.replay import JobRecord, Replay, RunResult
 from hybridgpu.simulate.report import render_table
 from hybridgpu.simulate.routers import PolicyRouter, job_spec
@@ -50,10 +52,11 @@ def replay(
     spec: RoutingPolicySpec,
     jobs: list[SimJob],
     preemptible: Callable[[SimJob], bool] = best_effort,
+    market: tuple[MarketOffer, ...] = (),
 ) -> tuple[RunResult, dict[str, JobRecord]]:
     w = Workload("test", "alibaba-pod-list", tuple(jobs), len(jobs))
     specs = [job_spec(j, within(j), preemptible(j)) for j in w.jobs]
-    r = Replay(w, TWO_T4, (), OWNED, within, preemptible)
+    r = Replay(w, TWO_T4, market, OWNED, within, preemptible)
     result = r.run(PolicyRouter("p", spec, specs))
     return result, {rec.job.name: rec for rec in r.records}
 
@@ -226,3 +229,35 @@ def test_work_about_to_end_is_spared_for_the_job_queued_for_it() -> None:
     assert (recs["be-long"].preemptions, recs["be-soon"].preemptions) == (1, 0)
     assert recs["be-soon"].end == 1400.0
     assert result.slo_attainment == 1.0
+
+
+def test_a_victim_resumed_on_a_network_pays_each_place_for_its_part() -> None:
+    # No deferral: be-new, evicted at 1300 for a 2 h job, would wait 2 h (> maxQueueTime 1h)
+    # for a T4, so it resumes on the network; "ls" evicts rather than pay the network $0.60,
+    # since 2 h at $0.20 plus at most 15 min lost is $0.45.
+    nosana = MarketOffer(
+        "nosana",
+        "depin",
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal("0.30"),
+        60.0,
+        8,
+        0.0,
+        TrustTier.VERIFIED,
+        ProviderType.NOSANA,
+    )
+    jobs = [
+        sim_job("be-old", 0, 36000),
+        sim_job("be-new", 100, 7200),
+        sim_job("ls", 1300, 7200, ls=True),
+    ]
+    spec = policy("spill-when-cheaper", preemption={"evict": "LowerRank"})
+    result, recs = replay(spec, jobs, market=(nosana,))
+    new = recs["be-new"]
+    assert (recs["ls"].start, recs["ls"].backend) == (1300.0, "InCluster")
+    assert (new.start, new.backend, new.end) == (100.0, "External", 1360.0 + 6300.0)
+    # 1200 s on the T4 at $0.20, then the 6300 s left at $0.30 on the network.
+    assert new.cost == Decimal("0.0666666667") + Decimal("0.525")
+    assert result.external_cost == Decimal("0.525")
+    assert result.jobs_external == 1

@@ -58,7 +58,7 @@ class Action:
     """For preempt: the victims to stop and the node (index as a string) to start the job on."""
     checkpoint_seconds: float = 0.0
     """For preempt: the victims checkpoint this often since their start (the policy's
-    ``checkpointInterval``), so each loses its run time modulo this."""
+    ``checkpointInterval``), so each loses its run time modulo this (0: all of it)."""
 
 
 @dataclass(slots=True)
@@ -87,11 +87,12 @@ class PoolState:
         """Take ``gpus`` on ``node``, or else on the fullest node that fits (best fit); returns
         the node index."""
         best = -1
-        for i, free in enumerate(self.node_free):
-            if free >= gpus and (best < 0 or free < self.node_free[best]):
-                best = i
         if node is not None:
             best = node if self.node_free[node] >= gpus else -1
+        else:
+            for i, free in enumerate(self.node_free):
+                if free >= gpus and (best < 0 or free < self.node_free[best]):
+                    best = i
         if best < 0:
             raise RuntimeError(f"no node of {self.product} has {gpus} free GPUs")
         self.node_free[best] -= gpus
@@ -144,6 +145,8 @@ class JobRecord:
     backend: str = ""
     target: str = ""
     cost: Decimal = Decimal(0)
+    external_cost: Decimal = Decimal(0)
+    """The part of ``cost`` paid to networks (an evicted job may run on both)."""
     rejected: str = ""
     remaining: float = 0.0
     """Seconds of work still to run: the duration, less what evictions left checkpointed."""
@@ -400,7 +403,9 @@ class Replay:
                 rec.start = start
             rec.backend = "External"
             rec.target = offer.name
-            self._charge(rec, _cost(offer.usd_per_gpu_hour, rec.remaining, job.gpus), now)
+            cost = _cost(offer.usd_per_gpu_hour, rec.remaining, job.gpus)
+            self._charge(rec, cost, now)
+            rec.external_cost += cost
             self._push(start + rec.remaining, 1, index)
         elif action.kind == "preempt" and action.eviction is not None:
             self._preempt(index, action.eviction, action.checkpoint_seconds, now)
@@ -524,7 +529,7 @@ class Replay:
         return RunResult(
             policy=name,
             total_cost=sum((r.cost for r in self.records), Decimal(0)),
-            external_cost=sum((r.cost for r in external), Decimal(0)),
+            external_cost=sum((r.external_cost for r in self.records), Decimal(0)),
             jobs=len(self.records),
             jobs_external=len(external),
             slo_jobs=len(slo),
