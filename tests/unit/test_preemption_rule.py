@@ -195,3 +195,47 @@ def test_plan_eviction_only_for_latency_sensitive_jobs_not_served_in_time_in_clu
     # On time elsewhere: only when the freed place, with the lost work, is cheaper.
     assert plan(candidate("External", 60, "1.20"), 300) is not None  # 1h + 10min at $1 < $1.20
     assert plan(candidate("External", 60, "1.10"), 300) is None
+
+
+def test_work_ending_before_the_deadline_is_spared() -> None:
+    # "soon" is the newest (least work lost) but ends in 100 s anyway: its GPU frees in time
+    # for whoever is queued for it, so evicting it would only lose its work; "long" goes.
+    def victims(running: list[Running], spare: float | None) -> tuple[str, ...] | None:
+        eviction = choose_victims(
+            gpus=1,
+            job_rank=HIGH,
+            products=None,
+            places=[Place("A100", "n1", 0)],
+            running=running,
+            spare_ending_within=spare,
+        )
+        return None if eviction is None else eviction.victims
+
+    both = [
+        Running("long", "A100", "n1", 1, LOW, 3000, ends_in_seconds=9000),
+        Running("soon", "A100", "n1", 1, LOW, 60, ends_in_seconds=100),
+    ]
+    assert victims(both, None) == ("soon",)
+    assert victims(both, 300) == ("long",)
+    assert victims(both[1:], 300) is None
+    assert victims([Running("soon", "A100", "n1", 1, LOW, 60)], 300) == ("soon",)  # end unknown
+
+
+def test_plan_eviction_spares_work_ending_within_the_deadline() -> None:
+    def evict(ends_in: float, deadline: float) -> Eviction | None:
+        return plan_eviction(
+            target=None,
+            deadline_seconds=deadline,
+            gpus=1,
+            runs_for_seconds=3600,
+            job_rank=HIGH,
+            products=None,
+            prices={"A100": Decimal("1.00")},
+            places=[Place("A100", "n1", 0)],
+            running=[Running("be", "A100", "n1", 1, LOW, 600, ends_in_seconds=ends_in)],
+            checkpoint_seconds=900,
+        )
+
+    assert evict(ends_in=200, deadline=300) is None
+    assert evict(ends_in=400, deadline=300) is not None
+    assert evict(ends_in=200, deadline=-50) is not None  # already late: nothing is in time

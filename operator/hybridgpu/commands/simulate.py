@@ -15,6 +15,7 @@ from hybridgpu.simulate.inputs import DEFAULT_JOBS, DEFAULT_NODES, DEFAULT_POLIC
 from hybridgpu.simulate.routers import BASELINES
 from hybridgpu.simulate.run import (
     DEFAULT_CAPACITY_SCALE,
+    PREEMPTIBLE_CHOICES,
     SimulationConfig,
     simulate,
 )
@@ -85,6 +86,15 @@ def register(subparsers: Any) -> None:
         metavar="DURATION",
         help="startWithin given to latency-sensitive (LS) jobs (default 5m)",
     )
+    parser.add_argument(
+        "--preemptible",
+        choices=PREEMPTIBLE_CHOICES,
+        default=PREEMPTIBLE_CHOICES[0],
+        help=(
+            "jobs a policy with spec.preemption may evict: best-effort (no startWithin, the "
+            "default) or none"
+        ),
+    )
     parser.add_argument("--format", choices=["table", "json"], default="table")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
     parser.set_defaults(func=run)
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             hours=args.hours,
             capacity_scale=args.capacity_scale,
             ls_start_within=ls_within,
+            preemptible=args.preemptible,
             baselines=tuple(args.baseline) if args.baseline else tuple(BASELINES),
         )
         if args.format == "json":

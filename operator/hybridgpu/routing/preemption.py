@@ -32,6 +32,8 @@ class Running:
     running_seconds: float
     """How long it has run: the work lost on eviction is at most the time since its last
     checkpoint, which is at most this."""
+    ends_in_seconds: float | None = None
+    """When it is expected to end by itself (start + estimatedDuration - now); None: unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +77,20 @@ def choose_victims(
     places: Iterable[Place],
     running: Sequence[Running],
     checkpoint_seconds: float | None = None,
+    spare_ending_within: float | None = None,
 ) -> Eviction | None:
     """The cheapest eviction that lets a ``gpus``-GPU job of ``job_rank`` start now on one of
     ``products`` (None: any), or None when no set of lower-ranked work frees enough on one
     place. ``checkpoint_seconds`` bounds the work a victim loses (its checkpoint interval).
     Among the places that can be freed, the one losing the fewest GPU-seconds wins, then the
     fewest victims; a place with enough free GPUs already needs no eviction and is not
-    considered (the engine would have placed the job there)."""
+    considered (the engine would have placed the job there). Work expected to end within
+    ``spare_ending_within`` seconds is spared: its GPUs come free in time anyway, for the job
+    or for one queued ahead of it, and evicting it would only lose its work."""
     by_place: dict[tuple[str, str], list[Running]] = {}
     for r in running:
+        if _ends_by(r, spare_ending_within):
+            continue
         if r.rank < job_rank and (products is None or r.gpu_product in products):
             by_place.setdefault((r.gpu_product, r.node), []).append(r)
     best: Eviction | None = None
@@ -105,6 +112,11 @@ def choose_victims(
         ):
             best = option
     return best
+
+
+def _ends_by(victim: Running, seconds: float | None) -> bool:
+    ends = victim.ends_in_seconds
+    return seconds is not None and ends is not None and ends <= seconds
 
 
 def _pick(pool: Sequence[Running], short: int) -> list[Running] | None:
@@ -160,7 +172,8 @@ def plan_eviction(
     told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None) or
     when the answer already starts it in the cluster in time; otherwise the cheapest eviction
     that lets it start now, if :func:`worth_preempting` against an answer that is on time
-    elsewhere. ``prices`` are the in-cluster pools' prices per GPU-hour."""
+    elsewhere, sparing work that ends before the deadline. ``prices`` are the in-cluster
+    pools' prices per GPU-hour."""
     if deadline_seconds is None:
         return None
     on_time = target is not None and target.expected_start_seconds <= max(deadline_seconds, 0.0)
@@ -173,6 +186,7 @@ def plan_eviction(
         places=places,
         running=running,
         checkpoint_seconds=checkpoint_seconds,
+        spare_ending_within=max(deadline_seconds, 0.0),
     )
     if eviction is None:
         return None

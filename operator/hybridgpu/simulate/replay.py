@@ -4,6 +4,10 @@ The cluster is modelled node by node (a job's GPUs share a node, best fit), each
 a FIFO queue that lets smaller jobs past a blocked head (Kueue's BestEffortFIFO), and external
 offers have a capacity in GPUs. Durations are the trace's; they are also the jobs'
 ``estimatedDuration``, so the engine's cost estimates are exact (an oracle assumption).
+
+A policy with ``spec.preemption`` lets a latency-sensitive job evict preemptible in-cluster
+work by ``routing.preemption`` (the operator's rule): a victim stops, is billed for the GPU time
+it used, and is routed again with the work since its last checkpoint to redo.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 from hybridgpu.routing.cost import gpu_hour_cost
+from hybridgpu.routing.preemption import Eviction, Place, Running
 from hybridgpu.routing.snapshot import InClusterPool
 from hybridgpu.simulate.inputs import Node
 from hybridgpu.simulate.market import MarketOffer
@@ -33,7 +38,7 @@ MONEY_QUANTUM = Decimal("1e-10")
 WAKES_PER_RELEASE = 4
 """Waiting jobs routed again at most per release of capacity (the first that fit, FIFO)."""
 
-ActionKind = Literal["start", "queue", "external", "wait", "reject"]
+ActionKind = Literal["start", "queue", "external", "wait", "reject", "preempt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,11 @@ class Action:
     awaiting: tuple[str, ...] = ()
     """For wait: places (pool products, offer names) whose freed capacity wakes the job early,
     as the operator wakes a job deferred for price."""
+    eviction: Eviction | None = None
+    """For preempt: the victims to stop and the node (index as a string) to start the job on."""
+    checkpoint_seconds: float = 0.0
+    """For preempt: the victims checkpoint this often since their start (the policy's
+    ``checkpointInterval``), so each loses its run time modulo this (0: all of it)."""
 
 
 @dataclass(slots=True)
@@ -73,12 +83,16 @@ class PoolState:
         """Whether ``gpus`` GPUs are free on one node right now."""
         return max(self.node_free, default=0) >= gpus
 
-    def place(self, gpus: int, end: float) -> int:
-        """Take ``gpus`` on the fullest node that fits (best fit); returns the node index."""
+    def place(self, gpus: int, end: float, node: int | None = None) -> int:
+        """Take ``gpus`` on ``node``, or else on the fullest node that fits (best fit); returns
+        the node index."""
         best = -1
-        for i, free in enumerate(self.node_free):
-            if free >= gpus and (best < 0 or free < self.node_free[best]):
-                best = i
+        if node is not None:
+            best = node if self.node_free[node] >= gpus else -1
+        else:
+            for i, free in enumerate(self.node_free):
+                if free >= gpus and (best < 0 or free < self.node_free[best]):
+                    best = i
         if best < 0:
             raise RuntimeError(f"no node of {self.product} has {gpus} free GPUs")
         self.node_free[best] -= gpus
@@ -124,11 +138,33 @@ class JobRecord:
 
     job: SimJob
     deadline: float | None
+    preemptible: bool = False
     start: float | None = None
+    """When it first started (an evicted job keeps its first start)."""
+    end: float | None = None
     backend: str = ""
     target: str = ""
     cost: Decimal = Decimal(0)
+    external_cost: Decimal = Decimal(0)
+    """The part of ``cost`` paid to networks (an evicted job may run on both)."""
     rejected: str = ""
+    remaining: float = 0.0
+    """Seconds of work still to run: the duration, less what evictions left checkpointed."""
+    preemptions: int = 0
+    lost_gpu_seconds: float = 0.0
+    """GPU-seconds run since the last checkpoint when evicted, run again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A job running on the cluster's GPUs now."""
+
+    product: str
+    node: int
+    start: float
+    end: float
+    seq: int
+    """The sequence number of its finish event: an evicted attempt's finish is stale."""
 
 
 class Router(Protocol):
@@ -154,6 +190,12 @@ class RunResult:
     slo_met: int
     p95_start_seconds: float
     unfinished: int
+    best_effort_p95_start_seconds: float
+    """Over started jobs without a startWithin, from arrival to their first start."""
+    preemptions: int
+    preempted_jobs: int
+    lost_gpu_hours: float
+    """GPU time of work evicted before its next checkpoint (run, billed, and run again)."""
     spend_series: tuple[tuple[float, float], ...]
     utilisation_series: tuple[tuple[float, float], ...]
 
@@ -173,10 +215,12 @@ class Replay:
         market: tuple[MarketOffer, ...],
         owned_prices: dict[str, Decimal],
         start_within: Callable[[SimJob], float | None],
+        preemptible: Callable[[SimJob], bool] | None = None,
     ) -> None:
         self.jobs = workload.jobs
         self.pools: dict[str, PoolState] = {}
-        self.node_of: dict[int, tuple[str, int]] = {}
+        self.attempts: dict[int, Attempt] = {}
+        """In-cluster jobs running now, by job index."""
         for node in nodes:
             pool = self.pools.get(node.gpu_product)
             if pool is None:
@@ -193,11 +237,18 @@ class Replay:
             pool.largest_node = max(pool.largest_node, node.gpus)
         self.total_gpus = sum(p.allocatable for p in self.pools.values())
         self.offers = {o.name: OfferState(o) for o in market}
-        self.records = [JobRecord(j, start_within(j)) for j in self.jobs]
+        self.records = [
+            JobRecord(
+                j, start_within(j), preemptible is not None and preemptible(j), remaining=j.duration
+            )
+            for j in self.jobs
+        ]
         self._events: list[tuple[float, int, int, int]] = []
         self._seq = 0
         self._retry_seq: dict[int, int] = {}
         """The one retry event that is still due per waiting job; older ones are stale."""
+        self._recheck_seq: dict[int, int] = {}
+        """The one queue recheck still due per queued job (an evicted job may queue again)."""
         self._parked: dict[str, deque[int]] = {}
         """Jobs waiting for capacity at a place, by place, FIFO (entries may be stale)."""
         self._spend: list[tuple[float, Decimal]] = []
@@ -221,6 +272,33 @@ class Replay:
             return max(pool.ends[needed - 1] - now, 0.0)
         return math.inf
 
+    def places(self) -> list[Place]:
+        """Free GPUs of every node, for the eviction rule (nodes named by their index)."""
+        return [
+            Place(pool.product, str(i), free)
+            for pool in self.pools.values()
+            for i, free in enumerate(pool.node_free)
+        ]
+
+    def preemptible_running(self, now: float, rank_of: Callable[[JobRecord], int]) -> list[Running]:
+        """The preemptible in-cluster jobs running now, for the eviction rule (uid: index)."""
+        out: list[Running] = []
+        for index, attempt in self.attempts.items():
+            rec = self.records[index]
+            if rec.preemptible:
+                out.append(
+                    Running(
+                        str(index),
+                        attempt.product,
+                        str(attempt.node),
+                        rec.job.gpus,
+                        rank_of(rec),
+                        now - attempt.start,
+                        attempt.end - now,
+                    )
+                )
+        return out
+
     # -- the loop -----------------------------------------------------------------------
     def run(self, router: Router, progress: Callable[[int], None] | None = None) -> RunResult:
         """Replay every job under ``router``; ``progress`` is called with each arrival count."""
@@ -232,15 +310,17 @@ class Replay:
         while self._events:
             now, kind, seq, index = heapq.heappop(self._events)
             if kind == 0:
-                product = self.node_of[index][0]
+                attempt = self.attempts.get(index)
+                if attempt is None or attempt.seq != seq:
+                    continue  # evicted before it ended
                 self._finish_in_cluster(index, now)
-                self._wake(product, router, now, give_up)
+                self._wake(attempt.product, router, now, give_up)
             elif kind == 1:
-                self._finish_external(index)
+                self._finish_external(index, now)
                 self._wake(self.records[index].target, router, now, give_up)
-            elif kind == 4 and not self._dequeue(index):
+            elif kind == 4 and not self._dequeue(index, seq):
                 continue  # started meanwhile: nothing to re-route
-            elif kind == 3 and self._retry_seq.pop(index, None) != seq:
+            elif kind == 3 and not self._take_retry(index, seq):
                 continue  # woken early and decided since: this retry is stale
             else:
                 if kind == 2:
@@ -260,6 +340,14 @@ class Replay:
         self._seq += 1
         # Finishes (kind 0, 1) sort before arrivals (2), retries (3) and queue rechecks (4).
         heapq.heappush(self._events, (when, kind, self._seq, index))
+
+    def _take_retry(self, index: int, seq: int) -> bool:
+        """Whether retry ``seq`` is the one due for job ``index``; a stale one leaves the due
+        one in place (a job woken early and deferred again, or evicted, has a newer one)."""
+        if self._retry_seq.get(index) != seq:
+            return False
+        del self._retry_seq[index]
+        return True
 
     def _wake(self, place: str, router: Router, now: float, give_up: float) -> None:
         """Route again the first jobs waiting for ``place`` that fit its free capacity now."""
@@ -304,18 +392,23 @@ class Replay:
                 rec.target = pool.product
                 if action.recheck_seconds is not None:
                     self._push(now + max(action.recheck_seconds, 1.0), 4, index)
+                    self._recheck_seq[index] = self._seq
         elif action.kind == "external":
             state = self.offers[action.target]
             offer = state.offer
             state.in_use += job.gpus
             state.active_jobs += 1
             start = now + offer.start_latency_seconds
-            rec.start = start
+            if rec.start is None:
+                rec.start = start
             rec.backend = "External"
             rec.target = offer.name
-            rec.cost = _cost(offer.usd_per_gpu_hour, job)
-            self._spend.append((now, rec.cost))
-            self._push(start + job.duration, 1, index)
+            cost = _cost(offer.usd_per_gpu_hour, rec.remaining, job.gpus)
+            self._charge(rec, cost, now)
+            rec.external_cost += cost
+            self._push(start + rec.remaining, 1, index)
+        elif action.kind == "preempt" and action.eviction is not None:
+            self._preempt(index, action.eviction, action.checkpoint_seconds, now)
         elif action.kind == "wait":
             self._push(now + max(action.retry_seconds, 1.0), 3, index)
             self._retry_seq[index] = self._seq
@@ -324,26 +417,68 @@ class Replay:
         else:
             rec.rejected = action.target or "Rejected"
 
-    def _start_in_cluster(self, index: int, pool: PoolState, now: float) -> None:
+    def _charge(self, rec: JobRecord, cost: Decimal, now: float) -> None:
+        rec.cost += cost
+        self._spend.append((now, cost))
+
+    def _start_in_cluster(
+        self, index: int, pool: PoolState, now: float, node: int | None = None
+    ) -> None:
         rec = self.records[index]
         job = rec.job
-        end = now + job.duration
-        node = pool.place(job.gpus, end)
-        self.node_of[index] = (pool.product, node)
-        rec.start = now
+        end = now + rec.remaining
+        placed = pool.place(job.gpus, end, node)
+        self._recheck_seq.pop(index, None)
+        if rec.start is None:
+            rec.start = now
         rec.backend = "InCluster"
         rec.target = pool.product
-        rec.cost = _cost(pool.price, job)
-        self._spend.append((now, rec.cost))
+        # Charged in full now, as it will run to its end unless evicted (then refunded).
+        self._charge(rec, _cost(pool.price, rec.remaining, job.gpus), now)
         self._busy.append((now, job.gpus))
         self._push(end, 0, index)
+        self.attempts[index] = Attempt(pool.product, placed, now, end, self._seq)
+
+    def _preempt(self, index: int, eviction: Eviction, checkpoint: float, now: float) -> None:
+        """Stop the victims, start job ``index`` on the node they free, route them again."""
+        pool = self.pools[eviction.gpu_product]
+        victims = [int(uid) for uid in eviction.victims]
+        for victim in victims:
+            self._evict(victim, checkpoint, now)
+        self._start_in_cluster(index, pool, now, int(eviction.node))
+        self._start_queued(pool, now)
+        for victim in victims:
+            # Requeued as the operator requeues an evicted job: decided again, now.
+            self._push(now, 3, victim)
+            self._retry_seq[victim] = self._seq
+
+    def _evict(self, index: int, checkpoint: float, now: float) -> None:
+        attempt = self.attempts.pop(index)
+        rec = self.records[index]
+        gpus = rec.job.gpus
+        pool = self.pools[attempt.product]
+        pool.release(attempt.node, gpus, attempt.end)
+        self._busy.append((now, -gpus))
+        ran = now - attempt.start
+        lost = ran % checkpoint if checkpoint > 0 else ran
+        # Billed for what it ran, lost part included, instead of the whole attempt.
+        unused = _cost(pool.price, rec.remaining, gpus) - _cost(pool.price, ran, gpus)
+        self._charge(rec, -unused, now)
+        rec.remaining -= ran - lost
+        rec.preemptions += 1
+        rec.lost_gpu_seconds += lost * gpus
 
     def _finish_in_cluster(self, index: int, now: float) -> None:
-        product, node = self.node_of.pop(index)
-        pool = self.pools[product]
+        attempt = self.attempts.pop(index)
+        pool = self.pools[attempt.product]
         job = self.jobs[index]
-        pool.release(node, job.gpus, now)
+        pool.release(attempt.node, job.gpus, now)
+        self.records[index].end = now
         self._busy.append((now, -job.gpus))
+        self._start_queued(pool, now)
+
+    def _start_queued(self, pool: PoolState, now: float) -> None:
+        """Start the queued jobs that fit now, in queue order (smaller ones pass a blocked head)."""
         if not pool.queue:
             return
         still: deque[int] = deque()
@@ -357,26 +492,31 @@ class Replay:
                 still.append(waiting)
         pool.queue = still
 
-    def _dequeue(self, index: int) -> bool:
-        """Take a still-queued job out of its pool's queue; False if it has started."""
-        rec = self.records[index]
-        if rec.start is not None:
+    def _dequeue(self, index: int, seq: int) -> bool:
+        """Take a still-queued job out of its pool's queue; False if it has started since the
+        recheck ``seq`` was set."""
+        if self._recheck_seq.get(index) != seq:
             return False
+        del self._recheck_seq[index]
+        rec = self.records[index]
         pool = self.pools[rec.target]
         pool.queue.remove(index)
         pool.queued_gpus -= rec.job.gpus
         return True
 
-    def _finish_external(self, index: int) -> None:
+    def _finish_external(self, index: int, now: float) -> None:
         rec = self.records[index]
         state = self.offers[rec.target]
         state.in_use -= rec.job.gpus
         state.active_jobs -= 1
+        rec.end = now
 
     def _result(self, name: str) -> RunResult:
         started = [r for r in self.records if r.start is not None]
-        delays = sorted(r.start - r.job.arrival for r in started if r.start is not None)
-        p95 = delays[min(int(len(delays) * 0.95), len(delays) - 1)] if delays else 0.0
+        delays = [r.start - r.job.arrival for r in started if r.start is not None]
+        best_effort = [
+            r.start - r.job.arrival for r in started if r.start is not None and r.deadline is None
+        ]
         slo = [r for r in self.records if r.deadline is not None]
         met = sum(
             1
@@ -388,23 +528,32 @@ class Replay:
         external = [r for r in started if r.backend == "External"]
         return RunResult(
             policy=name,
-            total_cost=sum((r.cost for r in started), Decimal(0)),
-            external_cost=sum((r.cost for r in external), Decimal(0)),
+            total_cost=sum((r.cost for r in self.records), Decimal(0)),
+            external_cost=sum((r.external_cost for r in self.records), Decimal(0)),
             jobs=len(self.records),
             jobs_external=len(external),
             slo_jobs=len(slo),
             slo_met=met,
-            p95_start_seconds=p95,
-            unfinished=len(self.records) - len(started),
+            p95_start_seconds=_p95(delays),
+            unfinished=sum(1 for r in self.records if r.end is None),
+            best_effort_p95_start_seconds=_p95(best_effort),
+            preemptions=sum(r.preemptions for r in self.records),
+            preempted_jobs=sum(1 for r in self.records if r.preemptions),
+            lost_gpu_hours=sum(r.lost_gpu_seconds for r in self.records) / 3600,
             spend_series=_cumulative(self._spend),
             utilisation_series=_utilisation(self._busy, self.total_gpus),
         )
 
 
-def _cost(usd_per_gpu_hour: Decimal, job: SimJob) -> Decimal:
+def _cost(usd_per_gpu_hour: Decimal, seconds: float, gpus: int) -> Decimal:
     # A ten-billionth of a dollar: exact sums over thousands of jobs, no 28-digit dust.
-    cost = gpu_hour_cost(usd_per_gpu_hour, round(job.duration * 1000) * job.gpus)
+    cost = gpu_hour_cost(usd_per_gpu_hour, round(seconds * 1000) * gpus)
     return cost.quantize(MONEY_QUANTUM)
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * 0.95), len(ordered) - 1)] if ordered else 0.0
 
 
 def _cumulative(spend: list[tuple[float, Decimal]]) -> tuple[tuple[float, float], ...]:

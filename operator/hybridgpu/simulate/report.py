@@ -35,6 +35,9 @@ def render_table(report: SimulationReport, console: Console) -> None:
         ("external jobs", "right"),
         ("SLO met", "right"),
         ("p95 start", "right"),
+        ("BE p95 start", "right"),
+        ("preemptions", "right"),
+        ("lost GPU-h", "right"),
         ("unfinished", "right"),
     ]:
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
@@ -49,6 +52,9 @@ def render_table(report: SimulationReport, console: Console) -> None:
             str(r.jobs_external),
             f"{r.slo_attainment:.2%}",
             f"{r.p95_start_seconds:.0f}s",
+            f"{r.best_effort_p95_start_seconds:.0f}s",
+            str(r.preemptions),
+            f"{r.lost_gpu_hours:.1f}",
             str(r.unfinished),
         )
     console.print(table)

@@ -18,13 +18,14 @@ from decimal import Decimal
 from typing import Any
 
 from hybridgpu.api.inferencejob import InferenceJobSpec
-from hybridgpu.api.routingpolicy import RoutingPolicySpec
-from hybridgpu.routing.decision import IN_CLUSTER
+from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
+from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision
 from hybridgpu.routing.engine import decide
+from hybridgpu.routing.preemption import plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
-from hybridgpu.simulate.replay import Action, PoolState, Replay
+from hybridgpu.simulate.replay import Action, JobRecord, PoolState, Replay
 from hybridgpu.simulate.workload import SimJob
 from hybridgpu.units import format_duration
 
@@ -36,7 +37,9 @@ NO_CONCURRENCY_LIMIT = 1_000_000
 IN_CLUSTER_PREFIX = f"{IN_CLUSTER}/"
 
 
-def job_spec(job: SimJob, start_within: float | None) -> InferenceJobSpec:
+def job_spec(
+    job: SimJob, start_within: float | None, preemptible: bool = False
+) -> InferenceJobSpec:
     """The InferenceJob spec a trace job stands for (see docs/simulate.md for the mapping)."""
     spec: dict[str, Any] = {
         "task": job.task,
@@ -55,6 +58,8 @@ def job_spec(job: SimJob, start_within: float | None) -> InferenceJobSpec:
         spec["gpu"]["products"] = list(job.products)
     if start_within is not None:
         spec["startWithin"] = format_duration(timedelta(seconds=start_within))
+    if preemptible:
+        spec["preemptible"] = True
     return InferenceJobSpec.model_validate(spec)
 
 
@@ -68,6 +73,13 @@ class PolicyRouter:
         self.spent = Decimal(0)
         self.period_start = 0.0
         self._pricing: dict[str, PerGPUHour] = {}
+        preemption = policy.preemption
+        self._checkpoint_seconds = (
+            preemption.checkpoint_interval.total_seconds()
+            if preemption is not None and preemption.evict is Evict.LOWER_RANK
+            else None
+        )
+        """The checkpoint interval of a policy that evicts; None when it never does."""
 
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Build the snapshot the operator would see at ``now`` and ask the engine."""
@@ -85,11 +97,14 @@ class PolicyRouter:
             inventory_final=True,
         )
         d = decide(
-            self.specs[index],
+            self._spec(index, replay.records[index]),
             self.policy,
             snapshot,
             created_at=EPOCH + timedelta(seconds=job.arrival),
         )
+        evict = self._eviction(index, replay, now, d)
+        if evict is not None:
+            return evict
         if d.outcome == "Routed" and d.target is not None:
             if d.target.backend == "InCluster":
                 # Left unscheduled, the job is routed again by the operator's own rule.
@@ -104,6 +119,45 @@ class PolicyRouter:
                 awaiting=tuple(n.removeprefix(IN_CLUSTER_PREFIX) for n in d.awaiting),
             )
         return Action("reject", d.reason)
+
+    def _spec(self, index: int, rec: JobRecord) -> InferenceJobSpec:
+        spec = self.specs[index]
+        if rec.remaining == rec.job.duration:
+            return spec
+        # Evicted: what is left to run is the work since its last checkpoint and after.
+        return spec.model_copy(update={"estimated_duration": timedelta(seconds=rec.remaining)})
+
+    def _eviction(
+        self, index: int, replay: Replay, now: float, d: RoutingDecision
+    ) -> Action | None:
+        """Preempt by the operator's rule (``routing.preemption.plan_eviction``), if it says to."""
+        rec = replay.records[index]
+        if self._checkpoint_seconds is None or rec.deadline is None:
+            return None
+        eviction = plan_eviction(
+            target=d.target if d.outcome == "Routed" else None,
+            deadline_seconds=rec.deadline - (now - rec.job.arrival),
+            gpus=rec.job.gpus,
+            runs_for_seconds=rec.remaining,
+            job_rank=self._rank(rec),
+            products=rec.job.products,
+            prices={p.product: p.price for p in replay.pools.values()},
+            places=replay.places(),
+            running=replay.preemptible_running(now, self._rank),
+            checkpoint_seconds=self._checkpoint_seconds,
+        )
+        if eviction is None:
+            return None
+        return Action(
+            "preempt",
+            eviction.gpu_product,
+            eviction=eviction,
+            checkpoint_seconds=self._checkpoint_seconds,
+        )
+
+    def _rank(self, rec: JobRecord) -> int:
+        # One policy per replay: the rank differs only by having a startWithin.
+        return rank(self.policy.priority, rec.deadline is not None)
 
     def _offers(self, replay: Replay) -> tuple[ExternalOffer, ...]:
         out: list[ExternalOffer] = []

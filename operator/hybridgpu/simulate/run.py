@@ -30,6 +30,9 @@ from hybridgpu.units import format_money
 
 DEFAULT_LS_START_WITHIN = 300.0
 DEFAULT_CAPACITY_SCALE = 0.01
+PREEMPTIBLE_CHOICES = ("best-effort", "none")
+"""Which jobs get ``spec.preemptible: true``: those without a startWithin, or none. Only a
+policy with ``spec.preemption`` evicts them."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class SimulationConfig:
     hours: float | None = None
     capacity_scale: float = DEFAULT_CAPACITY_SCALE
     ls_start_within: float = DEFAULT_LS_START_WITHIN
+    preemptible: str = PREEMPTIBLE_CHOICES[0]
     baselines: tuple[str, ...] = tuple(BASELINES)
 
 
@@ -86,6 +90,10 @@ class SimulationReport:
                     "p95_start_seconds": round(r.p95_start_seconds, 3),
                     "unfinished": r.unfinished,
                     "cost_vs_lower_bound": _ratio(r.total_cost, self.bound.cost_usd),
+                    "best_effort_p95_start_seconds": round(r.best_effort_p95_start_seconds, 3),
+                    "preemptions": r.preemptions,
+                    "preempted_jobs": r.preempted_jobs,
+                    "lost_gpu_hours": round(r.lost_gpu_hours, 3),
                 }
                 for r in self.results
             ],
@@ -143,6 +151,22 @@ def start_within_for(config: SimulationConfig) -> Callable[[SimJob], float | Non
     return pick
 
 
+def preemptible_for(config: SimulationConfig) -> Callable[[SimJob], bool]:
+    """Best-effort jobs (no startWithin) may be evicted, or no job (``--preemptible none``)."""
+    if config.preemptible not in PREEMPTIBLE_CHOICES:
+        raise ValueError(
+            f"unknown preemptible choice {config.preemptible!r}; known: "
+            f"{', '.join(PREEMPTIBLE_CHOICES)}"
+        )
+    within = start_within_for(config)
+    everyone_keeps_running = config.preemptible == "none"
+
+    def pick(job: SimJob) -> bool:
+        return not everyone_keeps_running and within(job) is None
+
+    return pick
+
+
 def simulate(
     config: SimulationConfig,
     progress: Callable[[str, int, int], None] | None = None,
@@ -154,11 +178,12 @@ def simulate(
     owned = in_cluster_prices(prices)
     market = build_market(prices)
     within = start_within_for(config)
+    preemptible = preemptible_for(config)
     policies = [load_policy(p) for p in config.policies]
     names = [n for n, _ in policies]
     if len(set(names)) != len(names):
         raise TraceError(f"two policies share a name: {sorted(names)}")
-    specs = [job_spec(j, within(j)) for j in workload.jobs]
+    specs = [job_spec(j, within(j), preemptible(j)) for j in workload.jobs]
     routers: list[Router] = [PolicyRouter(n, _with_prices(p, owned), specs) for n, p in policies]
     for name in config.baselines:
         if name not in BASELINES:
@@ -167,7 +192,7 @@ def simulate(
     results: list[RunResult] = []
     total = len(workload.jobs)
     for router in routers:
-        replay = Replay(workload, nodes, market, owned, within)
+        replay = Replay(workload, nodes, market, owned, within, preemptible)
 
         def tick(done: int, name: str = router.name) -> None:
             if progress is not None:

@@ -1,0 +1,263 @@
+"""Preemption in the replay: the operator's eviction rule (routing.preemption), virtual clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hybridgpu.api.computeprovider import ProviderType, TrustTier
+from hybridgpu.api.inferencejob import InferenceJobSpec
+from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.cli import main
+from hybridgpu.simulate.inputs import DATA, Node
+from hybridgpu.simulate.market import MarketOffer
+from hybridgpu.simulate.replay import JobRecord, Replay, RunResult
+from hybridgpu.simulate.report import render_table
+from hybridgpu.simulate.routers import PolicyRouter, job_spec
+from hybridgpu.simulate.run import SimulationConfig, load_policy, simulate
+from hybridgpu.simulate.workload import SimJob, Workload
+
+GIB = 2**30
+T4 = "Tesla-T4"
+OWNED = {T4: Decimal("0.20")}
+TWO_T4 = (Node("n0", T4, 16 * GIB, 2),)
+
+
+def sim_job(name: str, arrival: float, duration: float, ls: bool = False) -> SimJob:
+    return SimJob(name, arrival, duration, 1, 1000, None, "LS" if ls else "BE", ls)
+
+
+def within(job: SimJob) -> float | None:
+    return 300.0 if job.latency_sensitive else None
+
+
+def best_effort(job: SimJob) -> bool:
+    return not job.latency_sensitive
+
+
+def policy(name: str, **changes: object) -> RoutingPolicySpec:
+    _, spec = load_policy(DATA / "policies" / f"{name}.yaml")
+    api = spec.to_api()
+    api["inCluster"]["gpuPrices"] = [{"gpuProduct": T4, "pricePerGPUHour": "0.20"}]
+    api.update(changes)
+    return RoutingPolicySpec.model_validate(api)
+
+
+def replay(
+    spec: RoutingPolicySpec,
+    jobs: list[SimJob],
+    preemptible: Callable[[SimJob], bool] = best_effort,
+    market: tuple[MarketOffer, ...] = (),
+) -> tuple[RunResult, dict[str, JobRecord]]:
+    w = Workload("test", "alibaba-pod-list", tuple(jobs), len(jobs))
+    specs = [job_spec(j, within(j), preemptible(j)) for j in w.jobs]
+    r = Replay(w, TWO_T4, market, OWNED, within, preemptible)
+    result = r.run(PolicyRouter("p", spec, specs))
+    return result, {rec.job.name: rec for rec in r.records}
+
+
+# Both T4s busy with best-effort work when a latency-sensitive job arrives; no network to
+# spill to, so nothing starts it within its 5m but eviction.
+FULL_POOL = [
+    sim_job("be-old", 0, 36000),
+    sim_job("be-new", 100, 7200),
+    sim_job("ls", 1300, 600, ls=True),
+]
+
+
+def test_latency_sensitive_job_evicts_the_newest_best_effort_job_which_redoes_only_lost_work() -> (
+    None
+):
+    result, recs = replay(policy("wait-and-preempt"), FULL_POOL)
+    assert recs["ls"].start == 1300.0  # now, on the GPU be-new held
+    assert recs["ls"].end == 1900.0
+    old, new = recs["be-old"], recs["be-new"]
+    assert (old.start, old.end, old.preemptions) == (0.0, 36000.0, 0)
+    # be-new ran 1200 s: checkpointed at 900, so 300 s are lost and 7200 - 900 remain. It is
+    # routed again at once, queues for the T4 and starts when "ls" ends.
+    assert (new.start, new.preemptions, new.remaining) == (100.0, 1, 6300.0)
+    assert new.end == 1900.0 + 6300.0
+    # Billed for the 1200 s it used (lost part included) and the 6300 s after: 7500 s at $0.20.
+    assert new.cost == Decimal("0.4166666667")
+    assert result.total_cost == Decimal("2.00") + Decimal("0.0333333333") + new.cost
+    assert result.preemptions == 1
+    assert result.preempted_jobs == 1
+    assert result.lost_gpu_hours == pytest.approx(300 / 3600)
+    assert result.slo_attainment == 1.0
+    assert result.unfinished == 0
+
+
+def test_a_policy_without_preemption_never_evicts() -> None:
+    for spec in (
+        policy("wait-for-price"),
+        policy("wait-and-preempt", preemption={"evict": "Never"}),
+    ):
+        result, recs = replay(spec, FULL_POOL)
+        assert result.preemptions == 0
+        assert recs["be-new"].end == 7300.0  # ran once, to its end
+        assert recs["ls"].start == 7300.0  # waited for it: late
+        assert result.slo_attainment == 0.0
+
+
+def test_no_eviction_when_no_job_is_preemptible() -> None:
+    result, recs = replay(policy("wait-and-preempt"), FULL_POOL, preemptible=lambda _: False)
+    assert result.preemptions == 0
+    assert recs["ls"].start == 7300.0
+
+
+def test_a_job_of_equal_rank_is_never_evicted() -> None:
+    # Every job preemptible, but the running ones are latency-sensitive like the newcomer.
+    jobs = [
+        sim_job("ls-a", 0, 3600, ls=True),
+        sim_job("ls-b", 10, 3600, ls=True),
+        sim_job("ls-c", 600, 60, ls=True),
+    ]
+    result, recs = replay(policy("wait-and-preempt"), jobs, preemptible=lambda _: True)
+    assert result.preemptions == 0
+    assert recs["ls-c"].start == 3600.0
+    assert (recs["ls-a"].end, recs["ls-b"].end) == (3600.0, 3610.0)
+
+
+def test_the_victim_is_routed_with_its_remaining_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = policy("wait-and-preempt")
+    w = Workload("test", "alibaba-pod-list", tuple(FULL_POOL), 3)
+    specs = [job_spec(j, within(j), best_effort(j)) for j in w.jobs]
+    router = PolicyRouter("p", spec, specs)
+    seen: dict[str, list[float]] = {}
+    decide = router._spec
+
+    def spy(index: int, rec: JobRecord) -> InferenceJobSpec:
+        out = decide(index, rec)
+        seen.setdefault(rec.job.name, []).append(out.estimated_duration.total_seconds())
+        return out
+
+    monkeypatch.setattr(router, "_spec", spy)
+    Replay(w, TWO_T4, (), OWNED, within, best_effort).run(router)
+    assert seen["be-new"] == [7200.0, 6300.0]
+    assert specs[1].preemptible and not specs[2].preemptible
+
+
+def test_report_shows_preemptions_lost_work_and_best_effort_p95(tmp_path: Path) -> None:
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    header += "creation_time,deletion_time,scheduled_time\n"
+    # T4-only pods: no network offers a T4, so the latency-sensitive one can only evict.
+    rows = [
+        "be-old,1000,1024,1,1000,T4,BE,Running,0,36000,0\n",
+        "be-new,1000,1024,1,1000,T4,BE,Running,100,7300,100\n",
+        "ls,1000,1024,1,1000,T4,LS,Running,1300,1900,1300\n",
+    ]
+    trace = tmp_path / "t.csv"
+    trace.write_text(header + "".join(rows))
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,T4\n")
+    policies = tuple(
+        DATA / "policies" / f"{n}.yaml" for n in ("wait-and-preempt", "wait-for-price")
+    )
+    config = SimulationConfig(
+        jobs=trace, nodes=nodes, capacity_scale=1.0, policies=policies, baselines=()
+    )
+    report = simulate(config)
+    by_policy = {r["policy"]: r for r in report.to_json()["results"]}
+    assert by_policy["wait-and-preempt"]["preemptions"] == 1
+    assert by_policy["wait-and-preempt"]["preempted_jobs"] == 1
+    assert by_policy["wait-and-preempt"]["lost_gpu_hours"] == pytest.approx(0.083, abs=1e-3)
+    assert by_policy["wait-and-preempt"]["slo_attainment"] == 1.0
+    assert by_policy["wait-for-price"]["preemptions"] == 0
+    assert by_policy["wait-for-price"]["slo_attainment"] == 0.0
+    # Best-effort starts: both at arrival (eviction delays a victim's end, not its start).
+    assert by_policy["wait-and-preempt"]["best_effort_p95_start_seconds"] == 0.0
+    console = Console(width=250, record=True)
+    render_table(report, console)
+    text = console.export_text()
+    assert "preemptions" in text and "lost GPU-h" in text and "BE p95 start" in text
+    row = next(line for line in text.splitlines() if "wait-and-preempt" in line)
+    assert "0.1" in row  # 0.083 GPU-h lost, one decimal
+
+
+def test_best_effort_p95_start_leaves_out_latency_sensitive_jobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    header += "creation_time,deletion_time,scheduled_time\n"
+    # One T4: "be" waits for "ls-a" (an hour); the latency-sensitive "ls-b" waits longer still.
+    rows = [
+        "ls-a,1000,1024,1,1000,T4,LS,Running,0,3600,0\n",
+        "be,1000,1024,1,1000,T4,BE,Running,10,70,10\n",
+        "ls-b,1000,1024,1,1000,T4,LS,Running,20,80,20\n",
+    ]
+    trace = tmp_path / "t.csv"
+    trace.write_text(header + "".join(rows))
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,1,T4\n")
+    args = ["simulate", "--jobs", str(trace), "--nodes", str(nodes), "--capacity-scale", "1"]
+    args += [
+        "--baseline",
+        "in-cluster-fifo",
+        "--policy",
+        str(DATA / "policies/wait-for-price.yaml"),
+    ]
+    assert main([*args, "--format", "json"]) == 0
+    fifo = next(
+        r
+        for r in json.loads(capsys.readouterr().out)["results"]
+        if r["policy"] == "in-cluster-fifo"
+    )
+    assert fifo["best_effort_p95_start_seconds"] == 3590.0
+    assert fifo["p95_start_seconds"] == 3640.0  # ls-b, after "be"
+    assert main([*args, "--preemptible", "none", "--format", "json"]) == 0
+    with pytest.raises(SystemExit):
+        main([*args, "--preemptible", "all"])
+
+
+def test_work_about_to_end_is_spared_for_the_job_queued_for_it() -> None:
+    # ls-1 queues for be-soon's GPU (free at 1400, in time). ls-2 then finds nothing in time:
+    # evicting the newest (be-soon) would make ls-1 late; the rule spares work that ends
+    # within the deadline and evicts be-long instead.
+    jobs = [
+        sim_job("be-long", 0, 36000),
+        sim_job("be-soon", 1000, 400),
+        sim_job("ls-1", 1200, 600, ls=True),
+        sim_job("ls-2", 1210, 600, ls=True),
+    ]
+    result, recs = replay(policy("wait-and-preempt"), jobs)
+    assert (recs["ls-1"].start, recs["ls-2"].start) == (1400.0, 1210.0)
+    assert (recs["be-long"].preemptions, recs["be-soon"].preemptions) == (1, 0)
+    assert recs["be-soon"].end == 1400.0
+    assert result.slo_attainment == 1.0
+
+
+def test_a_victim_resumed_on_a_network_pays_each_place_for_its_part() -> None:
+    # No deferral: be-new, evicted at 1300 for a 2 h job, would wait 2 h (> maxQueueTime 1h)
+    # for a T4, so it resumes on the network; "ls" evicts rather than pay the network $0.60,
+    # since 2 h at $0.20 plus at most 15 min lost is $0.45.
+    nosana = MarketOffer(
+        "nosana",
+        "depin",
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal("0.30"),
+        60.0,
+        8,
+        0.0,
+        TrustTier.VERIFIED,
+        ProviderType.NOSANA,
+    )
+    jobs = [
+        sim_job("be-old", 0, 36000),
+        sim_job("be-new", 100, 7200),
+        sim_job("ls", 1300, 7200, ls=True),
+    ]
+    spec = policy("spill-when-cheaper", preemption={"evict": "LowerRank"})
+    result, recs = replay(spec, jobs, market=(nosana,))
+    new = recs["be-new"]
+    assert (recs["ls"].start, recs["ls"].backend) == (1300.0, "InCluster")
+    assert (new.start, new.backend, new.end) == (100.0, "External", 1360.0 + 6300.0)
+    # 1200 s on the T4 at $0.20, then the 6300 s left at $0.30 on the network.
+    assert new.cost == Decimal("0.0666666667") + Decimal("0.525")
+    assert result.external_cost == Decimal("0.525")
+    assert result.jobs_external == 1
