@@ -200,3 +200,16 @@ async def test_the_evicted_job_does_not_take_back_the_gpus_held_for_its_evictor(
     await cluster.runtime.admission.cycle([ls])
     assert routed_reason(status(cluster, "urgent"))[0] == "Routed"
     assert ls not in cluster.runtime.admission.nominated
+
+
+async def test_work_about_to_end_by_itself_is_spared() -> None:
+    cluster = Cluster(policy_spec=PREEMPTING_POLICY, gpus=2)
+    for name, duration in (("long", "4h"), ("short", "22m")):
+        body = cluster.api.add(name, in_cluster_job(estimatedDuration=duration, preemptible=True))
+        cluster.runtime.observe(body)
+        await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
+    run(cluster, "long", minutes_ago=120)
+    run(cluster, "short", minutes_ago=20)  # ends in about 2 minutes, within the 5m deadline
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert status(cluster, "long")["attempts"][-1]["outcome"] == "Preempted"
+    assert status(cluster, "short")["attempts"][-1]["outcome"] == "Running"

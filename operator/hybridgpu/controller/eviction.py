@@ -23,6 +23,7 @@ from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.decision import RoutingDecision
 from hybridgpu.routing.engine import FEASIBLE, LATE
 from hybridgpu.routing.preemption import Eviction, Place, Running, plan_eviction, rank
+from hybridgpu.units import parse_duration
 
 ACTIVE = frozenset(
     {AttemptOutcome.DISPATCHING.value, AttemptOutcome.PENDING.value, AttemptOutcome.RUNNING.value}
@@ -80,6 +81,14 @@ def _first_pod(records: Iterable[Any]) -> AttemptPod | None:
     return None
 
 
+def _ends_in(spec: Mapping[str, Any], ran: float) -> float | None:
+    """Seconds until work that has run ``ran`` seconds is expected to end by itself."""
+    try:
+        return parse_duration(str(spec.get("estimatedDuration"))).total_seconds() - ran
+    except ValueError:
+        return None
+
+
 def preemption_view(
     *,
     now: datetime,
@@ -126,6 +135,7 @@ def preemption_view(
             if spec.get("preemptible") is True:
                 view.names[uid] = f"{meta.get('namespace')}/{meta.get('name')}"
                 since = parse_timestamp(attempt.get("runningSince"))
+                ran = (now - since).total_seconds() if since else 0.0
                 view.running.append(
                     Running(
                         uid=uid,
@@ -139,7 +149,8 @@ def preemption_view(
                             ),
                             spec.get("startWithin") is not None,
                         ),
-                        running_seconds=(now - since).total_seconds() if since else 0.0,
+                        running_seconds=ran,
+                        ends_in_seconds=_ends_in(spec, ran),
                     )
                 )
     # A reservation lands on some node of its product: take it from the freest ones, so that
