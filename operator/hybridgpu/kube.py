@@ -22,9 +22,6 @@ CALL_THREADS = 32
 """Blocking client calls in flight at once. asyncio's default executor has cpu+4 threads
 (6 on two cores), which made a burst of 1,000 jobs queue for the API server."""
 
-ADMISSION_THREADS = 16
-"""The admission loop's own calls in flight (``Kube.separate``)."""
-
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every call: without it a hung API server connection hangs the
 step, its worker and in the end every job loop, while the liveness probe stays green."""
@@ -44,7 +41,7 @@ def load_client_config(kubeconfig: str | None = None) -> client.ApiClient:
             config_file=kubeconfig, client_configuration=configuration
         )
     # Many job steps share the pool; the default of 4 connections serialises them.
-    configuration.connection_pool_maxsize = CALL_THREADS + ADMISSION_THREADS
+    configuration.connection_pool_maxsize = CALL_THREADS
     return client.ApiClient(configuration)
 
 
@@ -83,11 +80,6 @@ class Kube:
         self._custom = client.CustomObjectsApi(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
-
-    def separate(self, threads: int, name: str) -> Kube:
-        """The same client with threads of its own, for calls that must not queue behind
-        everyone else's: the admission loop's decisions in a burst of dispatches."""
-        return Kube(self._api_client, self._timeout, threads, name)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", self._timeout)

@@ -31,7 +31,7 @@ from hybridgpu.controller.reconcile import (
 )
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.jobs.conditions import parse_timestamp
-from hybridgpu.kube import Conflict, Kube
+from hybridgpu.kube import Conflict
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
 from hybridgpu.routing.preemption import Eviction
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
@@ -164,10 +164,7 @@ class Admission:
         reread: Callable[[str, str, str], Awaitable[None]],
         priority: Callable[[str, str], int] = lambda _ns, _name: 0,
         gate: Callable[[], Awaitable[None]] | None = None,
-        kube: Kube | None = None,
     ) -> None:
-        self._kube = kube
-        """Writes the decisions through threads of its own (None: the workers' client)."""
         self._gate = gate
         """Awaited before each cycle: no decision is made while this process is paused."""
         self._deps = deps
@@ -276,8 +273,6 @@ class Admission:
         deps = replace(
             self._deps(), snapshot=world.snapshot, dispatch_inline=False, evict=world.evict
         )
-        if self._kube is not None:
-            deps = replace(deps, kube=self._kube)
         candidates = self._candidates(uids, deps)
         candidates.sort(
             key=lambda c: (-c.priority, not c.evicting, c.created or world.now, c.step.uid)

@@ -43,7 +43,7 @@ from hybridgpu.controller.workqueue import WorkQueue
 from hybridgpu.inventory.pools import NodeRecord, PodRecord, pools_from
 from hybridgpu.inventory.telemetry import GpuTelemetry, usable_telemetry
 from hybridgpu.jobs import conditions as cond
-from hybridgpu.kube import ADMISSION_THREADS, Conflict, Kube
+from hybridgpu.kube import Conflict, Kube
 from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.requests import load_request_items
 from hybridgpu.routing.snapshot import Snapshot
@@ -147,7 +147,6 @@ class JobRuntime:
             reread=self.reread,
             priority=self.priority,
             gate=self.gate.wait,
-            kube=kube.separate(ADMISSION_THREADS, "admission") if isinstance(kube, Kube) else None,
         )
         registry.wakeup.listeners.append(self.admission.wake)
         self.in_cluster = InClusterBackend(
