@@ -228,6 +228,13 @@ class Cluster:
         return [s["attempts"][-1] for s in self.statuses() if s.get("attempts")]
 
 
+def log_order(log: list[str], first: str, then: str) -> bool:
+    """Whether a line starting with ``first`` comes before the first one containing ``then``."""
+    a = next(i for i, line in enumerate(log) if line.startswith(first))
+    b = next(i for i, line in enumerate(log) if then in line)
+    return a < b
+
+
 def routed_reason(status: dict[str, Any]) -> tuple[str, str]:
     by_type = {c["type"]: c for c in status.get("conditions") or []}
     failed = by_type.get("Failed")
@@ -622,7 +629,11 @@ async def test_an_ended_job_retires_its_spend_then_lets_go_of_its_finalizer() ->
     await cluster.burst(1, external_job())
     await cluster.runtime.admission.cycle(["uid-waits"])
     job = cluster.api.jobs["j0000"]
+    assert job["status"]["attempts"][0]["outcome"] == "Dispatching"
+    assert not job["metadata"].get("finalizers")  # the intent alone: nothing is out yet
+    await cluster.runtime.work("uid-j0000")  # the dispatch
     assert job["metadata"]["finalizers"] == [WORK_FINALIZER]  # held from its dispatch on
+    assert log_order(cluster.api.log, "finalizers j0000", "submit")
     assert not cluster.api.jobs["waits"]["metadata"].get("finalizers")  # a waiting job: none
     network = cluster.registry.providers["akash"].adapter
     network.state = "Succeeded"  # type: ignore[attr-defined]

@@ -575,10 +575,14 @@ class JobStep:
             await self.save()
             return plan.delay or 30.0
         assert plan.target is not None
+        if not self.deps.dispatch_inline:
+            # The admission loop writes the intent alone: nothing is out yet, so the job may
+            # still vanish. The step that dispatches holds the finalizer first (``run``), with
+            # the same version check: one write fewer per decision in a burst.
+            await self.save()
+            return 0.0
         await self.hold_finalizer()
         await self.save()  # the intent first: a crash from here on resumes this attempt
-        if not self.deps.dispatch_inline:
-            return 0.0
         attempt = self.attempts[-1]
         if attempt.backend is Backend.EXTERNAL:
             return await self.submit_external(spec, attempt)
@@ -602,6 +606,7 @@ class JobStep:
         )
         self.meta = written["metadata"]
         self.rv = self.meta.get("resourceVersion")
+        self.written = written  # the cache learns the new version even if the step fails
 
     def prepare_wait(self, decision: RoutingDecision) -> None:
         previous = cond.find_model(self.conditions, cond.ROUTED)
