@@ -76,7 +76,7 @@ def operator(agent: NodeAgent, s3: SeaweedFS) -> Iterator[harness.Process]:
         process.kill()
 
 
-def _policy(namespace: str) -> None:
+def _policy(namespace: str, **extra: Any) -> None:
     doc = {
         "apiVersion": "hybridgpu.dev/v1alpha1",
         "kind": "RoutingPolicy",
@@ -92,6 +92,7 @@ def _policy(namespace: str) -> None:
             },
             "external": {"enabled": False},
             "failover": {"maxAttempts": 2, "backoff": "1s"},
+            **extra,
         },
     }
     kubectl("apply", "-f", "-", input=json.dumps(doc))
@@ -233,22 +234,7 @@ def test_an_evicted_batch_resumes_from_its_checkpoint_with_each_request_once(
     batch holding both of the agent's GPUs. The agent stops the Pod as the kubelet does
     (SIGTERM to the runner, its grace period, then the ai-runner); the runner saves its
     checkpoint through the presigned URL; the batch's next attempt sends only the rest."""
-    doc = {
-        "apiVersion": "hybridgpu.dev/v1alpha1",
-        "kind": "RoutingPolicy",
-        "metadata": {"name": "default", "namespace": namespace},
-        "spec": {
-            "inCluster": {
-                "enabled": True,
-                "maxQueueTime": "1h",
-                "gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "0.90"}],
-            },
-            "external": {"enabled": False},
-            "failover": {"maxAttempts": 2, "backoff": "1s"},
-            "preemption": {"evict": "LowerRank"},
-        },
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(doc))
+    _policy(namespace, preemption={"evict": "LowerRank"})
     total = 24
     items = [{"custom_id": f"img-{i}", "body": {"prompt": f"picture {i}"}} for i in range(total)]
     served = tmp_path / "served.jsonl"
