@@ -5,7 +5,7 @@ queues again behind it, its eviction counted and billed."""
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +13,7 @@ from hybridgpu.backends.cluster_backend import AttemptPod
 from hybridgpu.inventory.pools import pod_record
 
 from .inventory_objects import pod
-from .test_admission import NOW, Cluster, in_cluster_job, routed_reason
+from .test_admission import Cluster, in_cluster_job, routed_reason
 
 PRICES = {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "1.00"}]}
 PREEMPTING_POLICY = {
@@ -26,7 +26,7 @@ def run(cluster: Cluster, name: str, minutes_ago: int) -> None:
     """Mark job ``name``'s attempt 1 Running for ``minutes_ago`` with its Pod bound on n1."""
     body = cluster.api.jobs[name]
     attempt = body["status"]["attempts"][-1]
-    since = (NOW - timedelta(minutes=minutes_ago)).replace(microsecond=0)
+    since = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).replace(microsecond=0)
     attempt["outcome"] = "Running"
     attempt["runningSince"] = since.isoformat().replace("+00:00", "Z")
     attempt["externalId"] = f"job-{name}"
@@ -52,7 +52,8 @@ def gone(cluster: Cluster, name: str) -> None:
 
 
 async def arrive(cluster: Cluster, name: str, spec: dict[str, Any]) -> str:
-    body = cluster.api.add(name, spec, NOW)
+    # Created now, not at the module's NOW: the suite may have run for many minutes since.
+    body = cluster.api.add(name, spec, datetime.now(UTC))
     cluster.runtime.observe(body)
     await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
     return str(body["metadata"]["uid"])
@@ -107,7 +108,10 @@ async def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_attemp
     victim_uid = cluster.api.jobs["j0001"]["metadata"]["uid"]
     # Past the victim's failover backoff, so that both are decided in this cycle.
     cluster.api.jobs["j0001"]["status"]["attempts"][-1]["endTime"] = (
-        (NOW - timedelta(minutes=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        (datetime.now(UTC) - timedelta(minutes=1))
+        .replace(microsecond=0)
+        .isoformat()
+        .replace("+00:00", "Z")
     )
     cluster.version_bump(cluster.api.jobs["j0001"])
     cluster.runtime.observe(copy.deepcopy(cluster.api.jobs["j0001"]))
@@ -189,7 +193,10 @@ async def test_the_evicted_job_does_not_take_back_the_gpus_held_for_its_evictor(
     gone(cluster, "j0001")
     victim = cluster.api.jobs["j0001"]
     victim["status"]["attempts"][-1]["endTime"] = (
-        (NOW - timedelta(minutes=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        (datetime.now(UTC) - timedelta(minutes=1))
+        .replace(microsecond=0)
+        .isoformat()
+        .replace("+00:00", "Z")
     )
     cluster.version_bump(victim)
     cluster.runtime.observe(copy.deepcopy(victim))

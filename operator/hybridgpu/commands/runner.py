@@ -75,9 +75,7 @@ def _livepeer(args: argparse.Namespace) -> int:
     from hybridgpu.runner import checkpoint, livepeer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # httpx logs every request's URL at INFO: a presigned URL is a credential.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    livepeer.quiet_http_logs()
     if not args.input_url or not args.output_url:
         logging.error("--input-url and --output-url (or their environment variables) are required")
         return livepeer.EXIT_BAD_INPUT

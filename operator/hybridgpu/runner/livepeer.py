@@ -67,8 +67,15 @@ class Tally:
     errors: int = 0
 
 
+def quiet_http_logs() -> None:
+    """httpx logs every request's URL at INFO, and a presigned URL is a credential."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run(config: Config, client: httpx.Client | None = None) -> int:
     """The whole batch; returns the exit code."""
+    quiet_http_logs()  # here, not only in the CLI: whoever calls this logs no URL
     own = client is None
     http = client or httpx.Client(timeout=httpx.Timeout(config.request_timeout, connect=10.0))
     stop = checkpoint.Stop(config.checkpointing.drain_seconds)
