@@ -713,3 +713,35 @@ async def test_a_status_that_does_not_parse_fails_its_job_naming_the_field_and_n
     assert (failed["status"], failed["reason"]) == ("True", "InvalidStatus")
     assert failed["message"].startswith("status.attempts.0.outcome:")
     assert cluster.api.jobs["broken"]["status"]["phase"] == "Failed"
+
+
+async def test_a_dispatch_waits_for_the_admission_loop_to_be_idle_then_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=10),),
+    )
+    await cluster.burst(1, external_job())
+    admission = cluster.runtime.admission
+    admission.request("uid-other")  # a decision is pending: the loop is busy
+    step = asyncio.create_task(cluster.runtime.work("uid-j0000"))
+    await asyncio.sleep(0.2)
+    assert not any(line.startswith("submit") for line in cluster.api.log)  # decisions first
+    admission._idle.set()  # the loop has decided what it had
+    await step
+    assert any(line.startswith("submit akash") for line in cluster.api.log)
+
+
+async def test_a_dispatch_does_not_wait_for_ever_on_a_busy_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobloop, "DISPATCH_YIELD", 0.05)
+    cluster = Cluster(
+        policy_spec={"inCluster": {"enabled": False}},
+        offers=(offer("akash", A100, PerGPUHour(Decimal("0.39")), available=10),),
+    )
+    await cluster.burst(1, external_job())
+    cluster.runtime.admission.request("uid-other")  # and it never gets idle
+    await cluster.runtime.work("uid-j0000")
+    assert any(line.startswith("submit akash") for line in cluster.api.log)

@@ -179,6 +179,9 @@ async def test_a_job_delete_that_failed_is_owed_and_done_after_a_restart() -> No
     assert victim["attempts"][-1]["outcome"] == "Preempted"  # the intent was written first
     (owed,) = victim["pendingCancels"]
     assert (owed["provider"], owed["id"], owed["attempt"]) == ("in-cluster", "job-j0001", 1)
+    # Owed and counted as a try, as a network's failed cancel is: not the job's own failure.
+    assert owed["tries"] == 1
+    assert owed["lastError"] == "deleting the attempt's Job failed: RuntimeError"
 
     cluster.api.delete_batch_job = real_delete  # type: ignore[method-assign]
     runtime = cluster.restart()

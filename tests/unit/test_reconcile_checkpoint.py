@@ -98,21 +98,10 @@ async def test_every_attempt_of_a_job_names_the_same_checkpoint_object() -> None
     job = await results.resolve("ns", "j", "uid-7", spec)
     keys = []
     for attempt in (1, 2):
-        urls = await jobresults.manifest_urls(job, spec, None, None, incluster.job_manifest)
+        urls = await jobresults.manifest_urls(job, spec, None, None)
         manifest = incluster.job_manifest(
             name="j", namespace="ns", uid="uid-7", spec=spec, attempt=attempt,
             gpu_product="Tesla-T4", **urls,
         )  # fmt: skip
         keys.append(urlsplit(env(manifest)["HYBRIDGPU_RESUME_URL"]).path)
     assert keys[0] == keys[1] == "/results/hybridgpu/ns/j/uid-7/checkpoint.jsonl"
-
-
-async def test_a_builder_without_the_checkpoint_keywords_is_given_none() -> None:
-    spec = InferenceJobSpec.model_validate(StoreWorld().kube.obj["spec"])
-    job = await jobresults.ResultsConfig(store(), no_secret).resolve("ns", "j", "uid-7", spec)
-
-    def older_builder(*, input_url: str | None = None, output_url: str | None = None) -> None:
-        return None
-
-    urls = await jobresults.manifest_urls(job, spec, None, None, older_builder)
-    assert set(urls) == {"input_url", "output_url"}

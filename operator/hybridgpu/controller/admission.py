@@ -98,11 +98,6 @@ class World:
         )
         return None if found is None else (found, self._view.describe(found))
 
-    def hold(self, product: str, gpus: int) -> None:
-        """Keep ``gpus`` of ``product`` from the decisions that follow (a nomination)."""
-        self.pools = tuple(reserve(p, gpus) if p.gpu_product == product else p for p in self.pools)
-        self._snapshots.clear()
-
     def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""
         if target.backend == "InCluster":
@@ -177,8 +172,8 @@ class Admission:
         self._pending: set[str] = set()
         self.waiting: set[str] = set()
         """Jobs whose last decision was to wait: any change of capacity decides them again."""
-        self.nominated: dict[str, tuple[str, int]] = {}
-        """uid -> (GPU product, GPUs) of jobs waiting for the GPUs they evicted. In memory: a
+        self.nominated: set[str] = set()
+        """Jobs waiting for the GPUs they evicted. In memory: a
         restarted operator forgets it, and at worst an evicted job takes its GPUs back once,
         to be evicted again (it has lost nothing: it had not started)."""
         self._event = asyncio.Event()
@@ -198,7 +193,7 @@ class Admission:
     def forget(self, uid: str) -> None:
         self._pending.discard(uid)
         self.waiting.discard(uid)
-        self.nominated.pop(uid, None)
+        self.nominated.discard(uid)
 
     def wake(self) -> None:
         """Capacity, prices or policies changed: every waiting job is decided again."""
@@ -277,16 +272,12 @@ class Admission:
         candidates.sort(
             key=lambda c: (-c.priority, not c.evicting, c.created or world.now, c.step.uid)
         )
-        deciding = {c.step.uid for c in candidates}
-        for uid in [u for u in self.nominated if u not in deciding]:
-            del self.nominated[uid]  # gone, or moved on
+        self.nominated = set()  # rebuilt below: those gone or moved on drop out
         writes = []
         for c in candidates:
             plan = c.step.plan_route(c.spec, c.policy)
             if plan.eviction is not None:
-                self.nominated[c.step.uid] = (plan.eviction.gpu_product, c.spec.gpu.count)
-            else:
-                self.nominated.pop(c.step.uid, None)
+                self.nominated.add(c.step.uid)
             if plan.kind is Plan.DISPATCH and plan.target is not None:
                 world.take(
                     (c.step.namespace, c.spec.policy_ref),
@@ -303,11 +294,9 @@ class Admission:
                 await self._commit(c, plan)
 
         await asyncio.gather(*(write(c, p) for c, p in writes))
-        evictions = [(c, p.eviction) for c, p in writes if p.eviction is not None]
-        for c, eviction in evictions:
-            for uid in eviction.victims:
-                async with limit:
-                    await self._evict(uid, c, deps)
+        for c, plan in writes:
+            for uid in plan.eviction.victims if plan.eviction is not None else ():
+                await self._evict(uid, c, deps)
 
     async def _evict(self, uid: str, by: Candidate, deps: Deps) -> None:
         """The victim's side: its attempt ends Preempted (version-checked), then its Job goes."""

@@ -18,17 +18,19 @@ from typing import Any
 from hybridgpu.api.inferencejob import AttemptOutcome, Backend, InferenceJobSpec
 from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
 from hybridgpu.backends.cluster_backend import AttemptPod
-from hybridgpu.inventory.pools import NodeRecord, PodRecord, gpus_in_use_by_node
+from hybridgpu.controller.claims import ACTIVE_OUTCOMES
+from hybridgpu.inventory.pools import (
+    TERMINATED_PHASES,
+    NodeRecord,
+    PodRecord,
+    gpus_in_use_by_node,
+)
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.decision import RoutingDecision
 from hybridgpu.routing.engine import FEASIBLE, LATE
 from hybridgpu.routing.preemption import Eviction, Place, Running, plan_eviction, rank
 from hybridgpu.units import parse_duration
 
-ACTIVE = frozenset(
-    {AttemptOutcome.DISPATCHING.value, AttemptOutcome.PENDING.value, AttemptOutcome.RUNNING.value}
-)
-TERMINATED = frozenset({"Succeeded", "Failed"})
 HOLD_SECONDS = 600.0
 """How long a job that evicted work waits for those GPUs at most before it takes the engine's
 answer again."""
@@ -76,7 +78,7 @@ class PreemptionView:
 
 def _first_pod(records: Iterable[Any]) -> AttemptPod | None:
     for record in records:
-        if isinstance(record, AttemptPod) and record.phase not in TERMINATED:
+        if isinstance(record, AttemptPod) and record.phase not in TERMINATED_PHASES:
             return record
     return None
 
@@ -127,7 +129,7 @@ def preemption_view(
                     if by and ended and (now - ended).total_seconds() < HOLD_SECONDS:
                         view.freeing[by] = (product, pod.node)
                 continue
-            if outcome not in ACTIVE:
+            if outcome not in ACTIVE_OUTCOMES:  # (StrEnum members: equal to the raw strings)
                 continue
             if pod is None or not pod.node:
                 reserved[product] += gpus  # held by its reservation, on no node yet
@@ -192,7 +194,7 @@ def eviction_for(
     waiting for them (an eviction without victims) rather than take the engine's answer,
     which cannot see them yet."""
     if not preempts(policy, spec) or policy.preemption is None or spec.start_within is None:
-        return None
+        return None  # (preempts() says all of it; the rest narrows the types)
     anchor = created_at or now
     deadline = (anchor + spec.start_within - now).total_seconds()
     helpful = [

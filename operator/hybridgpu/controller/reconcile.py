@@ -714,9 +714,7 @@ class JobStep:
         job_store = await self.job_results(spec)
         if job_store is not None:
             items = await self.deps.load_requests(self.namespace, spec)
-            urls = await jobresults.manifest_urls(
-                job_store, spec, policy, items, incluster.job_manifest
-            )
+            urls = await jobresults.manifest_urls(job_store, spec, policy, items)
         try:
             manifest = incluster.job_manifest(
                 name=self.name,
@@ -771,11 +769,10 @@ class JobStep:
         if remote.state == "Succeeded":
             end = remote.ended_at or self.now
             self.accrue_in_cluster(spec, attempt, started or end, end)
-            if jobresults.manifest_takes_urls(incluster.job_manifest):
-                # Completion: the container exited 0 AND its output object is there.
-                missing = await self.record_output(spec, None)
-                if missing:
-                    return await self.failover(attempt, "OutputMissing", missing)
+            # Completion: the container exited 0 AND its output object is there.
+            missing = await self.record_output(spec, None)
+            if missing:
+                return await self.failover(attempt, "OutputMissing", missing)
             self.end_attempt(attempt, AttemptOutcome.SUCCEEDED, "Completed", remote.message)
             total = self.total(spec)
             self.status.progress = Progress(completed=total, total=total)
@@ -1088,9 +1085,16 @@ class JobStep:
         """One try at stopping owed remote work; True when nothing of it is left to stop."""
         provider = owed.provider
         if provider == IN_CLUSTER_PROVIDER:  # an evicted attempt's Job
-            await self.cluster().cancel(
-                attempt_ref(self.namespace, self.uid, owed.attempt, owed.id)
-            )
+            try:
+                await self.cluster().cancel(
+                    attempt_ref(self.namespace, self.uid, owed.attempt, owed.id)
+                )
+            except Exception as exc:
+                # The API server's trouble is retried like a network's: it must not count
+                # as the job's own failure (MAX_FAILURES would fail the job for it).
+                owed.tries += 1
+                owed.last_error = f"deleting the attempt's Job failed: {type(exc).__name__}"
+                return False
             return True
         entry = self.deps.registry.providers.get(provider)
         if entry is None:

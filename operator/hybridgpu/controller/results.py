@@ -16,7 +16,6 @@ CamelCase reason, ``final`` when the job can never succeed as it is.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -254,24 +253,11 @@ async def manifest_urls(
     spec: InferenceJobSpec,
     policy: RoutingPolicySpec | None,
     items: list[dict[str, Any]] | None,
-    build: Callable[..., Any],
 ) -> dict[str, str | None]:
-    """The URL keywords for the in-cluster Job builder ``build``: the input and output, and
-    the checkpoint's PUT and GET when ``build`` takes them and there is an input to resume."""
+    """The URL keywords of ``backends.incluster.job_manifest``: the input and output, and the
+    checkpoint's PUT and GET when there is an input to resume."""
     input_url, output_url = await runner_urls(job, spec, policy, items)
     urls: dict[str, str | None] = {"input_url": input_url, "output_url": output_url}
-    if input_url and manifest_takes(build, "checkpoint_url", "resume_url"):
+    if input_url:
         urls["checkpoint_url"], urls["resume_url"] = checkpoint_urls(job, spec, policy)
     return urls
-
-
-def manifest_takes(build: Callable[..., Any], *keywords: str) -> bool:
-    """Whether the in-cluster Job builder takes every one of ``keywords``: the builder
-    (backends/incluster.py) gains them beside this module's work, not in the same change."""
-    params = inspect.signature(build).parameters
-    return all(k in params for k in keywords)
-
-
-def manifest_takes_urls(build: Callable[..., Any]) -> bool:
-    """Whether the in-cluster Job builder takes ``input_url``/``output_url``."""
-    return manifest_takes(build, "input_url", "output_url")

@@ -69,7 +69,7 @@ UNLABELLED_PRODUCT = "unknown"
 """Pool name for nodes that offer nvidia.com/gpu but carry no GPU Feature Discovery labels."""
 
 MIB = 2**20
-_TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
 _KNOWN_MEMORY_MIB = dict(TRACE_GPU_PRODUCTS.values())
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ class PodRecord:
     @property
     def active(self) -> bool:
         """Holds (or will hold) its GPUs: not Succeeded or Failed."""
-        return self.phase not in _TERMINATED_PHASES
+        return self.phase not in TERMINATED_PHASES
 
     @property
     def pending_unbound(self) -> bool:
@@ -308,7 +308,7 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord | None:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     phase = str(status.get("phase") or "Pending")
-    if phase in _TERMINATED_PHASES:
+    if phase in TERMINATED_PHASES:
         return None
     where = f"Pod {_name(body)}"
     gpus = pod_gpu_request(spec, where)
