@@ -223,3 +223,31 @@ async def test_work_about_to_end_by_itself_is_spared() -> None:
     await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
     assert status(cluster, "long")["attempts"][-1]["outcome"] == "Preempted"
     assert status(cluster, "short")["attempts"][-1]["outcome"] == "Running"
+
+
+async def test_an_evicted_job_never_queues_a_pod_for_the_gpus_it_gave_up() -> None:
+    # A queue long enough that the engine would send it to the pool to wait for a GPU: its Pod
+    # would then race the evictor's in kube-scheduler's queue.
+    policy = {**PREEMPTING_POLICY, "inCluster": {**PRICES, "maxQueueTime": "8h"}}
+    cluster = await two_running(policy, preemptible=True)
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    gone(cluster, "j0001")
+    victim = cluster.api.jobs["j0001"]
+    victim["status"]["attempts"][-1]["endTime"] = (
+        (datetime.now(UTC) - timedelta(minutes=1))
+        .replace(microsecond=0)
+        .isoformat()
+        .replace("+00:00", "Z")
+    )
+    cluster.version_bump(victim)
+    cluster.runtime.observe(copy.deepcopy(victim))
+    await cluster.runtime.admission.cycle([ls, victim["metadata"]["uid"]])
+    assert status(cluster, "urgent")["attempts"][-1]["backend"] == "InCluster"
+    after = status(cluster, "j0001")
+    assert len(after["attempts"]) == 1  # no second attempt queued behind the evictor
+    (routed,) = [c for c in after["conditions"] if c["type"] == "Routed"]
+    assert (routed["status"], routed["reason"]) == ("False", "Preempted")
+    assert "waits for a free" in routed["message"]
+    # A job never evicted, under the same policy, does queue for the busy pool.
+    await arrive(cluster, "fresh", in_cluster_job(estimatedDuration="1h", preemptible=True))
+    assert status(cluster, "fresh")["attempts"][-1]["outcome"] == "Dispatching"

@@ -452,8 +452,28 @@ class JobStep:
         if decision.outcome == "Wait" or decision.target is None:
             self.prepare_wait(decision)
             return RoutePlan(Plan.WAIT, decision=decision, delay=decision.retry_after_seconds)
+        if self._evicted_would_queue(decision.target):
+            message = (
+                f"evicted for higher-ranked work: waits for a free {decision.target.gpu_product} "
+                "GPU rather than queue a Pod for the ones it gave up"
+            )
+            self.set(cond.ROUTED, False, PREEMPTED, message)
+            return RoutePlan(Plan.WAIT, decision=decision, delay=PREEMPTING_RECHECK)
         self.prepare_dispatch(spec, decision, decision.target)
         return RoutePlan(Plan.DISPATCH, decision=decision, target=decision.target)
+
+    def _evicted_would_queue(self, target: ScoredCandidate) -> bool:
+        """An evicted job sent to a busy pool: its Pod would wait in kube-scheduler's queue,
+        where nothing ranks it behind the job that evicted it, and could take back the GPUs
+        that job was promised (the e2e test caught it doing so). It waits in admission
+        instead, and is woken when a GPU frees."""
+        last = self.attempts[-1] if self.attempts else None
+        return (
+            last is not None
+            and last.outcome is AttemptOutcome.PREEMPTED
+            and target.backend == "InCluster"
+            and target.expected_start_seconds > 0
+        )
 
     # -- results --------------------------------------------------------------------------
 
