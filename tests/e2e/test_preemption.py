@@ -11,6 +11,7 @@ collector's handling of the evicted Job and its Pod are the real ones.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +104,10 @@ def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_job(
             env=[hold],
         )
         wait_for(f"{name} running", lambda n=name: _phase(namespace, n) == "Running", timeout=90)
+        # runningSince has a resolution of one second, and two jobs that started in the same
+        # second are equally new, so the rule may evict either (the project's CI once saw
+        # "late" kept). Only a later second makes "late" the newer one.
+        time.sleep(1.2)
 
     _job(
         namespace,
@@ -122,10 +127,13 @@ def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_job(
 
     late = get("ij", "late", namespace)
     first = late["status"]["attempts"][0]
-    assert (first["outcome"], first["reason"]) == ("Preempted", "Preempted"), first
+    early = get("ij", "early", namespace)
+    assert (first["outcome"], first["reason"]) == ("Preempted", "Preempted"), (
+        first,
+        early["status"]["attempts"],
+    )
     assert first["preemptedBy"] == f"{namespace}/urgent"
     assert late["status"]["preemptions"] == 1
-    early = get("ij", "early", namespace)
     assert len(early["status"]["attempts"]) == 1
     assert early["status"]["attempts"][0]["outcome"] == "Running"  # the older one is kept
     assert "preemptions" not in early["status"]
