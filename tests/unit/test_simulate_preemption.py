@@ -261,3 +261,36 @@ def test_a_victim_resumed_on_a_network_pays_each_place_for_its_part() -> None:
     assert new.cost == Decimal("0.0666666667") + Decimal("0.525")
     assert result.external_cost == Decimal("0.525")
     assert result.jobs_external == 1
+
+
+# ls-a and ls-b hold both T4s; be-q queues for ls-b's GPU. ls-c arrives with nothing free and
+# nothing evictable (be-q has not started), so the engine tells it to wait, its retry hours
+# away (the queue's next release is ls-a's, at 36000 s).
+WAITS_THEN_BE_STARTS = [
+    sim_job("ls-a", 0, 36000, ls=True),
+    sim_job("ls-b", 1, 1000, ls=True),
+    sim_job("be-q", 10, 36000),
+    sim_job("ls-c", 900, 600, ls=True),
+]
+
+
+def test_a_waiting_latency_sensitive_job_evicts_preemptible_work_that_starts_meanwhile() -> None:
+    result, recs = replay(policy("wait-and-preempt"), WAITS_THEN_BE_STARTS)
+    # At 1001 ls-b ends and be-q starts on its GPU: ls-c, still within its 5m, is decided
+    # again at once and evicts it (it had run 0 s: nothing lost).
+    assert recs["be-q"].preemptions == 1
+    assert recs["ls-c"].start == 1001.0
+    assert result.slo_attainment == 1.0
+    assert result.lost_gpu_hours == 0.0
+
+
+def test_a_waiting_job_already_late_is_not_woken_by_a_preemptible_start() -> None:
+    # ls-c arrives 400 s before ls-b ends: past its 5m when be-q starts, so it keeps waiting
+    # for its retry rather than take the GPU from be-q at once (late either way; woken, the
+    # GPU would go to a late job before jobs that can still start in time).
+    jobs = [*WAITS_THEN_BE_STARTS[:3], sim_job("ls-c", 600, 600, ls=True)]
+    result, recs = replay(policy("wait-and-preempt"), jobs)
+    assert recs["ls-c"].start is not None and recs["ls-c"].start > 1001.0
+    # Evicted at ls-c's retry instead, after running a while.
+    assert recs["be-q"].lost_gpu_seconds > 0
+    assert result.slo_attainment == pytest.approx(2 / 3)
