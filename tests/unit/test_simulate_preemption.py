@@ -294,3 +294,22 @@ def test_a_waiting_job_already_late_is_not_woken_by_a_preemptible_start() -> Non
     # Evicted at ls-c's retry instead, after running a while.
     assert recs["be-q"].lost_gpu_seconds > 0
     assert result.slo_attainment == pytest.approx(2 / 3)
+
+
+def test_a_policy_that_never_evicts_is_not_woken_by_a_preemptible_start() -> None:
+    # Deciding ls-c again when be-q starts could only change its answer with less capacity,
+    # and would move the figures of policies without preemption for nothing.
+    w = Workload("test", "alibaba-pod-list", tuple(WAITS_THEN_BE_STARTS), 4)
+    specs = [job_spec(j, within(j), best_effort(j)) for j in w.jobs]
+    router = PolicyRouter("p", policy("wait-for-price"), specs)
+    decided: list[tuple[int, float]] = []
+    route = router.route
+
+    def counting(index: int, replay: Replay, now: float) -> object:
+        decided.append((index, now))
+        return route(index, replay, now)
+
+    router.route = counting  # type: ignore[method-assign,assignment]
+    Replay(w, TWO_T4, (), OWNED, within, best_effort).run(router)
+    assert (3, 1001.0) not in decided  # ls-c (index 3) only at arrival and at its retry
+    assert decided.count((3, 900.0)) == 1

@@ -386,6 +386,9 @@ class Replay:
         (the operator's loop wakes every waiting job; see docs/simulate.md). Each pool is
         worked until no preemptible work is left on it; a woken job that waits again is not
         woken twice for the same start."""
+        if not getattr(router, "evicts", False):
+            self._evictable.clear()  # nothing it decides evicts: deciding again changes nothing
+            return
         seen: set[int] = set()
         while self._evictable:
             product = self._evictable.pop()
