@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from hybridgpu.backends.cluster_backend import AttemptPod
+from hybridgpu.controller.reconcile import JobStep
 from hybridgpu.inventory.pools import pod_record
 
 from .inventory_objects import pod
@@ -251,3 +252,47 @@ async def test_an_evicted_job_never_queues_a_pod_for_the_gpus_it_gave_up() -> No
     # A job never evicted, under the same policy, does queue for the busy pool.
     await arrive(cluster, "fresh", in_cluster_job(estimatedDuration="1h", preemptible=True))
     assert status(cluster, "fresh")["attempts"][-1]["outcome"] == "Dispatching"
+
+
+async def test_a_waiting_job_is_decided_again_when_preemptible_work_starts_running() -> None:
+    # Both GPUs promised to preemptible best-effort work whose Pods are not bound yet: nothing
+    # is free and nothing evictable, so the latency-sensitive job is told to wait.
+    cluster = Cluster(policy_spec=PREEMPTING_POLICY, gpus=2)
+    await cluster.burst(2, in_cluster_job(estimatedDuration="4h", preemptible=True))
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert routed_reason(status(cluster, "urgent"))[0] == "Waiting"
+    assert routed_reason(status(cluster, "urgent"))[1] != "Preempting"
+    assert ls in cluster.runtime.admission.waiting
+    assert ls not in cluster.runtime.admission._pending
+
+    # j0001's Pod starts: tracking marks its attempt running. That must decide the waiting
+    # job again, not leave it to its retry (which is hours away for a queue this long).
+    body = cluster.api.jobs["j0001"]
+    step = JobStep(
+        copy.deepcopy(body), cluster.runtime.deps(), cluster.runtime.events.emit_for(body)
+    )
+    step.mark_running(datetime.now(UTC))
+    assert ls in cluster.runtime.admission._pending
+
+    # Decided again with the Pods bound: it evicts the newer of them.
+    run(cluster, "j0000", minutes_ago=30)
+    run(cluster, "j0001", minutes_ago=1)
+    await cluster.runtime.admission.cycle([ls])
+    assert routed_reason(status(cluster, "urgent")) == ("Waiting", "Preempting")
+    assert status(cluster, "j0001")["attempts"][-1]["outcome"] == "Preempted"
+
+
+async def test_a_job_that_is_not_preemptible_starting_wakes_nobody() -> None:
+    cluster = Cluster(policy_spec=PREEMPTING_POLICY, gpus=2)
+    await cluster.burst(2, in_cluster_job(estimatedDuration="4h"))
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert ls in cluster.runtime.admission.waiting
+    body = cluster.api.jobs["j0001"]
+    step = JobStep(
+        copy.deepcopy(body), cluster.runtime.deps(), cluster.runtime.events.emit_for(body)
+    )
+    generation = cluster.registry.wakeup.generation
+    step.mark_running(datetime.now(UTC))
+    # Nothing it could use appeared: no GPU came free and nothing it may evict started.
+    assert cluster.registry.wakeup.generation == generation
+    assert ls not in cluster.runtime.admission._pending

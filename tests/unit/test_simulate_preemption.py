@@ -261,3 +261,55 @@ def test_a_victim_resumed_on_a_network_pays_each_place_for_its_part() -> None:
     assert new.cost == Decimal("0.0666666667") + Decimal("0.525")
     assert result.external_cost == Decimal("0.525")
     assert result.jobs_external == 1
+
+
+# ls-a and ls-b hold both T4s; be-q queues for ls-b's GPU. ls-c arrives with nothing free and
+# nothing evictable (be-q has not started), so the engine tells it to wait, its retry hours
+# away (the queue's next release is ls-a's, at 36000 s).
+WAITS_THEN_BE_STARTS = [
+    sim_job("ls-a", 0, 36000, ls=True),
+    sim_job("ls-b", 1, 1000, ls=True),
+    sim_job("be-q", 10, 36000),
+    sim_job("ls-c", 900, 600, ls=True),
+]
+
+
+def test_a_waiting_latency_sensitive_job_evicts_preemptible_work_that_starts_meanwhile() -> None:
+    result, recs = replay(policy("wait-and-preempt"), WAITS_THEN_BE_STARTS)
+    # At 1001 ls-b ends and be-q starts on its GPU: ls-c, still within its 5m, is decided
+    # again at once and evicts it (it had run 0 s: nothing lost).
+    assert recs["be-q"].preemptions == 1
+    assert recs["ls-c"].start == 1001.0
+    assert result.slo_attainment == 1.0
+    assert result.lost_gpu_hours == 0.0
+
+
+def test_a_waiting_job_already_late_is_not_woken_by_a_preemptible_start() -> None:
+    # ls-c arrives 400 s before ls-b ends: past its 5m when be-q starts, so it keeps waiting
+    # for its retry rather than take the GPU from be-q at once (late either way; woken, the
+    # GPU would go to a late job before jobs that can still start in time).
+    jobs = [*WAITS_THEN_BE_STARTS[:3], sim_job("ls-c", 600, 600, ls=True)]
+    result, recs = replay(policy("wait-and-preempt"), jobs)
+    assert recs["ls-c"].start is not None and recs["ls-c"].start > 1001.0
+    # Evicted at ls-c's retry instead, after running a while.
+    assert recs["be-q"].lost_gpu_seconds > 0
+    assert result.slo_attainment == pytest.approx(2 / 3)
+
+
+def test_a_policy_that_never_evicts_is_not_woken_by_a_preemptible_start() -> None:
+    # Deciding ls-c again when be-q starts could only change its answer with less capacity,
+    # and would move the figures of policies without preemption for nothing.
+    w = Workload("test", "alibaba-pod-list", tuple(WAITS_THEN_BE_STARTS), 4)
+    specs = [job_spec(j, within(j), best_effort(j)) for j in w.jobs]
+    router = PolicyRouter("p", policy("wait-for-price"), specs)
+    decided: list[tuple[int, float]] = []
+    route = router.route
+
+    def counting(index: int, replay: Replay, now: float) -> object:
+        decided.append((index, now))
+        return route(index, replay, now)
+
+    router.route = counting  # type: ignore[method-assign,assignment]
+    Replay(w, TWO_T4, (), OWNED, within, best_effort).run(router)
+    assert (3, 1001.0) not in decided  # ls-c (index 3) only at arrival and at its retry
+    assert decided.count((3, 900.0)) == 1

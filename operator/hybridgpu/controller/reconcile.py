@@ -1222,6 +1222,11 @@ class JobStep:
         started = started.replace(microsecond=0)
         if self.attempts:
             self.attempts[-1].running_since = started
+            attempt = self.attempts[-1]
+            if attempt.backend is Backend.IN_CLUSTER and self.raw_spec.get("preemptible") is True:
+                # Work a waiting latency-sensitive job may evict has appeared: it was told to
+                # wait when nothing was evictable, and its retry may be hours away.
+                self.deps.registry.wakeup.notify(candidate_name(attempt))
         if self.status.start_time is None:
             self.status.start_time = started
             created = cond.parse_timestamp(self.meta.get("creationTimestamp"))

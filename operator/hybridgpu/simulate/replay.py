@@ -251,6 +251,12 @@ class Replay:
         """The one queue recheck still due per queued job (an evicted job may queue again)."""
         self._parked: dict[str, deque[int]] = {}
         """Jobs waiting for capacity at a place, by place, FIFO (entries may be stale)."""
+        self._waiting_urgent: set[int] = set()
+        """Jobs with a startWithin told to wait (entries may be stale): a preemptible start in
+        a pool they accept may be theirs to evict."""
+        self._evictable: list[str] = []
+        """Pools where preemptible work started while the current event was handled; the
+        waiting jobs with a startWithin are decided again once it is done."""
         self._spend: list[tuple[float, Decimal]] = []
         self._busy: list[tuple[float, int]] = []
 
@@ -332,6 +338,7 @@ class Replay:
                     rec.rejected = "GaveUp"
                     continue
                 self._apply(index, router.route(index, self, now), now)
+            self._wake_evictors(router, now, give_up)
         if progress is not None:
             progress(len(self.jobs))
         return self._result(router.name)
@@ -370,6 +377,50 @@ class Replay:
         if parked is not None:
             # Drop entries of jobs no longer waiting, so the scan above stays short.
             self._parked[place] = deque(i for i in parked if i in self._retry_seq)
+
+    def _wake_evictors(self, router: Router, now: float, give_up: float) -> None:
+        """Decide again the waiting jobs with a startWithin that accept a pool where
+        preemptible work has just started, oldest first, as the operator's admission loop does
+        when the Pod starts: told to wait when nothing was evictable, they may evict it now
+        (their retry may be days away). Only jobs still within their startWithin are woken
+        (the operator's loop wakes every waiting job; see docs/simulate.md). Each pool is
+        worked until no preemptible work is left on it; a woken job that waits again is not
+        woken twice for the same start."""
+        if not getattr(router, "evicts", False):
+            self._evictable.clear()  # nothing it decides evicts: deciding again changes nothing
+            return
+        seen: set[int] = set()
+        while self._evictable:
+            product = self._evictable.pop()
+            pool = self.pools[product]
+            # Job indexes are in arrival order: the operator's loop decides oldest first.
+            for index in sorted(self._waiting_urgent):
+                if not self._runs_preemptible(product):
+                    break
+                if index not in self._retry_seq:
+                    self._waiting_urgent.discard(index)  # decided since: no longer waiting
+                    continue
+                job = self.jobs[index]
+                if index in seen or (job.products is not None and product not in job.products):
+                    continue
+                if pool.largest_node < job.gpus:
+                    continue
+                if now - job.arrival > (self.records[index].deadline or 0.0):
+                    # Late whatever it gets: handing it the evicted GPUs first made the next
+                    # arrivals late too (gpuspec33: 83.6 % on time instead of 89.3 %).
+                    continue
+                seen.add(index)
+                self._waiting_urgent.discard(index)
+                del self._retry_seq[index]  # its timer is now stale
+                if now > give_up:
+                    self.records[index].rejected = "GaveUp"
+                    continue
+                self._apply(index, router.route(index, self, now), now)
+
+    def _runs_preemptible(self, product: str) -> bool:
+        return any(
+            a.product == product and self.records[i].preemptible for i, a in self.attempts.items()
+        )
 
     def _free_at(self, place: str) -> int:
         pool = self.pools.get(place)
@@ -412,6 +463,8 @@ class Replay:
         elif action.kind == "wait":
             self._push(now + max(action.retry_seconds, 1.0), 3, index)
             self._retry_seq[index] = self._seq
+            if rec.deadline is not None:
+                self._waiting_urgent.add(index)
             for place in action.awaiting:
                 self._parked.setdefault(place, deque()).append(index)
         else:
@@ -438,6 +491,8 @@ class Replay:
         self._busy.append((now, job.gpus))
         self._push(end, 0, index)
         self.attempts[index] = Attempt(pool.product, placed, now, end, self._seq)
+        if rec.preemptible and pool.product not in self._evictable:
+            self._evictable.append(pool.product)
 
     def _preempt(self, index: int, eviction: Eviction, checkpoint: float, now: float) -> None:
         """Stop the victims, start job ``index`` on the node they free, route them again."""

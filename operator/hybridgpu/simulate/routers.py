@@ -81,6 +81,12 @@ class PolicyRouter:
         )
         """The checkpoint interval of a policy that evicts; None when it never does."""
 
+    @property
+    def evicts(self) -> bool:
+        """Whether its latency-sensitive jobs may evict preemptible work (the replay wakes
+        them when such work starts)."""
+        return self._checkpoint_seconds is not None
+
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Build the snapshot the operator would see at ``now`` and ask the engine."""
         job = replay.jobs[index]
