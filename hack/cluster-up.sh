@@ -185,7 +185,7 @@ start kube-apiserver \
   --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
-  --profiling=false
+  --profiling="${HYBRIDGPU_APISERVER_PROFILING:-false}"
 wait_for kube-apiserver 90 K get --raw /readyz
 
 start kube-controller-manager \
