@@ -261,3 +261,53 @@ def test_a_victim_resumed_on_a_network_pays_each_place_for_its_part() -> None:
     assert new.cost == Decimal("0.0666666667") + Decimal("0.525")
     assert result.external_cost == Decimal("0.525")
     assert result.jobs_external == 1
+
+
+def nosana(capacity: int) -> MarketOffer:
+    return MarketOffer(
+        "nosana",
+        "depin",
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal("0.10"),  # cheaper than the T4s: the best-effort job goes there at once
+        60.0,
+        capacity,
+        0.0,
+        TrustTier.COMMUNITY,
+        ProviderType.NOSANA,
+    )
+
+
+# The one Nosana GPU runs a best-effort job, the T4s latency-sensitive work (equal rank:
+# never evicted), when another latency-sensitive job arrives.
+FULL_NETWORK = [
+    sim_job("be", 0, 7200),
+    sim_job("ls-a", 10, 36000, ls=True),
+    sim_job("ls-b", 10, 36000, ls=True),
+    sim_job("ls", 1360, 600, ls=True),
+]
+
+
+def test_a_latency_sensitive_job_evicts_best_effort_work_on_a_network_that_can_cancel() -> None:
+    result, recs = replay(policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),))
+    be, ls = recs["be"], recs["ls"]
+    assert be.preemptions == 1
+    # be ran 1360 - 60 = 1300 s on Nosana (after its 60 s start latency): 900 checkpointed.
+    assert (be.remaining, be.lost_gpu_seconds) == (7200 - 900, 400)
+    assert ls.start == 1360 + 60  # submitted to the freed GPU now, running after the latency
+    assert ls.target == "nosana/NVIDIA-GeForce-RTX-4090"
+    assert result.slo_attainment == 1.0
+    assert result.unfinished == 0
+    # Billed the 1300 s of its first run, then the 6300 s left.
+    assert be.external_cost == (Decimal("0.10") * (1300 + 6300) / 3600).quantize(Decimal("1e-10"))
+
+
+def test_no_eviction_on_a_network_whose_adapter_cannot_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hybridgpu.simulate.routers as routers
+
+    monkeypatch.setattr(routers, "CANCELLABLE_TYPES", frozenset())
+    result, recs = replay(policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),))
+    assert result.preemptions == 0
+    assert recs["be"].end == 60 + 7200.0
