@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from hybridgpu.api.computeprovider import CANCELLABLE_TYPES, ProviderType
 from hybridgpu.networks.container import ContainerAdapter
+from hybridgpu.routing.decision import ScoredCandidate
 from hybridgpu.routing.preemption import (
     Eviction,
     Place,
@@ -191,3 +192,35 @@ def test_random_external_evictions_are_sufficient_lower_ranked_cancellable_and_m
 
         assert enough(victims)
         assert all(not enough([v for v in victims if v is not w]) for w in victims)
+
+
+def test_plan_eviction_takes_the_least_lost_of_the_places_worth_it() -> None:
+    # Evicting on Nosana loses less work but costs more than the on-time answer ($0.40);
+    # the cluster's node loses more yet is worth it, so it is the one chosen.
+    target = ScoredCandidate(
+        "akash/A100",
+        "External",
+        "akash",
+        "A100",
+        Decimal("0.40"),
+        Decimal("0.40"),
+        60.0,
+        1.0,
+        True,
+        "Feasible",
+    )
+    found = plan_eviction(
+        target=target,
+        deadline_seconds=300,
+        gpus=1,
+        runs_for_seconds=3600,
+        job_rank=HIGH,
+        products=None,
+        prices={"RTX4090": Decimal("0.10")},
+        places=[offer(0, price="0.50"), Place("RTX4090", "n1", 0)],
+        running=[ext("net", 1, 10), Running("node", "RTX4090", "n1", 1, LOW, 600)],
+        checkpoint_seconds=900,
+        cancellable={"nosana"},
+    )
+    assert found is not None
+    assert (found.provider, found.victims) == ("", ("node",))
