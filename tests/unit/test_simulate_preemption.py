@@ -53,11 +53,12 @@ def replay(
     jobs: list[SimJob],
     preemptible: Callable[[SimJob], bool] = best_effort,
     market: tuple[MarketOffer, ...] = (),
+    evict_on_networks: bool = False,
 ) -> tuple[RunResult, dict[str, JobRecord]]:
     w = Workload("test", "alibaba-pod-list", tuple(jobs), len(jobs))
     specs = [job_spec(j, within(j), preemptible(j)) for j in w.jobs]
     r = Replay(w, TWO_T4, market, OWNED, within, preemptible)
-    result = r.run(PolicyRouter("p", spec, specs))
+    result = r.run(PolicyRouter("p", spec, specs, evict_on_networks=evict_on_networks))
     return result, {rec.job.name: rec for rec in r.records}
 
 
@@ -313,3 +314,63 @@ def test_a_policy_that_never_evicts_is_not_woken_by_a_preemptible_start() -> Non
     Replay(w, TWO_T4, (), OWNED, within, best_effort).run(router)
     assert (3, 1001.0) not in decided  # ls-c (index 3) only at arrival and at its retry
     assert decided.count((3, 900.0)) == 1
+
+
+def nosana(capacity: int) -> MarketOffer:
+    return MarketOffer(
+        "nosana",
+        "depin",
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal("0.10"),  # cheaper than the T4s: the best-effort job goes there at once
+        60.0,
+        capacity,
+        0.0,
+        TrustTier.COMMUNITY,
+        ProviderType.NOSANA,
+    )
+
+
+# The one Nosana GPU runs a best-effort job, the T4s latency-sensitive work (equal rank:
+# never evicted), when another latency-sensitive job arrives.
+FULL_NETWORK = [
+    sim_job("be", 0, 7200),
+    sim_job("ls-a", 10, 36000, ls=True),
+    sim_job("ls-b", 10, 36000, ls=True),
+    sim_job("ls", 1360, 600, ls=True),
+]
+
+
+def test_a_latency_sensitive_job_evicts_best_effort_work_on_a_network_that_can_cancel() -> None:
+    result, recs = replay(
+        policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),), evict_on_networks=True
+    )
+    be, ls = recs["be"], recs["ls"]
+    assert be.preemptions == 1
+    # be ran 1360 - 60 = 1300 s on Nosana (after its 60 s start latency): 900 checkpointed.
+    assert (be.remaining, be.lost_gpu_seconds) == (7200 - 900, 400)
+    assert ls.start == 1360 + 60  # submitted to the freed GPU now, running after the latency
+    assert ls.target == "nosana/NVIDIA-GeForce-RTX-4090"
+    assert result.slo_attainment == 1.0
+    assert result.unfinished == 0
+    # Billed the 1300 s of its first run, then the 6300 s left.
+    assert be.external_cost == (Decimal("0.10") * (1300 + 6300) / 3600).quantize(Decimal("1e-10"))
+
+
+def test_no_eviction_on_a_network_whose_adapter_cannot_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hybridgpu.simulate.routers as routers
+
+    monkeypatch.setattr(routers, "CANCELLABLE_TYPES", frozenset())
+    result, recs = replay(
+        policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),), evict_on_networks=True
+    )
+    assert result.preemptions == 0
+    assert recs["be"].end == 60 + 7200.0
+
+
+def test_network_evictions_are_off_unless_asked_as_the_operator_does_none_yet() -> None:
+    result, recs = replay(policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),))
+    assert result.preemptions == 0
+    assert recs["be"].end == 60 + 7200.0

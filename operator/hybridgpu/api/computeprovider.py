@@ -33,6 +33,21 @@ class ProviderType(StrEnum):
     VASTAI = "vastai"
 
 
+CANCELLABLE_TYPES: frozenset[ProviderType] = frozenset(
+    {
+        ProviderType.AKASH,  # closes the deployment (the escrow is refunded)
+        ProviderType.NOSANA,  # stops the deployment
+        ProviderType.VASTAI,  # destroys the instance
+        ProviderType.LIVEPEER,  # stops sending the batch's requests (client-driven)
+        ProviderType.OPENAI,  # the same
+    }
+)
+"""Networks whose adapter's ``cancel`` stops the remote work and its bill, so preemption may
+evict preemptible work there (``routing.preemption`` takes the set as data). A network added
+without a working cancel stays out; tests/unit/test_preemption_external.py checks each listed
+adapter overrides ``cancel``."""
+
+
 class TrustTier(StrEnum):
     COMMUNITY = "community"
     VERIFIED = "verified"

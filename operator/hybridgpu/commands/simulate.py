@@ -95,6 +95,14 @@ def register(subparsers: Any) -> None:
             "default) or none"
         ),
     )
+    parser.add_argument(
+        "--evict-on-networks",
+        action="store_true",
+        help=(
+            "let policies with spec.preemption also evict preemptible work on networks that "
+            "can cancel; a forecast: the operator evicts only in-cluster work so far"
+        ),
+    )
     parser.add_argument("--format", choices=["table", "json"], default="table")
     parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
     parser.set_defaults(func=run)
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             capacity_scale=args.capacity_scale,
             ls_start_within=ls_within,
             preemptible=args.preemptible,
+            evict_on_networks=args.evict_on_networks,
             baselines=tuple(args.baseline) if args.baseline else tuple(BASELINES),
         )
         if args.format == "json":

@@ -1,31 +1,39 @@
-"""Which preemptible attempts a job may evict from the cluster's GPUs, and whether it should.
+"""Which preemptible attempts a job may evict, in the cluster or on a network, and whether it
+should.
 
 Kueue's rule, on plain data: only work that ranks strictly lower may be evicted; candidates
 are taken lowest rank first and, within a rank, most recently started first (the least work
-lost); the set is then trimmed of any victim the job does not need after all. A job's GPUs
-share one node, so the GPUs freed must be on one node (``Place``). The operator's admission
-loop and the simulator call the same functions; nothing here does I/O.
+lost); the set is then trimmed of any victim the job does not need after all. A place
+(``Place``) is either one node of the cluster (a job's GPUs share a node, so the GPUs freed
+must be on one node) or one external offer: a network's capacity of one GPU product, and the
+network's slots (its ``maxConcurrentJobs``), which every attempt there holds one of, whatever
+its product. Work on a network is evicted only where that network's adapter can cancel it
+(``cancellable``: data the caller passes, the rule knows no adapter). The operator's
+admission loop and the simulator call the same functions; nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from hybridgpu.routing.decision import ScoredCandidate
 
 SECONDS_PER_HOUR = Decimal(3600)
+IN_CLUSTER = ""
+"""The ``provider`` of in-cluster work and places."""
 
 
 @dataclass(frozen=True, slots=True)
 class Running:
-    """One preemptible attempt holding the cluster's GPUs."""
+    """One preemptible attempt holding GPUs: the cluster's, or a network offer's."""
 
     uid: str
     gpu_product: str
     node: str
-    """Where its GPUs are ("" when the caller does not know nodes: any one place per product)."""
+    """Where its GPUs are ("" when the caller does not know nodes: any one place per product;
+    always "" on a network, where the place is the offer)."""
     gpus: int
     rank: int
     """Higher is more important (see :func:`rank`)."""
@@ -34,15 +42,26 @@ class Running:
     checkpoint, which is at most this."""
     ends_in_seconds: float | None = None
     """When it is expected to end by itself (start + estimatedDuration - now); None: unknown."""
+    provider: str = IN_CLUSTER
+    """The network (ComputeProvider) it runs on; "" in the cluster."""
 
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """Free GPUs of one node (or of one product, with node "")."""
+    """Free GPUs of one node (or of one product, with node ""), or of one network offer."""
 
     gpu_product: str
     node: str
     free: int
+    provider: str = IN_CLUSTER
+    """The network whose offer this is; "" for a node of the cluster."""
+    slots: int | None = None
+    """Free slots of the network (its maxConcurrentJobs less its attempts); None: no limit.
+    The job takes one; an attempt evicted on any of the network's products frees one."""
+    price_per_gpu_hour: Decimal | None = None
+    """The job's price here; None: the in-cluster price of the product (``prices``)."""
+    start_seconds: float = 0.0
+    """Seconds until the job would run here once freed (a network's start latency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +73,12 @@ class Eviction:
     victims: tuple[str, ...]
     lost_gpu_seconds: float
     """GPU-seconds of the victims' work since their last checkpoint, at most."""
+    provider: str = IN_CLUSTER
+    """The network whose offer the victims free; "" in the cluster."""
+
+    @property
+    def external(self) -> bool:
+        return self.provider != IN_CLUSTER
 
 
 def rank(priority: int, latency_sensitive: bool) -> int:
@@ -69,6 +94,67 @@ def _lost(victim: Running, checkpoint_seconds: float | None) -> float:
     return victim.gpus * max(since, 0.0)
 
 
+def _options(
+    *,
+    gpus: int,
+    job_rank: int,
+    products: Collection[str] | None,
+    places: Iterable[Place],
+    running: Sequence[Running],
+    checkpoint_seconds: float | None,
+    spare_ending_within: float | None,
+    cancellable: Collection[str],
+) -> Iterator[tuple[Place, Eviction]]:
+    """Every place that lower-ranked work can be evicted from to start the job, with the
+    fewest victims Kueue's order gives there."""
+    by_node: dict[tuple[str, str], list[Running]] = {}
+    by_provider: dict[str, list[Running]] = {}
+    for r in running:
+        if _ends_by(r, spare_ending_within) or r.rank >= job_rank:
+            continue
+        if r.provider == IN_CLUSTER:
+            if products is None or r.gpu_product in products:
+                by_node.setdefault((r.gpu_product, r.node), []).append(r)
+        elif r.provider in cancellable:
+            # Any product: an attempt of another product still frees one of the slots.
+            by_provider.setdefault(r.provider, []).append(r)
+    for place in places:
+        if products is not None and place.gpu_product not in products:
+            continue
+        short = max(gpus - place.free, 0)
+        if place.provider == IN_CLUSTER:
+            pool = by_node.get((place.gpu_product, place.node), [])
+            slots_short = 0
+        elif place.provider in cancellable:
+            pool = by_provider.get(place.provider, [])
+            slots_short = 0 if place.slots is None else max(1 - place.slots, 0)
+        else:
+            continue
+        if short == 0 and slots_short == 0:
+            continue  # room already: the engine would have placed the job there
+        picked = _pick(pool, place, short, slots_short)
+        if picked is None:
+            continue
+        lost = sum(_lost(v, checkpoint_seconds) for v in picked)
+        yield (
+            place,
+            Eviction(
+                place.gpu_product,
+                place.node,
+                tuple(v.uid for v in picked),
+                lost,
+                place.provider,
+            ),
+        )
+
+
+def _better(option: Eviction, best: Eviction | None) -> bool:
+    return best is None or (option.lost_gpu_seconds, len(option.victims)) < (
+        best.lost_gpu_seconds,
+        len(best.victims),
+    )
+
+
 def choose_victims(
     *,
     gpus: int,
@@ -78,38 +164,29 @@ def choose_victims(
     running: Sequence[Running],
     checkpoint_seconds: float | None = None,
     spare_ending_within: float | None = None,
+    cancellable: Collection[str] = (),
 ) -> Eviction | None:
     """The cheapest eviction that lets a ``gpus``-GPU job of ``job_rank`` start now on one of
     ``products`` (None: any), or None when no set of lower-ranked work frees enough on one
     place. ``checkpoint_seconds`` bounds the work a victim loses (its checkpoint interval).
     Among the places that can be freed, the one losing the fewest GPU-seconds wins, then the
-    fewest victims; a place with enough free GPUs already needs no eviction and is not
-    considered (the engine would have placed the job there). Work expected to end within
+    fewest victims; a place with room already needs no eviction and is not considered (the
+    engine would have placed the job there). Work expected to end within
     ``spare_ending_within`` seconds is spared: its GPUs come free in time anyway, for the job
-    or for one queued ahead of it, and evicting it would only lose its work."""
-    by_place: dict[tuple[str, str], list[Running]] = {}
-    for r in running:
-        if _ends_by(r, spare_ending_within):
-            continue
-        if r.rank < job_rank and (products is None or r.gpu_product in products):
-            by_place.setdefault((r.gpu_product, r.node), []).append(r)
+    or for one queued ahead of it, and evicting it would only lose its work. Work on a
+    network, and the network's places, count only for networks in ``cancellable``."""
     best: Eviction | None = None
-    for place in places:
-        if products is not None and place.gpu_product not in products:
-            continue
-        short = gpus - place.free
-        if short <= 0:
-            continue
-        pool = by_place.get((place.gpu_product, place.node), [])
-        picked = _pick(pool, short)
-        if picked is None:
-            continue
-        lost = sum(_lost(v, checkpoint_seconds) for v in picked)
-        option = Eviction(place.gpu_product, place.node, tuple(v.uid for v in picked), lost)
-        if best is None or (option.lost_gpu_seconds, len(option.victims)) < (
-            best.lost_gpu_seconds,
-            len(best.victims),
-        ):
+    for _, option in _options(
+        gpus=gpus,
+        job_rank=job_rank,
+        products=products,
+        places=places,
+        running=running,
+        checkpoint_seconds=checkpoint_seconds,
+        spare_ending_within=spare_ending_within,
+        cancellable=cancellable,
+    ):
+        if _better(option, best):
             best = option
     return best
 
@@ -119,22 +196,33 @@ def _ends_by(victim: Running, seconds: float | None) -> bool:
     return seconds is not None and ends is not None and ends <= seconds
 
 
-def _pick(pool: Sequence[Running], short: int) -> list[Running] | None:
+def _frees(victim: Running, place: Place) -> int:
+    """GPUs of ``place`` that evicting ``victim`` frees (0: only a network slot)."""
+    if victim.provider == IN_CLUSTER:
+        return victim.gpus
+    return victim.gpus if victim.gpu_product == place.gpu_product else 0
+
+
+def _pick(pool: Sequence[Running], place: Place, short: int, slots: int) -> list[Running] | None:
+    """Kueue's order over ``pool``: lowest rank, then newest, taking each victim that frees
+    something still short (GPUs of the place, or one network slot), then trimmed."""
     ordered = sorted(pool, key=lambda r: (r.rank, r.running_seconds, r.uid))
     picked: list[Running] = []
     freed = 0
     for victim in ordered:
-        if freed >= short:
+        if freed >= short and len(picked) >= slots:
             break
-        picked.append(victim)
-        freed += victim.gpus
-    if freed < short:
+        gives = _frees(victim, place)
+        if (gives and freed < short) or len(picked) < slots:
+            picked.append(victim)
+            freed += gives
+    if freed < short or len(picked) < slots:
         return None
     # Kueue's second pass: drop, latest-picked first, any victim the job can do without.
     for victim in reversed(list(picked)):
-        if freed - victim.gpus >= short:
+        if freed - _frees(victim, place) >= short and len(picked) - 1 >= slots:
             picked.remove(victim)
-            freed -= victim.gpus
+            freed -= _frees(victim, place)
     return picked
 
 
@@ -167,37 +255,46 @@ def plan_eviction(
     places: Iterable[Place],
     running: Sequence[Running],
     checkpoint_seconds: float | None = None,
+    cancellable: Collection[str] = (),
 ) -> Eviction | None:
     """What a job should evict, given the engine's answer for it (``target``: None when it was
     told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None) or
-    when the answer already starts it in the cluster in time; otherwise the cheapest eviction
-    that lets it start now, if :func:`worth_preempting` against an answer that is on time
-    elsewhere, sparing work that ends before the deadline. ``prices`` are the in-cluster
-    pools' prices per GPU-hour."""
+    when the answer already starts it in the cluster in time; otherwise, of the evictions
+    that let it start in time (a network's place only if its start latency is within the
+    deadline) and are :func:`worth_preempting` against an answer on time elsewhere, the one
+    losing the least work, sparing work that ends before the deadline. ``prices`` are the
+    in-cluster pools' prices per GPU-hour (a network's place carries its own)."""
     if deadline_seconds is None:
         return None
-    on_time = target is not None and target.expected_start_seconds <= max(deadline_seconds, 0.0)
+    left = max(deadline_seconds, 0.0)
+    on_time = target is not None and target.expected_start_seconds <= left
     if on_time and target is not None and target.backend == "InCluster":
         return None
-    eviction = choose_victims(
+    on_time_cost = target.estimated_cost if on_time and target is not None else None
+    best: Eviction | None = None
+    for place, option in _options(
         gpus=gpus,
         job_rank=job_rank,
         products=products,
-        places=places,
+        places=[p for p in places if p.provider == IN_CLUSTER or p.start_seconds <= left],
         running=running,
         checkpoint_seconds=checkpoint_seconds,
-        spare_ending_within=max(deadline_seconds, 0.0),
-    )
-    if eviction is None:
-        return None
-    price = prices.get(eviction.gpu_product)
-    if price is None:
-        return None
-    worth = worth_preempting(
-        on_time_cost=target.estimated_cost if on_time and target is not None else None,
-        place_price_per_gpu_hour=price,
-        gpus=gpus,
-        runs_for_seconds=runs_for_seconds,
-        lost_gpu_seconds=eviction.lost_gpu_seconds,
-    )
-    return eviction if worth else None
+        spare_ending_within=left,
+        cancellable=cancellable,
+    ):
+        price = (
+            place.price_per_gpu_hour
+            if place.price_per_gpu_hour is not None
+            else prices.get(place.gpu_product)
+        )
+        if price is None or not _better(option, best):
+            continue
+        if worth_preempting(
+            on_time_cost=on_time_cost,
+            place_price_per_gpu_hour=price,
+            gpus=gpus,
+            runs_for_seconds=runs_for_seconds,
+            lost_gpu_seconds=option.lost_gpu_seconds,
+        ):
+            best = option
+    return best

@@ -5,9 +5,10 @@ a FIFO queue that lets smaller jobs past a blocked head (Kueue's BestEffortFIFO)
 offers have a capacity in GPUs. Durations are the trace's; they are also the jobs'
 ``estimatedDuration``, so the engine's cost estimates are exact (an oracle assumption).
 
-A policy with ``spec.preemption`` lets a latency-sensitive job evict preemptible in-cluster
-work by ``routing.preemption`` (the operator's rule): a victim stops, is billed for the GPU time
-it used, and is routed again with the work since its last checkpoint to redo.
+A policy with ``spec.preemption`` lets a latency-sensitive job evict preemptible work, in the
+cluster or on a network offer whose adapter can cancel, by ``routing.preemption`` (the
+operator's rule): a victim stops, is billed for the GPU time it used, and is routed again with
+the work since its last checkpoint to redo.
 """
 
 from __future__ import annotations
@@ -167,6 +168,18 @@ class Attempt:
     """The sequence number of its finish event: an evicted attempt's finish is stale."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExternalAttempt:
+    """A job submitted to an external offer now (it runs once the start latency is over)."""
+
+    offer: str
+    start: float
+    """When it runs: submission plus the offer's start latency."""
+    end: float
+    seq: int
+    """The sequence number of its finish event: an evicted attempt's finish is stale."""
+
+
 class Router(Protocol):
     """A placement strategy: a RoutingPolicy through the engine, or a baseline."""
 
@@ -221,6 +234,8 @@ class Replay:
         self.pools: dict[str, PoolState] = {}
         self.attempts: dict[int, Attempt] = {}
         """In-cluster jobs running now, by job index."""
+        self.external: dict[int, ExternalAttempt] = {}
+        """Jobs on external offers now, by job index."""
         for node in nodes:
             pool = self.pools.get(node.gpu_product)
             if pool is None:
@@ -286,9 +301,39 @@ class Replay:
             for i, free in enumerate(pool.node_free)
         ]
 
+    def offer_place(self, name: str, price: Decimal, start_seconds: float) -> Place:
+        """An external offer's free GPUs, for the eviction rule (no slot limit: the replay
+        models offers' capacity, not the networks' maxConcurrentJobs)."""
+        state = self.offers[name]
+        return Place(
+            state.offer.gpu_product,
+            "",
+            state.offer.capacity - state.in_use,
+            provider=state.offer.provider,
+            price_per_gpu_hour=price,
+            start_seconds=start_seconds,
+        )
+
     def preemptible_running(self, now: float, rank_of: Callable[[JobRecord], int]) -> list[Running]:
-        """The preemptible in-cluster jobs running now, for the eviction rule (uid: index)."""
+        """The preemptible jobs running now, in the cluster and on external offers (one still
+        in its start latency has run 0 s), for the eviction rule (uid: index)."""
         out: list[Running] = []
+        for index, ext in self.external.items():
+            rec = self.records[index]
+            if rec.preemptible:
+                offer = self.offers[ext.offer].offer
+                out.append(
+                    Running(
+                        str(index),
+                        offer.gpu_product,
+                        "",
+                        rec.job.gpus,
+                        rank_of(rec),
+                        max(now - ext.start, 0.0),
+                        ext.end - now,
+                        provider=offer.provider,
+                    )
+                )
         for index, attempt in self.attempts.items():
             rec = self.records[index]
             if rec.preemptible:
@@ -322,6 +367,9 @@ class Replay:
                 self._finish_in_cluster(index, now)
                 self._wake(attempt.product, router, now, give_up)
             elif kind == 1:
+                ext = self.external.get(index)
+                if ext is None or ext.seq != seq:
+                    continue  # evicted before it ended
                 self._finish_external(index, now)
                 self._wake(self.records[index].target, router, now, give_up)
             elif kind == 4 and not self._dequeue(index, seq):
@@ -458,6 +506,9 @@ class Replay:
             self._charge(rec, cost, now)
             rec.external_cost += cost
             self._push(start + rec.remaining, 1, index)
+            self.external[index] = ExternalAttempt(
+                offer.name, start, start + rec.remaining, self._seq
+            )
         elif action.kind == "preempt" and action.eviction is not None:
             self._preempt(index, action.eviction, action.checkpoint_seconds, now)
         elif action.kind == "wait":
@@ -495,13 +546,24 @@ class Replay:
             self._evictable.append(pool.product)
 
     def _preempt(self, index: int, eviction: Eviction, checkpoint: float, now: float) -> None:
-        """Stop the victims, start job ``index`` on the node they free, route them again."""
-        pool = self.pools[eviction.gpu_product]
+        """Stop the victims, start job ``index`` on the node or offer they free, route them
+        again."""
         victims = [int(uid) for uid in eviction.victims]
         for victim in victims:
-            self._evict(victim, checkpoint, now)
-        self._start_in_cluster(index, pool, now, int(eviction.node))
-        self._start_queued(pool, now)
+            if victim in self.external:
+                self._evict_external(victim, checkpoint, now)
+            else:
+                self._evict(victim, checkpoint, now)
+        if eviction.external:
+            # The freed capacity is the job's: submitted there now, as the operator does once
+            # the victims' cancels are through.
+            self._apply(
+                index, Action("external", f"{eviction.provider}/{eviction.gpu_product}"), now
+            )
+        else:
+            pool = self.pools[eviction.gpu_product]
+            self._start_in_cluster(index, pool, now, int(eviction.node))
+            self._start_queued(pool, now)
         for victim in victims:
             # Requeued as the operator requeues an evicted job: decided again, now.
             self._push(now, 3, victim)
@@ -519,6 +581,25 @@ class Replay:
         # Billed for what it ran, lost part included, instead of the whole attempt.
         unused = _cost(pool.price, rec.remaining, gpus) - _cost(pool.price, ran, gpus)
         self._charge(rec, -unused, now)
+        rec.remaining -= ran - lost
+        rec.preemptions += 1
+        rec.lost_gpu_seconds += lost * gpus
+
+    def _evict_external(self, index: int, checkpoint: float, now: float) -> None:
+        """Cancel a job on an external offer: its capacity frees now, it is billed for what it
+        ran (nothing while in its start latency), and resumes from its last checkpoint."""
+        ext = self.external.pop(index)
+        rec = self.records[index]
+        gpus = rec.job.gpus
+        state = self.offers[ext.offer]
+        state.in_use -= gpus
+        state.active_jobs -= 1
+        ran = max(now - ext.start, 0.0)
+        lost = ran % checkpoint if checkpoint > 0 else ran
+        price = state.offer.usd_per_gpu_hour
+        unused = _cost(price, rec.remaining, gpus) - _cost(price, ran, gpus)
+        self._charge(rec, -unused, now)
+        rec.external_cost -= unused
         rec.remaining -= ran - lost
         rec.preemptions += 1
         rec.lost_gpu_seconds += lost * gpus
@@ -560,6 +641,7 @@ class Replay:
         return True
 
     def _finish_external(self, index: int, now: float) -> None:
+        self.external.pop(index, None)
         rec = self.records[index]
         state = self.offers[rec.target]
         state.in_use -= rec.job.gpus

@@ -17,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hybridgpu.api.computeprovider import CANCELLABLE_TYPES
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision
 from hybridgpu.routing.engine import decide
-from hybridgpu.routing.preemption import plan_eviction, rank
+from hybridgpu.routing.preemption import Place, plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
@@ -35,6 +36,8 @@ BASELINE_RETRY_SECONDS = 60.0
 SKYPILOT_PROVIDERS = frozenset({"aws", "azure", "gcp", "coreweave", "lambda", "runpod", "vastai"})
 NO_CONCURRENCY_LIMIT = 1_000_000
 IN_CLUSTER_PREFIX = f"{IN_CLUSTER}/"
+CAPACITY_REASONS = frozenset({"NoCapacity", "ConcurrencyLimit"})
+"""External candidates whose only fault is capacity: freeing it there helps."""
 
 
 def job_spec(
@@ -66,8 +69,18 @@ def job_spec(
 class PolicyRouter:
     """A RoutingPolicy, decided by ``hybridgpu.routing.engine.decide`` as in the operator."""
 
-    def __init__(self, name: str, policy: RoutingPolicySpec, specs: list[InferenceJobSpec]):
+    def __init__(
+        self,
+        name: str,
+        policy: RoutingPolicySpec,
+        specs: list[InferenceJobSpec],
+        *,
+        evict_on_networks: bool = False,
+    ):
         self.name = name
+        self.evict_on_networks = evict_on_networks
+        """Whether work on networks that can cancel may be evicted too. Off by default: the
+        operator evicts only in-cluster work so far, and the replay forecasts the operator."""
         self.policy = policy
         self.specs = specs
         self.spent = Decimal(0)
@@ -140,6 +153,29 @@ class PolicyRouter:
         rec = replay.records[index]
         if self._checkpoint_seconds is None or rec.deadline is None:
             return None
+        # Networks whose adapter can cancel: their offers blocked only by capacity are places
+        # to free, and work there may be evicted.
+        cancellable = (
+            {
+                s.offer.provider
+                for s in replay.offers.values()
+                if s.offer.provider_type in CANCELLABLE_TYPES
+            }
+            if self.evict_on_networks
+            else set()
+        )
+        places: list[Place] = replay.places()
+        costs: dict[str, Decimal] = {}
+        for c in d.candidates:
+            if (
+                c.backend == "External"
+                and c.reason in CAPACITY_REASONS
+                and c.provider in cancellable
+            ):
+                places.append(
+                    replay.offer_place(c.name, c.price_per_gpu_hour, c.expected_start_seconds)
+                )
+                costs[c.name] = c.estimated_cost
         eviction = plan_eviction(
             target=d.target if d.outcome == "Routed" else None,
             deadline_seconds=rec.deadline - (now - rec.job.arrival),
@@ -148,12 +184,15 @@ class PolicyRouter:
             job_rank=self._rank(rec),
             products=rec.job.products,
             prices={p.product: p.price for p in replay.pools.values()},
-            places=replay.places(),
+            places=places,
             running=replay.preemptible_running(now, self._rank),
             checkpoint_seconds=self._checkpoint_seconds,
+            cancellable=cancellable,
         )
         if eviction is None:
             return None
+        if eviction.external:
+            self.spent += costs[f"{eviction.provider}/{eviction.gpu_product}"]
         return Action(
             "preempt",
             eviction.gpu_product,

@@ -47,6 +47,9 @@ class SimulationConfig:
     capacity_scale: float = DEFAULT_CAPACITY_SCALE
     ls_start_within: float = DEFAULT_LS_START_WITHIN
     preemptible: str = PREEMPTIBLE_CHOICES[0]
+    evict_on_networks: bool = False
+    """Let policies that evict also evict work on networks that can cancel (a forecast: the
+    operator evicts only in-cluster work so far)."""
     baselines: tuple[str, ...] = tuple(BASELINES)
 
 
@@ -184,7 +187,10 @@ def simulate(
     if len(set(names)) != len(names):
         raise TraceError(f"two policies share a name: {sorted(names)}")
     specs = [job_spec(j, within(j), preemptible(j)) for j in workload.jobs]
-    routers: list[Router] = [PolicyRouter(n, _with_prices(p, owned), specs) for n, p in policies]
+    routers: list[Router] = [
+        PolicyRouter(n, _with_prices(p, owned), specs, evict_on_networks=config.evict_on_networks)
+        for n, p in policies
+    ]
     for name in config.baselines:
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
