@@ -1221,8 +1221,8 @@ class JobStep:
     def mark_running(self, started: datetime) -> None:
         started = started.replace(microsecond=0)
         if self.attempts:
-            self.attempts[-1].running_since = started
             attempt = self.attempts[-1]
+            attempt.running_since = started
             if attempt.backend is Backend.IN_CLUSTER and self.raw_spec.get("preemptible") is True:
                 # Work a waiting latency-sensitive job may evict has appeared: it was told to
                 # wait when nothing was evictable, and its retry may be hours away.

@@ -442,8 +442,9 @@ class Replay:
             product = self._evictable.pop()
             pool = self.pools[product]
             # Job indexes are in arrival order: the operator's loop decides oldest first.
+            evictable = self._runs_preemptible(product)  # changes only when a job is decided
             for index in sorted(self._waiting_urgent):
-                if not self._runs_preemptible(product):
+                if not evictable:
                     break
                 if index not in self._retry_seq:
                     self._waiting_urgent.discard(index)  # decided since: no longer waiting
@@ -464,6 +465,7 @@ class Replay:
                     self.records[index].rejected = "GaveUp"
                     continue
                 self._apply(index, router.route(index, self, now), now)
+                evictable = self._runs_preemptible(product)
 
     def _runs_preemptible(self, product: str) -> bool:
         return any(
