@@ -157,6 +157,21 @@ async def test_best_effort_work_never_evicts() -> None:
     assert not any(line.startswith("delete") for line in cluster.api.log)
 
 
+async def test_a_job_already_past_its_start_within_evicts_nothing() -> None:
+    # Created 10 minutes ago with a 5m startWithin (an operator that was down, a job that
+    # waited): no eviction can start it in time any more, so it waits like any other.
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    spec = in_cluster_job(estimatedDuration="1h", startWithin="5m")
+    body = cluster.api.add("late", spec, datetime.now(UTC) - timedelta(minutes=10))
+    cluster.runtime.observe(body)
+    await cluster.runtime.admission.cycle([body["metadata"]["uid"]])
+    assert routed_reason(status(cluster, "late")) != ("Waiting", "Preempting")
+    assert all(
+        status(cluster, n)["attempts"][-1]["outcome"] == "Running" for n in ("j0000", "j0001")
+    )
+    assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
 async def test_a_victim_that_moved_on_is_not_evicted_and_the_evictor_decides_again() -> None:
     cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
     # The cache still shows j0001 running, but the API server has a newer version of it.

@@ -238,4 +238,27 @@ def test_plan_eviction_spares_work_ending_within_the_deadline() -> None:
 
     assert evict(ends_in=200, deadline=300) is None
     assert evict(ends_in=400, deadline=300) is not None
-    assert evict(ends_in=200, deadline=-50) is not None  # already late: nothing is in time
+    assert evict(ends_in=200, deadline=-50) is None  # already late: see the test below
+
+
+def test_a_job_past_its_deadline_evicts_nothing() -> None:
+    """Once no eviction can start a job in time, evicting for it loses work and buys no SLO
+    (on gpuspec33 it made later arrivals late too); it takes what frees up like any job."""
+
+    def evict(deadline: float) -> Eviction | None:
+        return plan_eviction(
+            target=None,
+            deadline_seconds=deadline,
+            gpus=1,
+            runs_for_seconds=3600,
+            job_rank=HIGH,
+            products=None,
+            prices={"A100": Decimal("1.00")},
+            places=[Place("A100", "n1", 0)],
+            running=[Running("be", "A100", "n1", 1, LOW, 600, ends_in_seconds=9000)],
+            checkpoint_seconds=900,
+        )
+
+    assert evict(1.0) is not None
+    assert evict(0.0) is None
+    assert evict(-3600.0) is None

@@ -258,15 +258,18 @@ def plan_eviction(
     cancellable: Collection[str] = (),
 ) -> Eviction | None:
     """What a job should evict, given the engine's answer for it (``target``: None when it was
-    told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None) or
-    when the answer already starts it in the cluster in time; otherwise, of the evictions
+    told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None), for a
+    job already past its deadline (``deadline_seconds`` <= 0: no eviction can start it in time
+    any more, and work lost for it buys no SLO), or when the answer already starts it in the
+    cluster in time; otherwise, of the evictions
     that let it start in time (a network's place only if its start latency is within the
     deadline) and are :func:`worth_preempting` against an answer on time elsewhere, the one
     losing the least work, sparing work that ends before the deadline. ``prices`` are the
     in-cluster pools' prices per GPU-hour (a network's place carries its own)."""
-    if deadline_seconds is None:
+    if deadline_seconds is None or deadline_seconds <= 0:
+        # Evicting for a late job made later arrivals late too (gpuspec33, BENCHMARKS.md).
         return None
-    left = max(deadline_seconds, 0.0)
+    left = deadline_seconds
     on_time = target is not None and target.expected_start_seconds <= left
     if on_time and target is not None and target.backend == "InCluster":
         return None
