@@ -260,3 +260,28 @@ def test_quotas_reset_at_utc_midnight() -> None:
     from hybridgpu.networks.http import seconds_to_utc_midnight
 
     assert seconds_to_utc_midnight(datetime(2026, 12, 2, 23, 0, tzinfo=UTC)) == 3600
+
+
+async def test_a_presigned_url_quoted_back_by_a_network_loses_its_signature() -> None:
+    """Container networks get the job's presigned URLs in its environment; a refusal that
+    quotes the environment back must not put them in status or an Event."""
+    signed = (
+        "https://store.example/hybridgpu/ns/job/output.jsonl?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIDEXAMPLE%2F20261203%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20261203T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=" + "f" * 64
+    )
+    as_json = signed.replace("&", "\\u0026")
+    # Long enough that cutting before redacting would leave part of the signature.
+    answer = f'{{"error":"invalid env","env":"HYBRIDGPU_OUTPUT_URL={as_json}"}}' + " " * 150
+    client, _, _ = client_for([httpx.Response(400, text=answer)])
+    with pytest.raises(BadRequest) as caught:
+        await client.request("POST", "/deployments", retry=False)
+    message = caught.value.message
+    assert "store.example/hybridgpu/ns/job/output.jsonl?[redacted]" in message
+    assert "AKIDEXAMPLE" not in message and "ffff" not in message and "Signature" not in message
+
+
+def test_text_without_a_signed_url_is_left_alone() -> None:
+    text = "GET https://api.example/v1/offers?limit=10&page=2: what? 404"
+    assert Redactor(None)(text) == text

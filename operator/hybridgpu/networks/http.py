@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import logging
 import random
+import re
 import statistics
 import time
 from collections import deque
@@ -85,8 +86,26 @@ class HttpPolicy:
     """Recent calls remembered for the error rate."""
 
 
+_SIGNED_QUERY = re.compile(
+    r"\?[^\s\"'<>]*?"
+    r"(?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)="
+    r"[^\s\"'<>]*",
+    re.IGNORECASE,
+)
+"""The query of a presigned URL (S3 SigV4 or V2): whoever holds it may read or write the
+object until it expires. Container networks are sent the job's URLs in its environment, and a
+network that refuses a deployment may quote them back."""
+
+
+def redact_signed_urls(text: str) -> str:
+    """``text`` with the query of every presigned URL replaced (the path stays: it names the
+    job's object, which helps, and grants nothing)."""
+    return _SIGNED_QUERY.sub("?[redacted]", text)
+
+
 class Redactor:
-    """Removes a credential from any text before it is logged or raised."""
+    """Removes a credential, and any presigned URL's signature, from text before it is
+    logged or raised."""
 
     def __init__(self, secret: str | None) -> None:
         self._secret = secret or None
@@ -94,8 +113,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         """Return ``text`` with every occurrence of the credential replaced."""
         if self._secret and self._secret in text:
-            return text.replace(self._secret, "[redacted]")
-        return text
+            text = text.replace(self._secret, "[redacted]")
+        return redact_signed_urls(text)
 
 
 class CircuitBreaker:
@@ -334,7 +353,8 @@ class ProviderClient:
         self, method: str, path: str, response: httpx.Response
     ) -> tuple[NetworkError, float | None]:
         status = response.status_code
-        excerpt = self.redact(response.text[:200].replace("\n", " "))
+        # Redacted before it is cut short, so that no prefix of a credential is left.
+        excerpt = self.redact(response.text[:2000])[:200].replace("\n", " ")
         message = f"{method} {path}: HTTP {status}: {excerpt}"
         after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429:
