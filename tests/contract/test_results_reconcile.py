@@ -336,3 +336,40 @@ async def test_a_resubmitted_attempt_sends_the_same_presigned_urls(s3: SeaweedFS
     env = {e.name: e.value for e in first.env or []}
     assert "HYBRIDGPU_OUTPUT_URL" in env
     assert first == again
+
+
+async def test_a_container_network_gets_the_checkpoint_only_for_the_users_own_program(
+    s3: SeaweedFS,
+) -> None:
+    """A batch evicted from (or failed over between) container networks resumes from what it
+    saved: the user's container gets the job's checkpoint PUT and GET, on the real store;
+    vLLM's run-batch, the default there, cannot resume and gets no credential it would not
+    read."""
+    from hybridgpu.api.inferencejob import InferenceJobSpec
+    from hybridgpu.controller.reconcile import JobStep
+
+    inline = {"input": {"requests": 2, "inline": [{"custom_id": "a"}, {"custom_id": "b"}]}}
+
+    async def sent_env(spec: dict[str, Any]) -> dict[str, str]:
+        world = ResultsWorld(s3, spec=spec)
+        await world.step()  # checked: the output location is known
+        step = JobStep(dict(world.kube.obj), world.deps(), lambda *_: None)
+        model = InferenceJobSpec.model_validate(world.kube.obj["spec"])
+        job = await step.job_results(model)
+        assert job is not None
+        sent = await step.runner_spec(model, job, f"{world.uid}-1")
+        return {e.name: e.value for e in sent.env or []}
+
+    own = await sent_env({**inline, "task": "container", "image": "example.org/batch:1"})
+    assert {"HYBRIDGPU_CHECKPOINT_URL", "HYBRIDGPU_RESUME_URL"} <= set(own)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(own["HYBRIDGPU_RESUME_URL"])).status_code in (403, 404)
+        saved = b'{"done":["a"]}\n'
+        put = await client.put(own["HYBRIDGPU_CHECKPOINT_URL"], content=saved)
+        assert put.status_code == 200
+        resumed = await client.get(own["HYBRIDGPU_RESUME_URL"])
+        assert resumed.status_code == 200 and resumed.content == saved
+
+    default_llm = await sent_env({**inline, "task": "llm", "model": "m"})
+    assert "HYBRIDGPU_INPUT_URL" in default_llm
+    assert not {"HYBRIDGPU_CHECKPOINT_URL", "HYBRIDGPU_RESUME_URL"} & set(default_llm)

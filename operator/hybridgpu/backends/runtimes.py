@@ -103,6 +103,14 @@ def _env(name: str, value: str) -> dict[str, str]:
     return {"name": name, "value": value}
 
 
+def runs_own_program(spec: InferenceJobSpec) -> bool:
+    """Whether the container runs the user's own program (``task: container``, or an image and
+    command that replace the task's runtime): the one a container network runs that may
+    implement the checkpoint contract (docs/results.md). vLLM's ``run-batch``, the default
+    there, cannot resume."""
+    return spec.task is Task.CONTAINER or bool(spec.image and spec.command)
+
+
 def build_runtime(spec: InferenceJobSpec, env: list[dict[str, Any]], has_urls: bool) -> Runtime:
     """The containers for ``spec``; ``env`` is what every container gets (user env + ours)."""
     if spec.task is Task.CONTAINER:
@@ -141,7 +149,7 @@ def _vllm_batch(spec: InferenceJobSpec, env: list[dict[str, Any]]) -> dict[str, 
     # engine arguments (e.g. --max-model-len 8192).
     command = ["vllm", "run-batch", "-i", INPUT_REF, "-o", OUTPUT_REF]
     command += ["--output-tmp-dir", SCRATCH, "--model", spec.model or ""]
-    own = list(spec.command or []) if spec.image else []
+    own = list(spec.command or []) if runs_own_program(spec) else []
     if not own:  # run-batch cannot resume; a user's own program may
         env = [e for e in env if e["name"] not in CHECKPOINT_ENV]
     container: dict[str, Any] = {

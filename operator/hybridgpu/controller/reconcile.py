@@ -39,6 +39,13 @@ from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.backends import incluster
 from hybridgpu.backends.cluster_backend import PROVIDER as IN_CLUSTER_PROVIDER
 from hybridgpu.backends.cluster_backend import InClusterBackend, NameTaken, attempt_ref
+from hybridgpu.backends.runtimes import (
+    CHECKPOINT_URL_ENV,
+    INPUT_URL_ENV,
+    OUTPUT_URL_ENV,
+    RESUME_URL_ENV,
+    runs_own_program,
+)
 from hybridgpu.controller import metrics
 from hybridgpu.controller import results as jobresults
 from hybridgpu.controller.claims import ACTIVE_OUTCOMES
@@ -73,6 +80,7 @@ backstop only."""
 RETRY_SOON = 5.0
 RUNNER_URLS_REUSE = 6 * 3600.0
 """Seconds an attempt's presigned URLs are reused for its resubmissions (they live longer)."""
+URL_ORDER = (INPUT_URL_ENV, OUTPUT_URL_ENV, CHECKPOINT_URL_ENV, RESUME_URL_ENV)
 PROGRESS_STEP = 0.01
 PROGRESS_EVERY = 30.0
 CANCEL_RETRY = 30.0
@@ -554,24 +562,31 @@ class JobStep:
     async def runner_spec(
         self, spec: InferenceJobSpec, job: jobresults.JobResults, key: str
     ) -> InferenceJobSpec:
-        """The spec with HYBRIDGPU_INPUT_URL / HYBRIDGPU_OUTPUT_URL in its env (presigned).
+        """The spec with HYBRIDGPU_INPUT_URL / HYBRIDGPU_OUTPUT_URL in its env (presigned), and
+        the checkpoint's HYBRIDGPU_CHECKPOINT_URL / HYBRIDGPU_RESUME_URL when the container
+        runs the user's own program and has an input to resume: an attempt evicted or failed
+        over from one network resumes on the next from what it saved.
 
         The URLs of one attempt are signed once per process and reused: a resubmission under
         the same key must send the same spec, since some networks find earlier work by what
         was sent (Akash by its manifest's hash, which covers the env).
         """
         cached = self.deps.registry.runner_urls.get(key)
-        if cached is not None and time.monotonic() - cached[2] < RUNNER_URLS_REUSE:
-            input_url, output_url = cached[0], cached[1]
+        if cached is not None and time.monotonic() - cached[1] < RUNNER_URLS_REUSE:
+            urls = cached[0]
         else:
             policy = self.deps.policy(self.namespace, spec.policy_ref)
             items = await self.deps.load_requests(self.namespace, spec)
             input_url, output_url = await jobresults.runner_urls(job, spec, policy, items)
-            self.deps.registry.runner_urls[key] = (input_url, output_url, time.monotonic())
+            urls = {OUTPUT_URL_ENV: output_url}
+            if input_url:
+                urls[INPUT_URL_ENV] = input_url
+                if runs_own_program(spec):
+                    put, get = jobresults.checkpoint_urls(job, spec, policy)
+                    urls |= {CHECKPOINT_URL_ENV: put, RESUME_URL_ENV: get}
+            self.deps.registry.runner_urls[key] = (urls, time.monotonic())
         env = [e for e in spec.env or [] if not e.name.startswith("HYBRIDGPU_")]
-        if input_url:
-            env.append(EnvVar(name="HYBRIDGPU_INPUT_URL", value=input_url))
-        env.append(EnvVar(name="HYBRIDGPU_OUTPUT_URL", value=output_url))
+        env += [EnvVar(name=name, value=urls[name]) for name in URL_ORDER if name in urls]
         return spec.model_copy(update={"env": env})
 
     def record_decision(self, decision: Decision) -> None:

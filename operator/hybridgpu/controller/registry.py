@@ -62,8 +62,8 @@ class Registry:
         self.submitted: set[str] = set()
         # Jobs deferred for price sleep on this; whatever may free capacity notifies it.
         self.wakeup = Wakeup()
-        self.runner_urls: dict[str, tuple[str | None, str, float]] = {}
-        """idempotency key -> (input URL, output URL, when signed) of container attempts."""
+        self.runner_urls: dict[str, tuple[dict[str, str], float]] = {}
+        """idempotency key -> (HYBRIDGPU_* URL variables, when signed) of container attempts."""
         self.progress_written: dict[str, float] = {}
         """uid -> monotonic time of the job's last status write from a routine poll."""
 
