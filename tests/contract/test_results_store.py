@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -268,3 +269,57 @@ async def test_the_results_command_streams_a_finished_jobs_output(
     render("j", "ns", body, text)
     assert f"Output: {url} (3000/3000 records" in text.getvalue()
     assert "hybridgpu results j -n ns" in text.getvalue()
+
+
+async def test_a_batch_failed_over_from_the_cluster_resumes_from_the_runners_checkpoint(
+    s3: SeaweedFS, standins: Standins
+) -> None:
+    """An in-cluster text-to-image attempt saved 40 finished lines when it was evicted; the
+    job goes on on Livepeer, driven by the operator. Only the rest is sent: the runner's
+    lines (written here by the runner's own line writer) go into the output as they are,
+    except a 5xx line (the ai-runner may answer now) and one whose custom_id is not the
+    input's (the input changed since), which are sent again."""
+    from hybridgpu.runner.jsonl import output_line
+
+    store = admin(s3)
+    total = 70
+    layout = JobLayout.for_job(store.root, "ns", "evicted-from-cluster", "uid-1")
+    runner_lines = []
+    for i in range(40):
+        if i == 7:
+            runner_lines.append(output_line(i, f"c-{i}", 503, {"detail": "busy"}, "HTTP 503"))
+        elif i == 9:
+            runner_lines.append(output_line(i, "another-input", 200, {"images": []}, None))
+        else:
+            body = {"images": [{"url": f"data:image/png;base64,cluster{i}", "seed": i}]}
+            runner_lines.append(output_line(i, f"c-{i}", 200, body, None))
+    await store.put(layout.checkpoint, b"".join(runner_lines))
+
+    adapter, ref, _ = await _batch(store, standins, "livepeer", "k-resume", total, layout)
+    try:
+        final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=30)
+    finally:
+        await adapter.aclose()
+    assert final.state == "Succeeded", final.message
+    assert final.output is not None and final.output.records == total
+    lines = output_lines(store, layout)
+    assert [line["custom_id"] for line in lines] == [f"c-{i}" for i in range(total)]
+    sent = (await control(standins, "livepeer", "/_stats"))["submissions"]
+    resent = {7, 9}
+    for i in range(total):
+        kept = i < 40 and i not in resent
+        assert sent.get(f"k-resume/{i}", 0) == (0 if kept else 1), i
+        image = lines[i]["response"]["body"]["images"][0]
+        if kept:
+            assert json.dumps(lines[i], separators=(",", ":")).encode() + b"\n" == runner_lines[i]
+        else:
+            assert image["url"].startswith(f"s3://{DEFAULT_BUCKET}/")
+    # Only what the network did is billed to it: 32 requests of the 70 a fresh batch pays.
+    fresh_layout = JobLayout.for_job(store.root, "ns", "never-in-cluster", "uid-2")
+    fresh, fresh_ref, _ = await _batch(store, standins, "livepeer", "k-fresh", total, fresh_layout)
+    try:
+        whole = await wait_for(fresh, fresh_ref, {"Succeeded", "Failed"}, timeout=30)
+    finally:
+        await fresh.aclose()
+    assert whole.state == "Succeeded" and whole.accrued_usd > 0
+    assert final.accrued_usd == (whole.accrued_usd * 32 / total).quantize(Decimal("1e-8"))

@@ -50,6 +50,7 @@ from hybridgpu.networks.http import HttpPolicy
 from hybridgpu.results.layout import JobLayout
 from hybridgpu.results.output import BatchOutput, OutputSummary
 from hybridgpu.results.reader import Request
+from hybridgpu.results.resume import RunnerCheckpoint
 from hybridgpu.results.source import RequestSource
 from hybridgpu.results.store import ResultStore, StoreConfig, StoreError
 from hybridgpu.results.urls import ObjectURL
@@ -146,6 +147,18 @@ async def _chunks(
         yield chunk[0].index, chunk
 
 
+async def _adopt(batch: Batch, runner: RunnerCheckpoint, chunk: list[Request]) -> None:
+    """Take the in-cluster runner's finished lines for the requests of ``chunk`` that are
+    not done yet: they are neither sent nor paid for again."""
+    for request in chunk:
+        if batch.checkpoint.is_done(request.index) or request.index in batch.partial:
+            continue
+        line = await runner.take(request.index, request.custom_id)
+        if line is not None:
+            batch.partial[request.index] = line
+            batch.checkpoint = batch.checkpoint.with_done(request.index)
+
+
 class BatchRunner:
     """Runs batches in background tasks, at most ``concurrency`` requests in flight each."""
 
@@ -217,8 +230,14 @@ class BatchRunner:
                 batch.checkpoint = batch.checkpoint.with_done(request.index)
                 return answer
 
+        runner = (
+            await RunnerCheckpoint.open(output.store, output.layout)
+            if batch.durable
+            else RunnerCheckpoint()
+        )
         try:
             async for first, chunk in _chunks(batch.results.source.iterate(), output):
+                await _adopt(batch, runner, chunk)
                 todo = [r for r in chunk if not batch.checkpoint.is_done(r.index)]
                 if not todo and not any(r.index in batch.partial for r in chunk):
                     continue  # the chunk's part is in the store
@@ -237,6 +256,14 @@ class BatchRunner:
             # A bug rather than the network: still end the batch, never leave it Running.
             log.exception("batch %s stopped", batch.key)
             batch.error = batch.error or f"batch stopped: {type(exc).__name__}"
+        finally:
+            await runner.close()
+            if runner.kept:
+                log.info(
+                    "batch %s: %d requests resumed from the runner's checkpoint",
+                    batch.key,
+                    runner.kept,
+                )
 
     async def cancel(self, key: str) -> None:
         """Stop the batch's remaining requests (a request in flight is abandoned)."""

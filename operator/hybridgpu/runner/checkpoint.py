@@ -247,7 +247,7 @@ def _ordered(spool: IO[bytes]) -> Iterator[Kept]:
     spool.seek(0)
     last = -1
     for _, line in _file_lines(spool):
-        kept = _index_line(line)
+        kept = parse_line(line)
         if kept is not None and kept.index > last:
             last = kept.index
             yield kept
@@ -264,7 +264,9 @@ def _file_lines(spool: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         log.warning("checkpoint: %s; the rest is sent again", exc)
 
 
-def _index_line(line: bytes) -> Kept | None:
+def parse_line(line: bytes) -> Kept | None:
+    """A checkpoint line with its ``index``, or None for one that cannot be matched to a
+    request (not JSON, no index, a custom_id that is not a string)."""
     try:
         record = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError):
