@@ -195,7 +195,8 @@ async def test_retrying_a_failed_batch_keeps_its_completed_requests(standins: St
     adapter = adapter_for(standins, "livepeer")
     job = job_spec("livepeer", input={"requests": 20})
     try:
-        await control(standins, "livepeer", "/_faults", {"errorStatus": 400, "failNext": 1})
+        # 402 refuses the account, which ends the batch (a 400 refuses only its request).
+        await control(standins, "livepeer", "/_faults", {"errorStatus": 402, "failNext": 1})
         ref = await submit(adapter, "livepeer", "retry", job=job)
         failed = await wait_for(adapter, ref, {"Failed", "Succeeded"}, timeout=5)
         assert failed.state == "Failed"

@@ -150,9 +150,17 @@ def output_lines(store: ResultStore, layout: JobLayout) -> list[dict[str, Any]]:
 
 
 async def _batch(
-    store: ResultStore, standins: Standins, network: str, key: str, total: int, layout: JobLayout
+    store: ResultStore,
+    standins: Standins,
+    network: str,
+    key: str,
+    total: int,
+    layout: JobLayout,
+    items: list[dict[str, Any]] | None = None,
 ) -> tuple[Any, Any, BatchResults]:
-    if network == "openai":
+    if items is not None:
+        job = job_spec(network, input={"requests": total})
+    elif network == "openai":
         items = [
             {
                 "custom_id": f"c-{i}",
@@ -323,3 +331,32 @@ async def test_a_batch_failed_over_from_the_cluster_resumes_from_the_runners_che
         await fresh.aclose()
     assert whole.state == "Succeeded" and whole.accrued_usd > 0
     assert final.accrued_usd == (whole.accrued_usd * 32 / total).quantize(Decimal("1e-8"))
+
+
+async def test_a_request_the_network_refuses_is_an_error_line_not_a_failed_batch(
+    s3: SeaweedFS, standins: Standins
+) -> None:
+    """go-livepeer answers 400 "prompt field is required" for a text-to-image request
+    without a prompt (the stand-in as its handler does): that request's line says so, every
+    other request is answered, and the batch succeeds with one failed line."""
+    store = admin(s3)
+    total = 20
+    items = [{"custom_id": f"c-{i}", "prompt": f"a fox number {i}"} for i in range(total)]
+    items[6] = {"custom_id": "c-6", "negative_prompt": "no prompt at all"}
+    layout = JobLayout.for_job(store.root, "ns", "one-bad-line", "uid-1")
+    adapter, ref, _ = await _batch(
+        store, standins, "livepeer", "k-refused", total, layout, items=items
+    )
+    try:
+        final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=30)
+    finally:
+        await adapter.aclose()
+    assert final.state == "Succeeded", final.message
+    assert final.output is not None and final.output.records == total
+    assert final.output.failed == 1
+    lines = output_lines(store, layout)
+    assert [line["custom_id"] for line in lines] == [f"c-{i}" for i in range(total)]
+    refused = lines[6]["response"]
+    assert refused["status_code"] == 400
+    assert "prompt field is required" in refused["body"]["error"]["message"]
+    assert all(line["response"]["status_code"] == 200 for i, line in enumerate(lines) if i != 6)

@@ -23,7 +23,8 @@ million requests therefore costs the operator what one chunk costs.
 
 Failure: any error of one request, a network's NetworkError or an answer the adapter could not
 use, fails the batch with a message naming the request; a batch never stays Running with no
-worker left.
+worker left. A network's refusal of one request for what it holds (:data:`REQUEST_REFUSALS`)
+is that request's output line instead, unless the network refuses every request it is sent.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.networks.adapter import AdapterBase, bearer
 from hybridgpu.networks.base import RemoteRef, RemoteStatus
 from hybridgpu.networks.checkpoint import Checkpoint
-from hybridgpu.networks.errors import NetworkError
+from hybridgpu.networks.errors import BadRequest, NetworkError, NotFound, Unauthorized
 from hybridgpu.networks.guard import PARSE_ERRORS
 from hybridgpu.networks.http import HttpPolicy
+from hybridgpu.results.formats import batch_line
 from hybridgpu.results.layout import JobLayout
 from hybridgpu.results.output import BatchOutput, OutputSummary
 from hybridgpu.results.reader import Request
@@ -107,6 +109,10 @@ class Batch:
     sends them not again (a new process does: only what is in the store is done)."""
     error: str = ""
     cancelled: bool = False
+    answered: int = 0
+    """Requests this process sent that the network answered."""
+    refused: int = 0
+    """Requests the network refused one by one (their output line records why)."""
     task: asyncio.Task[None] | None = None
 
     @property
@@ -145,6 +151,37 @@ async def _chunks(
             chunk = []
     if chunk:
         yield chunk[0].index, chunk
+
+
+REQUEST_REFUSALS = frozenset({400, 413, 415, 422})
+"""Answers that refuse one request for what it holds (a prompt too long, a field missing),
+not the batch: OpenAI's Batch API and vLLM's run-batch write them as the request's output line
+and go on, and so does the in-cluster runner."""
+REFUSALS_BEFORE_ANY_ANSWER = 16
+"""Refusals with no request answered yet that fail the batch: the network refuses the job
+itself (a model it does not serve, a parameter it rejects), not one request of it."""
+
+
+def refused_alone(exc: BadRequest) -> bool:
+    """Whether ``exc`` refuses one request only (the credential, a missing path or a 429 is
+    the network's or the job's, and ends the batch)."""
+    return exc.status in REQUEST_REFUSALS and not isinstance(exc, (Unauthorized, NotFound))
+
+
+def _refusal(batch: Batch, request: Request, exc: BadRequest) -> RequestResult | None:
+    """The refused request's output line (it costs nothing: the network did no work), or
+    None when the batch fails instead."""
+    batch.refused += 1
+    if not batch.answered and batch.refused >= REFUSALS_BEFORE_ANY_ANSWER:
+        batch.error = batch.error or (
+            f"request {request.index}: {exc.message} (the first {batch.refused} requests "
+            "were all refused)"
+        )
+        return None
+    message = exc.message
+    body = {"error": {"message": message, "type": "invalid_request_error"}}
+    line = batch_line(batch.key, request, exc.status or 400, body)
+    return RequestResult(Decimal(0), line)
 
 
 async def _adopt(batch: Batch, runner: RunnerCheckpoint, chunk: list[Request]) -> None:
@@ -214,6 +251,14 @@ class BatchRunner:
                     return None
                 try:
                     answer = await send(request)
+                except BadRequest as exc:
+                    if not refused_alone(exc):
+                        batch.error = batch.error or f"request {request.index}: {exc.message}"
+                        return None
+                    refusal = _refusal(batch, request, exc)
+                    if refusal is None:
+                        return None
+                    answer = refusal
                 except NetworkError as exc:
                     batch.error = batch.error or f"request {request.index}: {exc.message}"
                     return None
@@ -223,6 +268,8 @@ class BatchRunner:
                         f"request {request.index}: unexpected answer ({type(exc).__name__})"
                     )
                     return None
+                else:
+                    batch.answered += 1
                 batch.accrued_usd += answer.cost_usd
                 if answer.price_per_gpu_hour is not None:
                     batch.price_per_gpu_hour = answer.price_per_gpu_hour

@@ -73,6 +73,11 @@ class JobLost(NetworkError):
 class BadRequest(NetworkError):
     """The network refused the request as invalid (4xx other than 401/404/429)."""
 
+    def __init__(self, provider: str, message: str, status: int | None = None) -> None:
+        super().__init__(provider, message)
+        self.status = status
+        """The HTTP status it answered, when it was an answer."""
+
 
 class Unauthorized(BadRequest):
     """The network refused the credential (401/403)."""

@@ -369,8 +369,8 @@ class ProviderClient:
             return Unavailable(self.provider, message), None
         if status in (401, 403):
             return Unauthorized(
-                self.provider, f"{method} {path}: HTTP {status}: credential refused"
+                self.provider, f"{method} {path}: HTTP {status}: credential refused", status
             ), None
         if status in (404, 410):
-            return NotFound(self.provider, message), None
-        return BadRequest(self.provider, message), None
+            return NotFound(self.provider, message, status), None
+        return BadRequest(self.provider, message, status), None
