@@ -360,3 +360,62 @@ async def test_a_request_the_network_refuses_is_an_error_line_not_a_failed_batch
     assert refused["status_code"] == 400
     assert "prompt field is required" in refused["body"]["error"]["message"]
     assert all(line["response"]["status_code"] == 200 for i, line in enumerate(lines) if i != 6)
+
+
+async def test_a_job_back_from_a_network_hands_what_it_finished_to_the_in_cluster_runner(
+    s3: SeaweedFS, standins: Standins
+) -> None:
+    """A Livepeer batch wrote some parts before it broke; the job fails over to the
+    cluster. Before the runner starts, the parts are merged into its checkpoint, beside a
+    line an earlier in-cluster attempt saved; the real runner, through presigned URLs on
+    the real store, then sends the ai-runner only the requests nobody finished."""
+    from hybridgpu.results.resume import seed_from_parts_sync
+    from hybridgpu.runner import checkpoint, livepeer
+    from hybridgpu.runner.jsonl import output_line
+    from tests.unit.test_runner_livepeer import FlakyRunner
+
+    store = admin(s3)
+    total = 70
+    layout = JobLayout.for_job(store.root, "ns", "back-to-cluster", "uid-1")
+    standins.states["livepeer"].config.request_latency_seconds = 0.01  # type: ignore[index]
+    network, _, _ = await _batch(store, standins, "livepeer", "k-back", total, layout)
+    while len(await store.keys(layout.parts)) < 2:
+        await asyncio.sleep(0.01)
+    await network.aclose()  # the network breaks: the job fails over to the cluster
+    firsts = [JobLayout.part_first(k) for k in await store.keys(layout.parts)]
+    by_network = {i for f in firsts if f is not None for i in range(f, min(f + 16, total))}
+    assert 0 < len(by_network) < total - 1 and 69 not in by_network
+    earlier = {"images": [{"url": "data:image/png;base64,earlier", "seed": 69}]}
+    await store.put(layout.checkpoint, output_line(69, "c-69", 200, earlier, None))
+
+    handed = await asyncio.to_thread(seed_from_parts_sync, store, layout, total)
+    assert handed == len(by_network)
+
+    hour = timedelta(hours=1)
+    runner = FlakyRunner("text-to-image")
+    cfg = livepeer.Config(
+        pipeline="text-to-image",
+        model="stabilityai/sd-turbo",
+        runner_url=runner.url,
+        input_url=store.sign("GET", layout.base.join("in.jsonl"), hour),
+        output_url=store.sign("PUT", layout.output, hour),
+        ready_timeout=5,
+        retry_delay=0.01,
+    )
+    cfg.checkpointing = checkpoint.Settings(
+        checkpoint_url=store.sign("PUT", layout.checkpoint, hour),
+        resume_url=store.sign("GET", layout.checkpoint, hour),
+    )
+    try:
+        assert await asyncio.to_thread(livepeer.run, cfg) == livepeer.EXIT_OK
+    finally:
+        runner.close()
+    nobody = {i for i in range(total) if i not in by_network and i != 69}
+    assert sorted(b["prompt"] for b in runner.bodies) == sorted(f"a fox number {i}" for i in nobody)
+    lines = output_lines(store, layout)
+    assert [line["custom_id"] for line in lines] == [f"c-{i}" for i in range(total)]
+    assert lines[69]["response"]["body"] == earlier
+    for i in by_network:  # the network's own answers, its media copied into the store
+        assert lines[i]["response"]["body"]["images"][0]["url"].startswith(
+            f"s3://{DEFAULT_BUCKET}/"
+        )

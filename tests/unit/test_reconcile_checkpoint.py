@@ -105,3 +105,26 @@ async def test_every_attempt_of_a_job_names_the_same_checkpoint_object() -> None
         )  # fmt: skip
         keys.append(urlsplit(env(manifest)["HYBRIDGPU_RESUME_URL"]).path)
     assert keys[0] == keys[1] == "/results/hybridgpu/ns/j/uid-7/checkpoint.jsonl"
+
+
+async def test_a_runner_after_a_network_is_handed_the_parts_and_a_store_error_costs_nothing(
+    monkeypatch: Any,
+) -> None:
+    """Only a job that ran on a network before has parts to hand over (a listing per
+    dispatch otherwise); a store that cannot be read then only means resending."""
+    from hybridgpu.results.store import StoreError
+
+    spec = InferenceJobSpec.model_validate(StoreWorld().kube.obj["spec"])
+    job = await jobresults.ResultsConfig(store(), no_secret).resolve("ns", "j", "uid-7", spec)
+    calls: list[int] = []
+
+    def seed(_store: ResultStore, _layout: Any, total: int) -> int:
+        calls.append(total)
+        raise StoreError("listing s3://results/...: connection refused")
+
+    monkeypatch.setattr(jobresults, "seed_from_parts_sync", seed)
+    first = await jobresults.manifest_urls(job, spec, None, None)
+    assert calls == []
+    after = await jobresults.manifest_urls(job, spec, None, None, parts_total=3)
+    assert calls == [3]
+    assert after.keys() == first.keys() and after["resume_url"]

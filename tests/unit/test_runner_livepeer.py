@@ -107,6 +107,23 @@ def test_one_output_line_per_request_in_order_with_media_inlined(store: ObjectSe
     assert store.puts == ["out.jsonl"]  # one object, written once
 
 
+def test_a_custom_id_beside_the_bodys_fields_is_the_lines_not_the_ai_runners(
+    store: ObjectServer,
+) -> None:
+    """The operator's reader takes ``{"custom_id", "prompt", ...}`` as a request with that id
+    (results/reader.py); the runner must too, or its lines would not match the network's for
+    the same input (and a checkpoint handed between them would match nothing)."""
+    runner = FlakyRunner("text-to-image")
+    store.objects["in.jsonl"] = b'{"custom_id": "fox-1", "prompt": "fox", "seed": 3}\n'
+    try:
+        assert livepeer.run(config(store, runner)) == livepeer.EXIT_OK
+    finally:
+        runner.close()
+    (out,) = lines(store)
+    assert out["custom_id"] == "fox-1"
+    assert runner.bodies == [{"prompt": "fox", "seed": 3, "model_id": "stabilityai/sd-turbo"}]
+
+
 def test_a_refused_request_is_an_error_line_and_the_batch_goes_on(store: ObjectServer) -> None:
     runner = FlakyRunner("text-to-image")
     store.objects["in.jsonl"] = b'{"negative_prompt": "no prompt"}\n{"prompt": "ok"}\n'

@@ -749,7 +749,14 @@ class JobStep:
         job_store = await self.job_results(spec)
         if job_store is not None:
             items = await self.deps.load_requests(self.namespace, spec)
-            urls = await jobresults.manifest_urls(job_store, spec, policy, items)
+            after_network = any(a.backend is Backend.EXTERNAL for a in self.attempts)
+            urls = await jobresults.manifest_urls(
+                job_store,
+                spec,
+                policy,
+                items,
+                parts_total=self.total(spec) if after_network else None,
+            )
         try:
             manifest = incluster.job_manifest(
                 name=self.name,

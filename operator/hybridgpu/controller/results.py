@@ -16,6 +16,8 @@ CamelCase reason, ``final`` when the job can never succeed as it is.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,11 +26,13 @@ from typing import Any
 from hybridgpu.api.inferencejob import InferenceJobSpec, Task
 from hybridgpu.api.limits import MAX_REQUESTS
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
+from hybridgpu.backends.runtimes import RUNNER_PIPELINES
 from hybridgpu.networks.batch import BatchResults
 from hybridgpu.networks.requests import synthetic_requests
 from hybridgpu.results.layout import JobLayout, tenant_prefix
 from hybridgpu.results.output import BatchOutput
 from hybridgpu.results.reader import InputError, Request, item_requests, scan, to_jsonl
+from hybridgpu.results.resume import seed_from_parts_sync
 from hybridgpu.results.source import RequestSource
 from hybridgpu.results.store import (
     SECRET_ACCESS_KEY_ID,
@@ -41,6 +45,7 @@ from hybridgpu.results.store import (
 )
 from hybridgpu.results.urls import ObjectURL
 
+log = logging.getLogger(__name__)
 MAX_URL_LIFETIME = timedelta(days=7)
 """S3 SigV4 presigned URLs live at most 7 days."""
 SecretReader = Callable[[str, str, str], Awaitable[str | None]]
@@ -253,11 +258,28 @@ async def manifest_urls(
     spec: InferenceJobSpec,
     policy: RoutingPolicySpec | None,
     items: list[dict[str, Any]] | None,
+    *,
+    parts_total: int | None = None,
 ) -> dict[str, str | None]:
     """The URL keywords of ``backends.incluster.job_manifest``: the input and output, and the
-    checkpoint's PUT and GET when there is an input to resume."""
+    checkpoint's PUT and GET when there is an input to resume. ``parts_total``, for a job
+    that ran on a network before: its batch's requests as counted, which place the parts a
+    client-driven batch wrote; they are handed to the runner's checkpoint first."""
     input_url, output_url = await runner_urls(job, spec, policy, items)
     urls: dict[str, str | None] = {"input_url": input_url, "output_url": output_url}
+    if input_url and parts_total and spec.task in RUNNER_PIPELINES:
+        await _hand_parts_to_runner(job, parts_total)
     if input_url:
         urls["checkpoint_url"], urls["resume_url"] = checkpoint_urls(job, spec, policy)
     return urls
+
+
+async def _hand_parts_to_runner(job: JobResults, total: int) -> None:
+    # Back from a client-driven network: what it finished is not the runner's to send again.
+    try:
+        handed = await asyncio.to_thread(seed_from_parts_sync, job.store, job.layout, total)
+    except StoreError as exc:  # the runner then resends them: it costs time, not the job
+        log.warning("the network's parts were not handed to the runner: %s", exc.message)
+        return
+    if handed:
+        log.info("%d requests the network finished handed to the runner's checkpoint", handed)

@@ -116,6 +116,17 @@ async def summarize(store: ResultStore, url: ObjectURL) -> OutputSummary | None:
     return await asyncio.to_thread(summarize_sync, store, url)
 
 
+def part_firsts_sync(store: ResultStore, layout: JobLayout, total: int) -> set[int]:
+    """The first request indexes of the parts in the store of a batch of ``total`` (blocking)."""
+    size = chunk_size(total)
+    firsts = set()
+    for key in store.keys_sync(layout.parts):
+        first = JobLayout.part_first(key)
+        if first is not None and first < total and first % size == 0:
+            firsts.add(first)
+    return firsts
+
+
 class BatchOutput:
     """Parts and the output object of one client-driven batch of ``total`` requests."""
 
@@ -146,12 +157,7 @@ class BatchOutput:
         return Checkpoint(watermark, tuple(above))
 
     async def _parts(self) -> set[int]:
-        firsts = set()
-        for key in await self.store.keys(self.layout.parts):
-            first = JobLayout.part_first(key)
-            if first is not None and first < self.total and first % self.chunk == 0:
-                firsts.add(first)
-        return firsts
+        return await asyncio.to_thread(part_firsts_sync, self.store, self.layout, self.total)
 
     async def write_part(self, first: int, lines: Sequence[bytes]) -> None:
         """Write the lines of the chunk starting at ``first`` (the same key on a rewrite)."""

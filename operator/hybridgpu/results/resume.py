@@ -1,4 +1,5 @@
-"""An in-cluster runner's checkpoint, adopted by a client-driven batch.
+"""An in-cluster runner's checkpoint, adopted by a client-driven batch, and the batch's parts
+handed back to the runner.
 
 A text-to-image job evicted from the cluster, or failed over from it, may go on with a
 network the operator drives itself (Livepeer). The runner saved the lines it finished in
@@ -8,14 +9,22 @@ runner's own rules (:func:`hybridgpu.runner.checkpoint.parse_line`): its ``index
 its ``custom_id`` is request *i*'s (another means the input changed since) and its answer is
 not a 5xx. Those requests are not sent again, and cost nothing on the network: their GPU time
 was the cluster's. The store's parts still come first: a chunk written there is done.
+
+The other way, a job that goes from a client-driven network to the cluster: before its
+runner starts, :func:`seed_from_parts_sync` merges the batch's parts into
+``checkpoint.jsonl`` (each line given its ``index``), so the runner sends only what neither
+the network nor an earlier runner finished.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
-from hybridgpu.results.layout import JobLayout
+from hybridgpu.results.layout import JobLayout, chunk_size
+from hybridgpu.results.output import part_firsts_sync
 from hybridgpu.results.store import ResultStore, StoreError
 from hybridgpu.runner.checkpoint import Kept, parse_line
 
@@ -78,3 +87,57 @@ class RunnerCheckpoint:
             log.warning("runner checkpoint: %s; the rest is sent again", exc.message)
         self._lines = None
         return None
+
+
+def seed_from_parts_sync(store: ResultStore, layout: JobLayout, total: int) -> int:
+    """Merge the batch's parts into the runner's checkpoint (blocking); the lines the parts
+    gave. Nothing is written when there are no parts. A part that does not hold one line per
+    request of its chunk is left out (its lines cannot be told apart by index)."""
+    firsts = sorted(part_firsts_sync(store, layout, total))
+    if not firsts:
+        return 0
+    counted = [0]
+
+    def from_parts() -> Iterator[tuple[int, int, bytes]]:
+        size = chunk_size(total)
+        for first in firsts:
+            lines = [line for line in store.lines_sync(layout.part(first)) if line.strip()]
+            if len(lines) != min(first + size, total) - first:
+                log.warning("part %d does not hold its chunk: not handed to the runner", first)
+                continue
+            for offset, line in enumerate(lines):
+                indexed = _with_index(line, first + offset)
+                if indexed is not None:
+                    counted[0] += 1
+                    yield first + offset, 0, indexed
+
+    def from_checkpoint() -> Iterator[tuple[int, int, bytes]]:
+        if store.head_sync(layout.checkpoint) is None:
+            return
+        last = -1
+        for line in store.lines_sync(layout.checkpoint):
+            kept = parse_line(line)
+            if kept is not None and kept.index > last:
+                last = kept.index
+                yield kept.index, 1, kept.line.rstrip(b"\n")
+
+    def merged() -> Iterator[bytes]:
+        last = -1
+        for index, _, line in heapq.merge(from_parts(), from_checkpoint()):
+            if index != last:  # a part's line first, then the runner's of the same index
+                last = index
+                yield line + b"\n"
+
+    store.write_stream_sync(layout.checkpoint, merged(), content_type="application/jsonl")
+    return counted[0]
+
+
+def _with_index(line: bytes, index: int) -> bytes | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    record["index"] = index
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()

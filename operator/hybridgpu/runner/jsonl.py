@@ -39,7 +39,8 @@ def parse_request(number: int, line: bytes) -> tuple[str | None, dict[str, Any]]
     """``(custom_id, body)`` of input line ``number``.
 
     A line is either an OpenAI-Batch-style envelope ``{"custom_id", "body", ...}`` or the
-    pipeline's request body itself (then it has no custom_id and is known by its index)."""
+    pipeline's request body itself, with its ``custom_id`` beside the body's fields or
+    without one (then it is known by its index)."""
     try:
         item = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -53,6 +54,13 @@ def parse_request(number: int, line: bytes) -> tuple[str | None, dict[str, Any]]
         if not isinstance(body, dict):
             raise BadInput(f"input line {number}: body must be a JSON object")
         return custom_id, body
+    custom_id = item.get("custom_id")
+    if custom_id is not None:
+        # A pipeline body with its custom_id beside its fields, as the operator's reader
+        # takes it (results/reader.py): the id is the line's, not the ai-runner's.
+        if not isinstance(custom_id, str) or not custom_id:
+            raise BadInput(f"input line {number}: custom_id must be a non-empty string")
+        return custom_id, {k: v for k, v in item.items() if k != "custom_id"}
     return None, item
 
 
