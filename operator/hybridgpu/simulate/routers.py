@@ -24,7 +24,7 @@ from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision
 from hybridgpu.routing.engine import decide
 from hybridgpu.routing.preemption import Place, plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
-from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
 from hybridgpu.simulate.replay import Action, JobRecord, PoolState, Replay
 from hybridgpu.simulate.workload import SimJob
@@ -110,7 +110,7 @@ class PolicyRouter:
             self.spent = Decimal(0)
         snapshot = Snapshot(
             now=EPOCH + timedelta(seconds=now),
-            pools=tuple(p.view(now) for p in replay.pools.values()),
+            pools=self._pools(replay, now),
             offers=self._offers(replay),
             budget_spent=self.spent,
             inventory_final=True,
@@ -138,6 +138,17 @@ class PolicyRouter:
                 awaiting=tuple(n.removeprefix(IN_CLUSTER_PREFIX) for n in d.awaiting),
             )
         return Action("reject", d.reason)
+
+    def _pools(self, replay: Replay, now: float) -> tuple[InClusterPool, ...]:
+        """The pools as the operator sees them, each keeping GPUs for the jobs that can run
+        only there when the policy's scarcity rule is on."""
+        scarcity = self.policy.in_cluster.scarcity
+        if not scarcity.max_premium_percent:
+            return tuple(p.view(now) for p in replay.pools.values())
+        window = scarcity.window.total_seconds()
+        return tuple(
+            p.view(now, replay.reserved(p.product, now, window)) for p in replay.pools.values()
+        )
 
     def _spec(self, index: int, rec: JobRecord) -> InferenceJobSpec:
         spec = self.specs[index]
