@@ -7,13 +7,23 @@ the cheapest pool whatever others needed; these tests fail on that code.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from hybridgpu.routing.decision import ScoredCandidate
 from hybridgpu.routing.engine import decide
-from hybridgpu.routing.scarcity import SoleDemand, reserved_gpus, sole_pool
+from hybridgpu.routing.preemption import Eviction, Place, Running, plan_eviction, rank
+from hybridgpu.routing.scarcity import (
+    SoleDemand,
+    kept_from,
+    reserve_pools,
+    reserved_gpus,
+    sole_pool,
+    sole_seen,
+)
 from hybridgpu.routing.snapshot import PerGPUHour
-from tests.unit.routing_fixtures import job, offer, policy, pool, snapshot
+from tests.unit.routing_fixtures import NOW, job, offer, policy, pool, snapshot
 
 T4 = "Tesla-T4"
 V100 = "Tesla-V100-SXM2-16GB"
@@ -111,3 +121,59 @@ def test_the_policy_knob_defaults_and_bounds() -> None:
     spec = _policy()
     assert spec.in_cluster.scarcity.max_premium_percent == 100
     assert spec.in_cluster.scarcity.window.total_seconds() == 7 * 86400
+
+
+def _ls_eviction(kept: frozenset[str]) -> Eviction | None:
+    # On time on Nosana for $0.2182; evicting best-effort work on the T4 node costs less
+    # (1 h at $0.20 plus at most 15 min lost), so without the rule the job evicts there.
+    target = ScoredCandidate(
+        "nosana/NVIDIA-GeForce-RTX-4090",
+        "External",
+        "nosana",
+        "NVIDIA-GeForce-RTX-4090",
+        Decimal("0.2182"),
+        Decimal("0.2182"),
+        120.0,
+        1.0,
+        True,
+        "Feasible",
+    )
+    return plan_eviction(
+        target=target,
+        deadline_seconds=300.0,
+        gpus=1,
+        runs_for_seconds=3600,
+        job_rank=rank(0, latency_sensitive=True),
+        products=None,
+        prices={T4: Decimal("0.20")},
+        places=[Place(T4, "t1", 0)],
+        running=[Running("be", T4, "t1", 1, rank(0, latency_sensitive=False), 60.0)],
+        checkpoint_seconds=900,
+        kept=kept,
+    )
+
+
+def test_a_job_routed_elsewhere_for_scarcity_does_not_evict_on_the_scarce_pool() -> None:
+    assert _ls_eviction(frozenset()) is not None  # the old behaviour
+    d = decide(job(gpu={"count": 1}, startWithin="5m"), _policy(), _world(reserved=16))
+    assert d.target is not None and d.target.backend == "External"
+    kept = kept_from(d.candidates, d.target, True, {T4: 16}, 100)
+    assert kept == {T4}
+    assert _ls_eviction(kept) is None
+    # Not kept: no sole demand, the rule off, or the job late wherever it goes.
+    assert kept_from(d.candidates, d.target, True, {T4: 0}, 100) == frozenset()
+    assert kept_from(d.candidates, d.target, True, {T4: 16}, 0) == frozenset()
+    assert kept_from(d.candidates, d.target, False, {T4: 16}, 100) == frozenset()
+
+
+def test_the_operator_keeps_a_pool_for_the_window_after_its_last_sole_job() -> None:
+    pools = (pool(T4, allocatable=16, max_gpus_per_node=4), pool(V100, allocatable=8))
+    finished = NOW - timedelta(days=3)
+    jobs = [([T4], 1, finished), (None, 1, None), ([T4, V100], 1, None)]
+    seen = sole_seen(jobs, pools, ["NVIDIA-GeForce-RTX-4090"], NOW)
+    assert seen == {T4: finished}
+    kept = reserve_pools(pools, seen, NOW, timedelta(days=7))
+    assert [p.reserved for p in kept] == [16, 0]
+    assert reserve_pools(pools, seen, NOW, timedelta(days=2)) == pools
+    running = sole_seen([([T4], 1, None)], pools, (), NOW)
+    assert running == {T4: NOW}

@@ -16,8 +16,13 @@ Pure: the operator feeds it from its job cache, the replay from its events.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from hybridgpu.routing.decision import ScoredCandidate
+from hybridgpu.routing.snapshot import InClusterPool
 
 
 def sole_pool(
@@ -82,3 +87,72 @@ def reserved_gpus(sole_peak: int, allocatable: int) -> int:
     of latency-sensitive jobs started in time there; with the whole pool 96.76 % (BENCHMARKS).
     """
     return allocatable if sole_peak > 0 else 0
+
+
+def sole_seen(
+    jobs: Iterable[tuple[Iterable[str] | None, int, datetime | None]],
+    pools: Iterable[InClusterPool],
+    offer_products: Iterable[str],
+    now: datetime,
+) -> dict[str, datetime]:
+    """Per pool product, when jobs that can run only there last held or wanted it (``now``
+    while one is unfinished): the operator's view of :class:`SoleDemand`, from its jobs.
+
+    ``jobs`` are (gpu.products, gpu.count, completion time or None while unfinished).
+    """
+    sizes = [(p.gpu_product, p.max_gpus_per_node or p.allocatable) for p in pools]
+    offered = frozenset(offer_products)
+    seen: dict[str, datetime] = {}
+    for products, gpus, completed in jobs:
+        product = sole_pool(products, gpus, sizes, offered)
+        if product is None:
+            continue
+        when = min(completed, now) if completed is not None else now
+        if product not in seen or when > seen[product]:
+            seen[product] = when
+    return seen
+
+
+def reserve_pools(
+    pools: tuple[InClusterPool, ...],
+    seen: Mapping[str, datetime],
+    now: datetime,
+    window: timedelta,
+) -> tuple[InClusterPool, ...]:
+    """The pools with ``reserved`` set by :func:`reserved_gpus` from ``sole_seen``."""
+    if not seen:
+        return pools
+    return tuple(
+        replace(p, reserved=reserved_gpus(1, p.allocatable))
+        if p.gpu_product in seen and now - seen[p.gpu_product] <= window
+        else p
+        for p in pools
+    )
+
+
+def kept_from(
+    candidates: Iterable[ScoredCandidate],
+    target: ScoredCandidate | None,
+    on_time: bool,
+    reserved: Mapping[str, int],
+    premium_percent: int,
+) -> frozenset[str]:
+    """Products of the pools a job must not evict on: those kept for their sole demand
+    (``reserved``), when the engine's answer starts the job in time elsewhere for at most
+    ``premium_percent`` more than the pool would cost it.
+
+    Eviction is the other way onto a pool: without this a job routed to a network for
+    scarcity evicted best-effort work on the scarce pool instead, as that cost less
+    (gpuspec33: 243 such evictions onto Tesla-T4 by jobs without a product constraint).
+    """
+    if not premium_percent or target is None or not on_time:
+        return frozenset()
+    factor = 1 + Decimal(premium_percent) / 100
+    return frozenset(
+        c.gpu_product
+        for c in candidates
+        if c.backend == "InCluster"
+        and c.name != target.name
+        and reserved.get(c.gpu_product, 0) > 0
+        and target.estimated_cost <= c.estimated_cost * factor
+    )
