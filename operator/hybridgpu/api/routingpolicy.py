@@ -72,6 +72,28 @@ class BusyFrom(StrEnum):
     stale, and the job's TelemetryAvailable condition says so."""
 
 
+class Scarcity(ApiModel):
+    """Keeps a pool that some jobs can use alone for them, while others have a place nearby.
+
+    A pool is scarce while jobs that can run on no other place (their gpu.products name only
+    its product among the pools and offers) held or wanted GPUs there within ``window``. A job
+    that can also run elsewhere passes such a pool over (``ScarceProduct``) when another place
+    on time costs at most ``maxPremiumPercent`` more; otherwise it takes the pool as before.
+    """
+
+    max_premium_percent: int = Field(default=100, ge=0, le=1000)
+    """How much dearer, in percent of the estimated cost, the other place may be; 0 turns the
+    rule off."""
+    window: Duration = timedelta(days=7)
+    """How long a pool stays scarce after the last job that can use only it was seen."""
+
+    @model_validator(mode="after")
+    def _positive_window(self) -> Scarcity:
+        if self.window.total_seconds() <= 0:
+            raise ValueError("spec.inCluster.scarcity.window: must be above 0")
+        return self
+
+
 class InClusterPolicy(ApiModel):
     """How the cluster's own GPUs are used."""
 
@@ -86,6 +108,8 @@ class InClusterPolicy(ApiModel):
     """How long an in-cluster job may wait unscheduled before it is re-routed."""
     busy_from: BusyFrom = BusyFrom.REQUESTS
     """Requests or Telemetry: how spilloverUtilization counts busy GPUs."""
+    scarcity: Scarcity = Field(default_factory=Scarcity)
+    """Whether jobs that could run elsewhere leave a pool to the jobs that can use only it."""
 
     def price_for(self, product: str) -> Decimal | None:
         """The amortised price for ``product``, falling back to the 'default' entry."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -34,6 +34,7 @@ from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.kube import Conflict
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
 from hybridgpu.routing.preemption import Eviction
+from hybridgpu.routing.scarcity import reserve_pools
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class World:
     preemption: Callable[[], PreemptionView] | None = None
     """Builds the view of evictable work (read only when a job may evict: it visits every
     cached job)."""
+    sole_seen: Mapping[str, datetime] = field(default_factory=dict)
+    """Per GPU product, when jobs that can run only on its pool last held or wanted it
+    (``routing.scarcity.sole_seen``): such a pool is kept from other jobs for the policy's
+    ``inCluster.scarcity.window``."""
     _snapshots: dict[PolicyKey, Snapshot] = field(default_factory=dict)
     _view: PreemptionView | None = None
 
@@ -66,13 +71,20 @@ class World:
             since = self.period_start(key, policy)
             found = Snapshot(
                 now=self.now,
-                pools=self.pools,
+                pools=self._pools(policy),
                 offers=self.offers,
                 budget_spent=self.holdings.committed(key, since),
                 telemetry_available=self.telemetry_available,
             )
             self._snapshots[key] = found
         return found
+
+    def _pools(self, policy: RoutingPolicySpec) -> tuple[InClusterPool, ...]:
+        """The pools, each kept for its sole demand when the policy's scarcity rule is on."""
+        scarcity = policy.in_cluster.scarcity
+        if not scarcity.max_premium_percent:
+            return self.pools
+        return reserve_pools(self.pools, self.sole_seen, self.now, scarcity.window)
 
     def evict(
         self,
@@ -95,6 +107,7 @@ class World:
             created_at=created_at,
             now=self.now,
             job=job,
+            reserved={p.gpu_product: p.reserved for p in self._pools(policy)},
         )
         return None if found is None else (found, self._view.describe(found))
 

@@ -29,6 +29,7 @@ from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.decision import RoutingDecision
 from hybridgpu.routing.engine import FEASIBLE, LATE
 from hybridgpu.routing.preemption import Eviction, Place, Running, plan_eviction, rank
+from hybridgpu.routing.scarcity import kept_from
 from hybridgpu.units import parse_duration
 
 HOLD_SECONDS = 600.0
@@ -186,9 +187,12 @@ def eviction_for(
     created_at: datetime | None,
     now: datetime,
     job: str = "",
+    reserved: Mapping[str, int] | None = None,
 ) -> Eviction | None:
     """The eviction the shared rule asks for, given the engine's ``decision`` for ``job``
-    (``namespace/name``).
+    (``namespace/name``). ``reserved`` are the pools' GPUs kept for their sole demand
+    (``InClusterPool.reserved``): the scarcity rule keeps the job from evicting there when
+    the decision starts it in time elsewhere at a modest premium.
 
     While the GPUs an earlier eviction of the job frees are still coming back, it keeps
     waiting for them (an eviction without victims) rather than take the engine's answer,
@@ -225,6 +229,13 @@ def eviction_for(
         places=view.places(),
         running=view.running,
         checkpoint_seconds=policy.preemption.checkpoint_interval.total_seconds(),
+        kept=kept_from(
+            decision.candidates,
+            target,
+            target is not None and target.expected_start_seconds <= deadline,
+            reserved or {},
+            policy.in_cluster.scarcity.max_premium_percent,
+        ),
     )
     if eviction is not None:
         view.take(eviction, spec.gpu.count)

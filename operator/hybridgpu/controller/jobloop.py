@@ -47,6 +47,7 @@ from hybridgpu.jobs import conditions as cond
 from hybridgpu.kube import Conflict, Kube
 from hybridgpu.networks.batch import BatchAdapter
 from hybridgpu.networks.requests import load_request_items
+from hybridgpu.routing.scarcity import sole_seen
 from hybridgpu.routing.snapshot import Snapshot
 from hybridgpu.settings import SETTINGS
 
@@ -313,20 +314,25 @@ class JobRuntime:
         utilization = telemetry.utilization_by_product(nodes) if telemetry else None
         held = self.holdings()
         refreshed = {name: e.refreshed for name, e in self.registry.providers.items()}
+        pools = held.pools(
+            pools_from(
+                nodes,
+                pods,
+                utilization,
+                now=now,
+                faults=telemetry.faults() if telemetry else None,
+                busy_by_node=telemetry.busy_gpus_by_node() if telemetry else None,
+            ),
+            now,
+        )
+        offers = held.offers(self.registry.offers(now), refreshed)
         return World(
             now=now,
-            pools=held.pools(
-                pools_from(
-                    nodes,
-                    pods,
-                    utilization,
-                    now=now,
-                    faults=telemetry.faults() if telemetry else None,
-                    busy_by_node=telemetry.busy_gpus_by_node() if telemetry else None,
-                ),
-                now,
+            pools=pools,
+            offers=offers,
+            sole_seen=sole_seen(
+                gpu_demand(self.cache.values()), pools, (o.gpu_product for o in offers), now
             ),
-            offers=held.offers(self.registry.offers(now), refreshed),
             holdings=held,
             period_start=lambda key, policy: self.period_start(key, policy, now),
             telemetry_available=telemetry is not None,
@@ -606,3 +612,20 @@ class JobRuntime:
             if isinstance(entry.adapter, BatchAdapter):
                 await entry.adapter.stop_all()
         self.registry.submitted.clear()
+
+
+def gpu_demand(
+    bodies: Iterable[Mapping[str, Any]],
+) -> Iterable[tuple[list[str] | None, int, datetime | None]]:
+    """(gpu.products, gpu.count, completion time) of each cached job, for the scarcity rule
+    (raw bodies, not validated: this runs over every job). Jobs deleted are forgotten, so a
+    pool's sole demand is remembered only as long as its jobs are kept."""
+    for body in bodies:
+        gpu = (body.get("spec") or {}).get("gpu") or {}
+        products = gpu.get("products") or None
+        completed = cond.parse_timestamp((body.get("status") or {}).get("completionTime"))
+        yield (
+            [str(p) for p in products] if isinstance(products, list) else None,
+            int(gpu.get("count") or 1),
+            completed,
+        )

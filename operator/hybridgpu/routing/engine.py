@@ -67,6 +67,9 @@ from hybridgpu.units import format_duration, format_money, parse_quantity
 FEASIBLE = "Feasible"
 LATE = "MissesStartWithin"
 """Feasible except that it starts after the job's startWithin; used only if nothing is on time."""
+SCARCE = "ScarceProduct"
+"""Feasible, but a pool kept for jobs that can run nowhere else, and this job has a place close
+in price (``inCluster.scarcity``)."""
 DEFERRED = "DeferredForPrice"
 """Free now, but dearer than the policy's deferral allows over a place that is only busy."""
 DEFERRAL_RECHECK_SECONDS = 21600.0
@@ -171,6 +174,8 @@ def decide(
     feasible: list[_Running] = []
     late: list[_Running] = []
     rejected: list[_Rejected] = []
+    # Positions of feasible pools the job would take GPUs kept for jobs that can run only there.
+    scarce: list[int] = []
 
     soft = LATENCY_SOFTENING_SECONDS
     wr = _weights(policy)[2]
@@ -195,6 +200,7 @@ def decide(
         releases,
         unhealthy,
         measured,
+        reserved,
     ) in enumerate(pool_facts(snapshot)):
         pool_price = price_for(product)
         if pool_price is None:
@@ -233,6 +239,8 @@ def decide(
                 reason = LATE
             else:
                 reason = FEASIBLE
+                if reserved and busy[2] - count < reserved:
+                    scarce.append(pos)
         cand: _Raw = (
             name,
             "InCluster",
@@ -416,6 +424,9 @@ def decide(
             continue
         rejected.append((pos, entry, True, reason))
 
+    passed_over = ""
+    if scarce:
+        feasible, passed_over = _pass_over_scarce(feasible, scarce, rejected, policy, snapshot)
     deferral = policy.deferral
     if deferral is not None and deadline == math.inf and (feasible or blocked_cost < math.inf):
         waited = 0.0 if created_at is None else (snapshot.now - created_at).total_seconds()
@@ -433,7 +444,7 @@ def decide(
                 feasible = kept
     if feasible:
         rejected.extend((c[6], c[7], c[8], LATE) for c in late)
-        return _conclude(feasible, rejected, False, policy, quantities)
+        return _conclude(feasible, rejected, False, policy, quantities, passed_over)
     if late:
         return _conclude(late, rejected, True, policy, quantities)
     return _no_target(
@@ -443,6 +454,44 @@ def decide(
         job,
         snapshot.inventory_final,
     )
+
+
+def _pass_over_scarce(
+    feasible: list[_Running],
+    scarce: list[int],
+    rejected: list[_Rejected],
+    policy: RoutingPolicySpec,
+    snapshot: Snapshot,
+) -> tuple[list[_Running], str]:
+    """Leave scarce pools to the jobs that can use only them, where this job has another place.
+
+    A feasible pool is scarce for this job when taking it would leave fewer free GPUs than the
+    pool keeps for jobs that can run nowhere else (``InClusterPool.reserved``). It is passed
+    over (``ScarceProduct``) when a feasible place that is not scarce costs at most the
+    policy's ``inCluster.scarcity.maxPremiumPercent`` more; the job takes it otherwise, so a
+    job that can only run there, or whose other places are much dearer, is never held back.
+    Returns the candidates kept and a note for the decision's message ("" when none passed).
+    """
+    premium = policy.in_cluster.scarcity.max_premium_percent
+    if not premium:
+        return feasible, ""
+    marked = set(scarce)
+    others = [c[0] for c in feasible if c[6] not in marked or c[8]]
+    if not others:
+        return feasible, ""
+    alternative = min(others)
+    # The same tolerance as deferral's limit: a float cost within 1e-9 of the limit is in.
+    factor = (1 + premium / 100) * (1 + _CLOSE)
+    passed = [c for c in feasible if c[6] in marked and not c[8] and alternative <= c[0] * factor]
+    if not passed:
+        return feasible, ""
+    gone = {c[6] for c in passed}
+    rejected.extend((c[6], c[7], c[8], SCARCE) for c in passed)
+    kept_for = {p.gpu_product: p.reserved for p in snapshot.pools}
+    note = "; passed over for scarcity: " + ", ".join(
+        f"{c[5]} (keeps {kept_for[c[7][3]]} GPUs for jobs that can run only there)" for c in passed
+    )
+    return [c for c in feasible if c[6] not in gone], note
 
 
 def _deferred(
@@ -548,6 +597,9 @@ def _queue_wait(
         needed = 1  # free in total but fragmented across nodes: wait for the next release
     if needed <= len(releases):
         return float(releases[needed - 1])
+    # Beyond the known releases (a queue wanting more than every GPU in use gives back, as on
+    # gpuspec33's 2-GPU P100 pool) the wait is unknown and taken as maxQueueTime. Waiting past
+    # the last release instead changed the default trace (BENCHMARKS.md, 2026-12-03).
     return max_queue
 
 
@@ -572,8 +624,11 @@ def _conclude(
     late: bool,
     policy: RoutingPolicySpec,
     job: JobQuantities,
+    note: str = "",
 ) -> RoutingDecision:
-    """Score the candidates in the running and choose; the full ranking is built on demand."""
+    """Score the candidates in the running and choose; the full ranking is built on demand.
+
+    ``note`` ends the message (places passed over for scarcity)."""
     scores, first, cheapest, fastest = _score(running, _weights(policy))
     best = running[first]
     label = LATE if late else FEASIBLE
@@ -589,7 +644,7 @@ def _conclude(
     message = (
         f"routed to {target.name}: estimated ${format_money(target.estimated_cost, 2)}, "
         f"start in ~{target.expected_start_seconds:.0f}s ({reason}; "
-        f"{len(running)} feasible of {len(running) + len(rejected)})"
+        f"{len(running)} feasible of {len(running) + len(rejected)}){note}"
     )
 
     def ranked(limit: int | None) -> tuple[ScoredCandidate, ...]:

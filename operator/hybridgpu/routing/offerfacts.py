@@ -101,6 +101,7 @@ PoolFacts = tuple[
     tuple[float, ...],  # release times
     int,  # GPUs left out for DCGM faults
     float | None,  # GPUs measured busy by DCGM (None: no telemetry)
+    int,  # GPUs kept for jobs that can use only this pool (scarcity)
 ]
 
 
@@ -131,6 +132,7 @@ def _pool(pool: InClusterPool) -> PoolFacts:
         pool.release_seconds,
         pool.unhealthy_gpus,
         pool.measured_busy,
+        pool.reserved,
     )
 
 

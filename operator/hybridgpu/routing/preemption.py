@@ -256,6 +256,7 @@ def plan_eviction(
     running: Sequence[Running],
     checkpoint_seconds: float | None = None,
     cancellable: Collection[str] = (),
+    kept: Collection[str] = (),
 ) -> Eviction | None:
     """What a job should evict, given the engine's answer for it (``target``: None when it was
     told to wait or rejected): nothing for best-effort work (``deadline_seconds`` None), for a
@@ -265,7 +266,9 @@ def plan_eviction(
     that let it start in time (a network's place only if its start latency is within the
     deadline) and are :func:`worth_preempting` against an answer on time elsewhere, the one
     losing the least work, sparing work that ends before the deadline. ``prices`` are the
-    in-cluster pools' prices per GPU-hour (a network's place carries its own)."""
+    in-cluster pools' prices per GPU-hour (a network's place carries its own). ``kept``
+    names in-cluster products the scarcity rule keeps from this job
+    (``routing.scarcity.kept_from``): no eviction there."""
     if deadline_seconds is None or deadline_seconds <= 0:
         # Evicting for a late job made later arrivals late too (gpuspec33, BENCHMARKS.md).
         return None
@@ -279,7 +282,11 @@ def plan_eviction(
         gpus=gpus,
         job_rank=job_rank,
         products=products,
-        places=[p for p in places if p.provider == IN_CLUSTER or p.start_seconds <= left],
+        places=[
+            p
+            for p in places
+            if (p.start_seconds <= left if p.provider != IN_CLUSTER else p.gpu_product not in kept)
+        ],
         running=running,
         checkpoint_seconds=checkpoint_seconds,
         spare_ending_within=left,

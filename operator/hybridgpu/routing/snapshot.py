@@ -77,6 +77,11 @@ class InClusterPool:
     measured_busy: float | None = None
     """GPUs of ``allocatable`` that DCGM measures busy (per GPU the larger of utilisation and
     framebuffer use), for policies that count busy by telemetry; None without telemetry."""
+    reserved: int = 0
+    """GPUs kept free for jobs that can run on no other pool or offer (``routing.scarcity``:
+    the whole pool while such jobs were seen recently). A job that could also run elsewhere
+    passes the pool over rather than eat into them, when the policy's ``inCluster.scarcity``
+    allows and another place is close in price."""
 
     @property
     def free(self) -> int:

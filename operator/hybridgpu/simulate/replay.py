@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 from hybridgpu.routing.cost import gpu_hour_cost
 from hybridgpu.routing.preemption import Eviction, Place, Running
+from hybridgpu.routing.scarcity import SoleDemand, reserved_gpus, sole_pool
 from hybridgpu.routing.snapshot import InClusterPool
 from hybridgpu.simulate.inputs import Node
 from hybridgpu.simulate.market import MarketOffer
@@ -109,8 +110,9 @@ class PoolState:
             i = bisect.bisect_left(self.ends, end)
             del self.ends[i]
 
-    def view(self, now: float) -> InClusterPool:
-        """The pool as the routing engine sees it at ``now``."""
+    def view(self, now: float, reserved: int = 0) -> InClusterPool:
+        """The pool as the routing engine sees it at ``now``, keeping ``reserved`` GPUs for
+        jobs that can run only here."""
         hints = self.queued_gpus + RELEASE_HINTS
         return InClusterPool(
             gpu_product=self.product,
@@ -121,6 +123,7 @@ class PoolState:
             max_free_per_node=max(self.node_free, default=0),
             max_gpus_per_node=self.largest_node,
             release_seconds=tuple(max(e - now, 0.0) for e in self.ends[:hints]),
+            reserved=reserved,
         )
 
 
@@ -274,8 +277,19 @@ class Replay:
         waiting jobs with a startWithin are decided again once it is done."""
         self._spend: list[tuple[float, Decimal]] = []
         self._busy: list[tuple[float, int]] = []
+        pool_sizes = [(p.product, p.largest_node) for p in self.pools.values()]
+        offer_products = {o.gpu_product for o in market}
+        self._sole = [sole_pool(j.products, j.gpus, pool_sizes, offer_products) for j in self.jobs]
+        """Per job, the one pool it can run on when it can run nowhere else (else None)."""
+        self._sole_demand = SoleDemand()
 
     # -- queries routers use ------------------------------------------------------------
+    def reserved(self, product: str, now: float, window: float) -> int:
+        """GPUs of ``product`` to keep for jobs that can run only there (``routing.scarcity``):
+        all of the pool while any held or wanted GPUs within the last ``window`` seconds."""
+        peak = self._sole_demand.peak(product, now, window)
+        return reserved_gpus(peak, self.pools[product].allocatable)
+
     def allowed_pools(self, job: SimJob) -> list[PoolState]:
         """Pools whose product the job accepts and whose biggest node could hold it."""
         return [
@@ -378,6 +392,7 @@ class Replay:
                 continue  # woken early and decided since: this retry is stale
             else:
                 if kind == 2:
+                    self._sole_change(index, now, 1)
                     arrived += 1
                     if progress is not None and arrived % 256 == 0:
                         progress(arrived)
@@ -390,6 +405,12 @@ class Replay:
         if progress is not None:
             progress(len(self.jobs))
         return self._result(router.name)
+
+    def _sole_change(self, index: int, now: float, sign: int) -> None:
+        """Count a job that can run only on one pool in or out of that pool's demand."""
+        product = self._sole[index]
+        if product is not None:
+            self._sole_demand.change(product, now, sign * self.jobs[index].gpus)
 
     def _push(self, when: float, kind: int, index: int) -> None:
         self._seq += 1
@@ -522,6 +543,7 @@ class Replay:
                 self._parked.setdefault(place, deque()).append(index)
         else:
             rec.rejected = action.target or "Rejected"
+            self._sole_change(index, now, -1)
 
     def _charge(self, rec: JobRecord, cost: Decimal, now: float) -> None:
         rec.cost += cost
@@ -611,6 +633,7 @@ class Replay:
         pool = self.pools[attempt.product]
         job = self.jobs[index]
         pool.release(attempt.node, job.gpus, now)
+        self._sole_change(index, now, -1)
         self.records[index].end = now
         self._busy.append((now, -job.gpus))
         self._start_queued(pool, now)
@@ -649,6 +672,7 @@ class Replay:
         state.in_use -= rec.job.gpus
         state.active_jobs -= 1
         rec.end = now
+        self._sole_change(index, now, -1)
 
     def _result(self, name: str) -> RunResult:
         started = [r for r in self.records if r.start is not None]

@@ -20,11 +20,12 @@ from typing import Any
 from hybridgpu.api.computeprovider import CANCELLABLE_TYPES
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
-from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision
+from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
 from hybridgpu.routing.engine import decide
 from hybridgpu.routing.preemption import Place, plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
-from hybridgpu.routing.snapshot import ExternalOffer, PerGPUHour, Snapshot
+from hybridgpu.routing.scarcity import kept_from
+from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
 from hybridgpu.simulate.market import CLOUD_KINDS
 from hybridgpu.simulate.replay import Action, JobRecord, PoolState, Replay
 from hybridgpu.simulate.workload import SimJob
@@ -110,7 +111,7 @@ class PolicyRouter:
             self.spent = Decimal(0)
         snapshot = Snapshot(
             now=EPOCH + timedelta(seconds=now),
-            pools=tuple(p.view(now) for p in replay.pools.values()),
+            pools=self._pools(replay, now),
             offers=self._offers(replay),
             budget_spent=self.spent,
             inventory_final=True,
@@ -138,6 +139,34 @@ class PolicyRouter:
                 awaiting=tuple(n.removeprefix(IN_CLUSTER_PREFIX) for n in d.awaiting),
             )
         return Action("reject", d.reason)
+
+    def _pools(self, replay: Replay, now: float) -> tuple[InClusterPool, ...]:
+        """The pools as the operator sees them, each keeping GPUs for the jobs that can run
+        only there when the policy's scarcity rule is on."""
+        scarcity = self.policy.in_cluster.scarcity
+        if not scarcity.max_premium_percent:
+            return tuple(p.view(now) for p in replay.pools.values())
+        window = scarcity.window.total_seconds()
+        return tuple(
+            p.view(now, replay.reserved(p.product, now, window)) for p in replay.pools.values()
+        )
+
+    def _kept(
+        self,
+        d: RoutingDecision,
+        target: ScoredCandidate | None,
+        left: float,
+        replay: Replay,
+        now: float,
+    ) -> frozenset[str]:
+        """Pools the scarcity rule keeps from this job, for eviction too."""
+        scarcity = self.policy.in_cluster.scarcity
+        if not scarcity.max_premium_percent or target is None:
+            return frozenset()
+        window = scarcity.window.total_seconds()
+        reserved = {p: replay.reserved(p, now, window) for p in replay.pools}
+        on_time = target.expected_start_seconds <= left
+        return kept_from(d.candidates, target, on_time, reserved, scarcity.max_premium_percent)
 
     def _spec(self, index: int, rec: JobRecord) -> InferenceJobSpec:
         spec = self.specs[index]
@@ -176,9 +205,11 @@ class PolicyRouter:
                     replay.offer_place(c.name, c.price_per_gpu_hour, c.expected_start_seconds)
                 )
                 costs[c.name] = c.estimated_cost
+        left = rec.deadline - (now - rec.job.arrival)
+        target = d.target if d.outcome == "Routed" else None
         eviction = plan_eviction(
-            target=d.target if d.outcome == "Routed" else None,
-            deadline_seconds=rec.deadline - (now - rec.job.arrival),
+            target=target,
+            deadline_seconds=left,
             gpus=rec.job.gpus,
             runs_for_seconds=rec.remaining,
             job_rank=self._rank(rec),
@@ -188,6 +219,7 @@ class PolicyRouter:
             running=replay.preemptible_running(now, self._rank),
             checkpoint_seconds=self._checkpoint_seconds,
             cancellable=cancellable,
+            kept=self._kept(d, target, left, replay, now),
         )
         if eviction is None:
             return None
