@@ -337,6 +337,7 @@ class JobRuntime:
                 pods=pods,
                 attempt_pod=self.inventory.attempt_pod_records,
                 priority=self.priority,
+                refreshed=refreshed,
             ),
         )
 
