@@ -20,8 +20,8 @@ from hybridgpu.routing.snapshot import PerGPUHour
 
 from .inventory_objects import A100
 from .routing_fixtures import offer
-from .test_admission import Cluster, external_job, routed_reason
-from .test_preemption_admission import queued_event_reasons
+from .test_admission import Cluster, external_job, in_cluster_job, routed_reason
+from .test_preemption_admission import queued_event_reasons, run
 from .test_reconcile import FakeNetwork
 
 PREEMPTION = {"evict": "LowerRank", "checkpointInterval": "15m"}
@@ -289,3 +289,48 @@ async def test_a_cancel_the_network_refuses_is_owed_retried_and_holds_the_evicto
     await cluster.runtime.work(cluster.api.jobs["j0001"]["metadata"]["uid"])
     assert network(cluster).cancelled == ["akash-j0001"]
     assert not status(cluster, "j0001").get("pendingCancels")
+
+
+async def test_work_admitted_after_the_last_refresh_shows_its_gpus_at_once() -> None:
+    # The offer was read before both attempts were admitted: it never counted their GPUs (the
+    # loop subtracts them itself), so the one evicted is free in the very next cycle.
+    cluster = Cluster(
+        policy_spec=NETWORK_ONLY,
+        offers=(offer("akash", A100, PerGPUHour(Decimal("1.50")), available=2),),
+    )
+    await cluster.burst(2, external_job(estimatedDuration="4h", preemptible=True))
+    submitted(cluster, "j0000", minutes_ago=120)
+    submitted(cluster, "j0001", minutes_ago=20)
+    ls = await arrive(cluster, "urgent", URGENT)
+    assert outcomes(cluster, "j0000", "j0001") == ["Running", "Preempted"]
+    await cluster.runtime.admission.cycle([ls])
+    assert status(cluster, "urgent")["attempts"][-1]["provider"] == "akash"
+    assert outcomes(cluster, "j0000") == ["Running"]
+    assert network(cluster).cancelled == ["akash-j0001"]
+
+
+async def test_of_a_node_and_a_network_offer_the_place_losing_less_work_is_freed() -> None:
+    # The node's preemptible attempt has run two hours (a checkpoint interval lost); the one
+    # on Akash is still starting (nothing lost): Akash is freed, the node keeps its work.
+    policy = {
+        "inCluster": {"gpuPrices": [{"gpuProduct": "default", "pricePerGPUHour": "1.00"}]},
+        "preemption": PREEMPTION,
+    }
+    cluster = Cluster(
+        policy_spec=policy,
+        gpus=1,
+        offers=(offer("akash", A100, PerGPUHour(Decimal("1.50")), available=1),),
+    )
+    await arrive(cluster, "local", in_cluster_job(estimatedDuration="4h", preemptible=True))
+    run(cluster, "local", minutes_ago=120)
+    await arrive(cluster, "remote", external_job(estimatedDuration="4h", preemptible=True))
+    submitted(cluster, "remote", minutes_ago=0, outcome="Pending")
+    refresh(cluster, available=0)
+    anywhere = external_job(
+        placement="Any", gpu={"count": 1, "products": [A100]}, estimatedDuration="1h"
+    )
+    await arrive(cluster, "urgent", {**anywhere, "startWithin": "5m"})
+    assert "evicting preemptible ns/remote on akash" in routed_message(cluster, "urgent")
+    assert outcomes(cluster, "local", "remote") == ["Running", "Preempted"]
+    assert network(cluster).cancelled == ["akash-remote"]
+    assert not any(line.startswith("delete") for line in cluster.api.log)
