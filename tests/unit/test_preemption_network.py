@@ -52,7 +52,9 @@ def submitted(cluster: Cluster, name: str, minutes_ago: float, outcome: str = "R
         attempt["runningSince"] = stamp(minutes_ago)
     if outcome != "Dispatching":
         attempt["externalId"] = f"akash-{name}"
-        body["status"]["externalRef"]["id"] = f"akash-{name}"
+        ref = body["status"]["externalRef"]
+        ref["id"] = f"akash-{name}"
+        cluster.registry.submitted.add(ref["idempotencyKey"])  # as the step that submitted it
     cluster.version_bump(body)
     cluster.runtime.observe(copy.deepcopy(body))
 
@@ -334,3 +336,20 @@ async def test_of_a_node_and_a_network_offer_the_place_losing_less_work_is_freed
     assert outcomes(cluster, "local", "remote") == ["Running", "Preempted"]
     assert network(cluster).cancelled == ["akash-remote"]
     assert not any(line.startswith("delete") for line in cluster.api.log)
+
+
+async def test_after_a_restart_an_attempt_is_a_victim_only_once_its_step_has_seen_it() -> None:
+    # A restarted process submits a client-driven batch again under its key before it polls
+    # it: until the job's step has done so, a cancel could come before that submit.
+    cluster = await two_on_akash()
+    cluster.registry.submitted.clear()
+    cluster.restart()
+    ls = await arrive(cluster, "urgent", URGENT)
+    assert routed_reason(status(cluster, "urgent")) == ("Waiting", "NoCapacity")
+    assert network(cluster).cancelled == []
+
+    await cluster.runtime.work(cluster.api.jobs["j0001"]["metadata"]["uid"])
+    remote = status(cluster, "j0001")["externalRef"]["id"]
+    await cluster.runtime.admission.cycle([ls])
+    assert outcomes(cluster, "j0000", "j0001") == ["Running", "Preempted"]
+    assert network(cluster).cancelled == [remote]

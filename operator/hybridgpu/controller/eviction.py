@@ -13,7 +13,7 @@ offer still counts the victim's GPUs as taken.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -251,14 +251,22 @@ def _external(
     now: datetime,
     refreshed: Mapping[str, datetime | None],
     priority: Callable[[str, str], int],
+    submitted: Collection[str],
 ) -> None:
-    """An external attempt: evictable when preemptible and submitted (``EVICTABLE_EXTERNAL``;
-    the rule takes only those on networks that can cancel), or evicted and coming back."""
+    """An external attempt: evictable when preemptible and submitted (``EVICTABLE_EXTERNAL``,
+    its key in ``submitted``; the rule takes only those on networks that can cancel), or
+    evicted and coming back."""
     outcome = attempt.get("outcome")
     if outcome == AttemptOutcome.PREEMPTED.value:
         _coming_back(view, body, attempt, now=now, refreshed=refreshed)
         return
     if outcome not in EVICTABLE_EXTERNAL or (body.get("spec") or {}).get("preemptible") is not True:
+        return
+    ref = (body.get("status") or {}).get("externalRef") or {}
+    if ref.get("idempotencyKey") not in submitted:
+        # Not submitted or polled by this process yet: after a restart the job's next step
+        # submits it again under its key before it polls it, and that submit could come
+        # after the cancel.
         return
     meta = body.get("metadata") or {}
     victim = _running(
@@ -277,9 +285,11 @@ def preemption_view(
     attempt_pod: Callable[[str], Iterable[Any]],
     priority: Callable[[str, str], int],
     refreshed: Mapping[str, datetime | None] | None = None,
+    submitted: Collection[str] = (),
 ) -> PreemptionView:
     """Built from the cached job bodies (raw, not validated: this runs over every job).
-    ``refreshed``: provider -> when its offers were last refreshed."""
+    ``refreshed``: provider -> when its offers were last refreshed; ``submitted``: the
+    idempotency keys this process has submitted or polled (``Registry.submitted``)."""
     used = gpus_in_use_by_node(pods)
     free: dict[tuple[str, str], int] = {}
     for node in nodes:
@@ -295,7 +305,13 @@ def preemption_view(
         for attempt in attempts:
             if attempt.get("backend") == Backend.EXTERNAL.value:
                 _external(
-                    view, body, attempt, now=now, refreshed=refreshed or {}, priority=priority
+                    view,
+                    body,
+                    attempt,
+                    now=now,
+                    refreshed=refreshed or {},
+                    priority=priority,
+                    submitted=submitted,
                 )
                 continue
             if attempt.get("backend") != Backend.IN_CLUSTER.value:

@@ -338,6 +338,7 @@ class JobRuntime:
                 attempt_pod=self.inventory.attempt_pod_records,
                 priority=self.priority,
                 refreshed=refreshed,
+                submitted=self.registry.submitted,
             ),
         )
 

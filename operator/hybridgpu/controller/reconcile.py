@@ -652,29 +652,11 @@ class JobStep:
         any more (it ended, or moved on, since the view was read), or when it is still
         being submitted: a cancel could go out before the work exists."""
         attempt = self.active_attempt()
-        if attempt is None:
+        if attempt is None or (
+            attempt.backend is Backend.EXTERNAL and attempt.outcome is AttemptOutcome.DISPATCHING
+        ):
             return None
-        if attempt.backend is Backend.EXTERNAL:
-            if attempt.outcome is AttemptOutcome.DISPATCHING:
-                return None
-            where = f"{attempt.provider} ({attempt.gpu_product})"
-            self.owe_remote_cancel(attempt)
-        else:
-            spec = InferenceJobSpec.model_validate(self.raw_spec)
-            if attempt.running_since is not None:
-                self.accrue_in_cluster(spec, attempt, attempt.running_since, self.now)
-            where = attempt.gpu_product
-            self.owe_cancel(
-                PendingCancel(
-                    provider=IN_CLUSTER_PROVIDER,
-                    idempotency_key=f"{self.uid}/{attempt.attempt}",
-                    id=attempt.external_id,
-                    attempt=attempt.attempt,
-                    gpu_product=attempt.gpu_product,
-                    since=self.stamp,
-                    tries=0,
-                )
-            )
+        where = self._owe_stop(attempt)
         message = (
             f"attempt {attempt.attempt} on {where} evicted for {by} (higher rank);"
             " queued again, resuming from its checkpoint"
@@ -689,6 +671,28 @@ class JobStep:
         self.emit("Warning", PREEMPTED, message)
         metrics.PREEMPTIONS.labels(gpu_product=attempt.gpu_product).inc()
         return attempt
+
+    def _owe_stop(self, attempt: Attempt) -> str:
+        """Bill an evicted in-cluster attempt to now and owe the stop of its work (the Job's
+        delete, the network's cancel); where it ran, for messages."""
+        if attempt.backend is Backend.EXTERNAL:
+            self.owe_remote_cancel(attempt)
+            return f"{attempt.provider} ({attempt.gpu_product})"
+        spec = InferenceJobSpec.model_validate(self.raw_spec)
+        if attempt.running_since is not None:
+            self.accrue_in_cluster(spec, attempt, attempt.running_since, self.now)
+        self.owe_cancel(
+            PendingCancel(
+                provider=IN_CLUSTER_PROVIDER,
+                idempotency_key=f"{self.uid}/{attempt.attempt}",
+                id=attempt.external_id,
+                attempt=attempt.attempt,
+                gpu_product=attempt.gpu_product,
+                since=self.stamp,
+                tries=0,
+            )
+        )
+        return attempt.gpu_product
 
     def prepare_dispatch(
         self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
