@@ -43,12 +43,12 @@ EVICTABLE_REASONS = frozenset({FEASIBLE, LATE, "QueueTooLong"})
 """In-cluster candidates whose only fault is their queue: freeing GPUs there helps."""
 CAPACITY_REASONS = frozenset({"NoCapacity", "ConcurrencyLimit"})
 """External candidates whose only fault is capacity: freeing GPUs or a slot there helps (the
-engine checks capacity before the budget, hence the budget check of ``external_places``)."""
+engine checks capacity before the budget, hence the budget check of
+``PreemptionView.offer_places``)."""
 EVICTABLE_EXTERNAL = frozenset({AttemptOutcome.PENDING.value, AttemptOutcome.RUNNING.value})
-"""External attempts that may be evicted: submitted, their id recorded. Not ``Dispatching``:
-a submit in flight could create the work after the cancel went out, and it would run on."""
-
-
+"""External attempts that may be evicted: submitted, their id recorded (and seen by this
+process: ``_external``). Not ``Dispatching``: a submit in flight could create the work after
+the cancel went out, and it would run on."""
 STAMP_RESOLUTION = timedelta(seconds=1)
 """Status times have whole seconds: a refresh within a second after an eviction's endTime may
 have come before it."""
