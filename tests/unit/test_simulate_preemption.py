@@ -370,7 +370,19 @@ def test_no_eviction_on_a_network_whose_adapter_cannot_cancel(
     assert recs["be"].end == 60 + 7200.0
 
 
-def test_network_evictions_are_off_unless_asked_as_the_operator_does_none_yet() -> None:
+def test_network_evictions_are_off_unless_asked_so_the_default_figures_stay() -> None:
     result, recs = replay(policy("wait-and-preempt"), FULL_NETWORK, market=(nosana(1),))
     assert result.preemptions == 0
     assert recs["be"].end == 60 + 7200.0
+
+
+@pytest.mark.parametrize(("limit", "evicts"), [("0.21", False), ("0.25", True)])
+def test_no_eviction_on_a_network_for_a_job_the_budget_would_refuse(
+    limit: str, evicts: bool
+) -> None:
+    # be's $0.20 on Nosana is committed; ls's $0.0167 there fits in $0.25, not in $0.21 (the
+    # engine checks capacity before the budget, as the operator's World.evict knows).
+    spec = policy("wait-and-preempt", budget={"limit": limit, "whenExceeded": "Reject"})
+    result, recs = replay(spec, FULL_NETWORK, market=(nosana(1),), evict_on_networks=True)
+    assert (recs["be"].preemptions == 1) is evicts
+    assert result.preemptions == (1 if evicts else 0)

@@ -183,13 +183,15 @@ class Evict(StrEnum):
 
 
 class Preemption(ApiModel):
-    """Lets the policy's latency-sensitive jobs evict preemptible work from the cluster's GPUs."""
+    """Lets the policy's latency-sensitive jobs evict preemptible work from the cluster's GPUs
+    and from full offers of networks that can cancel."""
 
     evict: Evict = Evict.LOWER_RANK
-    """LowerRank: a job with a startWithin that the cluster cannot start in time (or that would
-    otherwise pay more elsewhere than the victims' lost work costs) evicts running in-cluster
-    attempts of jobs with ``spec.preemptible: true`` and a lower rank (a lower policy priority;
-    within one priority, work without a startWithin). Never: no eviction."""
+    """LowerRank: a job with a startWithin that nothing starts in time (or that would otherwise
+    pay more elsewhere than the victims' lost work costs) evicts running in-cluster attempts,
+    or submitted attempts on a network that can cancel (Pending or Running, where its cost fits
+    the budget), of jobs with ``spec.preemptible: true`` and a lower rank (a lower policy
+    priority; within one priority, work without a startWithin). Never: no eviction."""
     checkpoint_interval: Duration = timedelta(minutes=15)
     """How often the evicted work is assumed to have checkpointed: the work an eviction loses,
     and so what it costs, is priced as at most this long on the victim's GPUs."""
@@ -221,8 +223,8 @@ class RoutingPolicySpec(ApiModel):
     """Cost-first waiting for jobs without a startWithin; none means they take the best place
     free now (or queue in-cluster within maxQueueTime)."""
     preemption: Preemption | None = None
-    """Eviction of preemptible lower-ranked in-cluster work for this policy's latency-sensitive
-    jobs; none means they never evict."""
+    """Eviction of preemptible lower-ranked work, in the cluster or on networks that can
+    cancel, for this policy's latency-sensitive jobs; none means they never evict."""
     max_input_size: Quantity | None = None
     """Largest spec.input.source object a job may name, as a quantity such as 1Gi (default
     1Gi); a larger one fails the job with InputTooLarge before anything is dispatched."""

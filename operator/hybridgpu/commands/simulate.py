@@ -100,7 +100,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help=(
             "let policies with spec.preemption also evict preemptible work on networks that "
-            "can cancel; a forecast: the operator evicts only in-cluster work so far"
+            "can cancel, as the operator does (off by default: the default figures were "
+            "measured without)"
         ),
     )
     parser.add_argument("--format", choices=["table", "json"], default="table")

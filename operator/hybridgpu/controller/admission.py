@@ -94,11 +94,22 @@ class World:
         decision: RoutingDecision,
         created_at: datetime | None,
     ) -> tuple[Eviction, str] | None:
-        """What the job should evict (the shared rule), held for it for the rest of the cycle."""
+        """What the job should evict (the shared rule), held for it for the rest of the cycle.
+
+        On a network, only where the job's cost there fits what its policy's budget has left
+        (as this cycle holds it, the victims' estimates still committed): the engine turned
+        the offer down for capacity before it looked at the budget, and an eviction must not
+        free GPUs for a job the budget then rejects. The job's cost is charged for the rest
+        of the cycle, so that no later decision promises the same dollars."""
         if self.preemption is None or not preempts(policy, spec):
             return None
         if self._view is None:
             self._view = self.preemption()
+        key = (job.partition("/")[0], spec.policy_ref)
+        budget = policy.budget
+        left = None
+        if budget is not None:
+            left = budget.limit - self.snapshot(*key, policy).budget_spent
         found = eviction_for(
             view=self._view,
             spec=spec,
@@ -108,8 +119,21 @@ class World:
             now=self.now,
             job=job,
             reserved={p.gpu_product: p.reserved for p in self._pools(policy)},
+            budget_left=left,
         )
-        return None if found is None else (found, self._view.describe(found))
+        if found is None:
+            return None
+        if found.external:
+            self._charge(key, decision, found)
+        return found, self._view.describe(found)
+
+    def _charge(self, policy: PolicyKey, decision: RoutingDecision, eviction: Eviction) -> None:
+        """Hold the budget an eviction on a network promised its job, for this cycle."""
+        for c in decision.candidates:
+            if c.provider == eviction.provider and c.gpu_product == eviction.gpu_product:
+                self.holdings.charge(Charge(policy, c.estimated_cost, None))
+                self._snapshots.clear()
+                return
 
     def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""

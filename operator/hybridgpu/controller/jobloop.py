@@ -343,6 +343,8 @@ class JobRuntime:
                 pods=pods,
                 attempt_pod=self.inventory.attempt_pod_records,
                 priority=self.priority,
+                refreshed=refreshed,
+                submitted=self.registry.submitted,
             ),
         )
 

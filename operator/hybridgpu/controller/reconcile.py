@@ -453,7 +453,11 @@ class JobStep:
             if found is not None:
                 eviction, message = found
                 self.prepare_preempting(message)
-                self.wake_on = (f"in-cluster/{eviction.gpu_product}",)
+                self.wake_on = (
+                    f"{eviction.provider}/{eviction.gpu_product}"
+                    if eviction.external
+                    else f"in-cluster/{eviction.gpu_product}",
+                )
                 return RoutePlan(
                     Plan.WAIT, decision=decision, delay=PREEMPTING_RECHECK, eviction=eviction
                 )
@@ -656,21 +660,42 @@ class JobStep:
         self.set(cond.ROUTED, False, PREEMPTING, message)
 
     def preempt(self, by: str) -> Attempt | None:
-        """End the running in-cluster attempt for higher-ranked work: billed to now, its Job
-        owed a delete (done once this status is saved), the job queued again. None when there
-        is no such attempt any more (it ended, or moved on, since the view was read)."""
+        """End the active attempt for higher-ranked work: billed to now (in-cluster; a
+        network's attempt keeps what the network last reported), the stop of its work owed
+        (the Job's delete, or the network's cancel, done once this status is saved and
+        retried until confirmed), the job queued again. None when there is no such attempt
+        any more (it ended, or moved on, since the view was read), or when it is still
+        being submitted: a cancel could go out before the work exists."""
         attempt = self.active_attempt()
-        if attempt is None or attempt.backend is not Backend.IN_CLUSTER:
+        if attempt is None or (
+            attempt.backend is Backend.EXTERNAL and attempt.outcome is AttemptOutcome.DISPATCHING
+        ):
             return None
-        spec = InferenceJobSpec.model_validate(self.raw_spec)
-        if attempt.running_since is not None:
-            self.accrue_in_cluster(spec, attempt, attempt.running_since, self.now)
+        where = self._owe_stop(attempt)
         message = (
-            f"attempt {attempt.attempt} on {attempt.gpu_product} evicted for {by} (higher rank);"
+            f"attempt {attempt.attempt} on {where} evicted for {by} (higher rank);"
             " queued again, resuming from its checkpoint"
         )
         self.end_attempt(attempt, AttemptOutcome.PREEMPTED, PREEMPTED, message)
         attempt.preempted_by = by
+        self.status.placement = None
+        self.status.external_ref = None
+        self.status.preemptions = (self.status.preemptions or 0) + 1
+        self.set(cond.RUNNING, False, PREEMPTED, message)
+        self.set(cond.ROUTED, False, PREEMPTED, message)
+        self.emit("Warning", PREEMPTED, message)
+        metrics.PREEMPTIONS.labels(gpu_product=attempt.gpu_product).inc()
+        return attempt
+
+    def _owe_stop(self, attempt: Attempt) -> str:
+        """Bill an evicted in-cluster attempt to now and owe the stop of its work (the Job's
+        delete, the network's cancel); where it ran, for messages."""
+        if attempt.backend is Backend.EXTERNAL:
+            self.owe_remote_cancel(attempt)
+            return f"{attempt.provider} ({attempt.gpu_product})"
+        spec = InferenceJobSpec.model_validate(self.raw_spec)
+        if attempt.running_since is not None:
+            self.accrue_in_cluster(spec, attempt, attempt.running_since, self.now)
         self.owe_cancel(
             PendingCancel(
                 provider=IN_CLUSTER_PROVIDER,
@@ -682,14 +707,7 @@ class JobStep:
                 tries=0,
             )
         )
-        self.status.placement = None
-        self.status.external_ref = None
-        self.status.preemptions = (self.status.preemptions or 0) + 1
-        self.set(cond.RUNNING, False, PREEMPTED, message)
-        self.set(cond.ROUTED, False, PREEMPTED, message)
-        self.emit("Warning", PREEMPTED, message)
-        metrics.PREEMPTIONS.labels(gpu_product=attempt.gpu_product).inc()
-        return attempt
+        return attempt.gpu_product
 
     def prepare_dispatch(
         self, spec: InferenceJobSpec, decision: RoutingDecision, target: ScoredCandidate
@@ -1091,15 +1109,18 @@ class JobStep:
             await self.cluster().cancel(ref)
             wakeup.notify(freed_place(attempt))
             return
-        provider = attempt.provider
-        entry = self.deps.registry.providers.get(provider)
+        entry = self.deps.registry.providers.get(attempt.provider)
         if entry is not None:
             entry.active_jobs.discard(self.uid)
         wakeup.notify(freed_place(attempt))
+        self.owe_remote_cancel(attempt)
+
+    def owe_remote_cancel(self, attempt: Attempt) -> None:
+        """Owe the cancel of an external attempt's work, by its id or else by its key."""
         remote = self.remote_ref(attempt)
         self.owe_cancel(
             PendingCancel(
-                provider=provider,
+                provider=attempt.provider,
                 idempotency_key=(
                     remote.idempotency_key if remote else self.attempt_key(attempt.attempt)
                 ),

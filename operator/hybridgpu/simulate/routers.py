@@ -80,8 +80,10 @@ class PolicyRouter:
     ):
         self.name = name
         self.evict_on_networks = evict_on_networks
-        """Whether work on networks that can cancel may be evicted too. Off by default: the
-        operator evicts only in-cluster work so far, and the replay forecasts the operator."""
+        """Whether work on networks that can cancel may be evicted too, as the operator does
+        (docs/admission.md). Off by default, so that the default replay's figures stay those
+        measured before (BENCHMARKS.md); for a policy with ``spec.preemption`` on, this is
+        the closer forecast of the operator."""
         self.policy = policy
         self.specs = specs
         self.spent = Decimal(0)
@@ -195,11 +197,16 @@ class PolicyRouter:
         )
         places: list[Place] = replay.places()
         costs: dict[str, Decimal] = {}
+        # As the operator: the engine checks capacity before the budget, so an offer full now
+        # may be one the budget would refuse the job once freed.
+        budget = self.policy.budget
+        money_left = None if budget is None else budget.limit - self.spent
         for c in d.candidates:
             if (
                 c.backend == "External"
                 and c.reason in CAPACITY_REASONS
                 and c.provider in cancellable
+                and (money_left is None or c.estimated_cost <= money_left)
             ):
                 places.append(
                     replay.offer_place(c.name, c.price_per_gpu_hour, c.expected_start_seconds)

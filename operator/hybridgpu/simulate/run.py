@@ -48,8 +48,8 @@ class SimulationConfig:
     ls_start_within: float = DEFAULT_LS_START_WITHIN
     preemptible: str = PREEMPTIBLE_CHOICES[0]
     evict_on_networks: bool = False
-    """Let policies that evict also evict work on networks that can cancel (a forecast: the
-    operator evicts only in-cluster work so far)."""
+    """Let policies that evict also evict work on networks that can cancel, as the operator
+    does (off by default: the default replay keeps the figures measured before)."""
     baselines: tuple[str, ...] = tuple(BASELINES)
 
 
