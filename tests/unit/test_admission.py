@@ -745,3 +745,40 @@ async def test_a_dispatch_does_not_wait_for_ever_on_a_busy_loop(
     cluster.runtime.admission.request("uid-other")  # and it never gets idle
     await cluster.runtime.work("uid-j0000")
     assert any(line.startswith("submit akash") for line in cluster.api.log)
+
+
+def test_an_offers_gpus_stay_held_until_a_refresh_after_the_network_runs_the_work() -> None:
+    """A network takes the GPUs when it places the work (an Akash lease), not when the
+    operator admits it: a refresh in between still offers them, so an attempt not yet
+    running keeps them held whatever the refresh; one running since before the refresh is in
+    the offer's own figure."""
+    refreshed = NOW - timedelta(minutes=5)
+
+    def attempt(name: str, outcome: str, running_since: datetime | None) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}"},
+            "spec": {"gpu": {"count": 1}, "estimatedDuration": "1h"},
+            "status": {
+                "attempts": [
+                    {
+                        "attempt": 1,
+                        "backend": "External",
+                        "provider": "akash",
+                        "gpuProduct": A100,
+                        "gpus": 1,
+                        "outcome": outcome,
+                        "startTime": (NOW - timedelta(minutes=10)).isoformat(),
+                        **({"runningSince": running_since.isoformat()} if running_since else {}),
+                    }
+                ]
+            },
+        }
+
+    offers = (offer("akash", A100, PerGPUHour(Decimal("0.30")), available=4),)
+    jobs = [
+        attempt("pending", "Pending", None),  # admitted before the refresh, lease not yet
+        attempt("leased-before", "Running", NOW - timedelta(minutes=8)),
+        attempt("leased-after", "Running", NOW - timedelta(minutes=1)),
+    ]
+    (seen,) = Holdings.of(jobs, ()).offers(offers, {"akash": refreshed})
+    assert seen.available == 4 - 2 and seen.active_jobs == 3

@@ -43,6 +43,8 @@ class Hold:
     Once the Pod exists the inventory counts it instead (never both)."""
     runs_for: float | None = None
     """The job's estimatedDuration in seconds: when reserved GPUs are expected back."""
+    running_since: datetime | None = None
+    """When the attempt was first seen running; None before (Dispatching, Pending)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,11 @@ def job_hold(body: Mapping[str, Any], pod_owners: Collection[str]) -> Hold | Non
         and owner not in pod_owners
         and f"{meta.get('uid')}/{attempt.get('attempt')}" not in pod_owners,
         runs_for=runs_for,
+        running_since=(
+            parse_timestamp(attempt.get("runningSince"))
+            if attempt.get("outcome") == AttemptOutcome.RUNNING
+            else None
+        ),
     )
 
 
@@ -273,12 +280,17 @@ class Holdings:
     def offers(
         self, offers: tuple[ExternalOffer, ...], refreshed: Mapping[str, datetime | None]
     ) -> tuple[ExternalOffer, ...]:
-        """Offers with provider slots in use, and with the capacity taken by attempts that
-        started after the provider's last refresh (an older one is in the offer already)."""
+        """Offers with provider slots in use, and with the capacity taken by attempts the
+        provider's last refresh may not show yet: those not running there yet, and those that
+        started running after it (an older one is in the offer already).
+
+        Not from admission: a network takes the GPUs when the work is placed (an Akash lease,
+        a Nosana node picking the job up), which may be minutes later, and a refresh in
+        between still offers them (two jobs were sent to one free Akash GPU that way)."""
         taken: Counter[tuple[str, str]] = Counter()
         for hold in self.offer_taken:
             since = refreshed.get(hold.provider)
-            if since is None or hold.started is None or hold.started >= since:
+            if _maybe_unseen(hold, since):
                 taken[(hold.provider, hold.gpu_product)] += hold.gpus
         return tuple(
             replace(
@@ -288,6 +300,14 @@ class Holdings:
             )
             for o in offers
         )
+
+
+def _maybe_unseen(hold: Hold, refreshed: datetime | None) -> bool:
+    """Whether the provider's offer list, read at ``refreshed``, may still count the GPUs of
+    ``hold`` as free: it does until the network runs the work."""
+    if refreshed is None or hold.running_since is None or hold.started is None:
+        return True
+    return max(hold.started, hold.running_since) >= refreshed
 
 
 def reserve(pool: InClusterPool, gpus: int, releases: Iterable[float] = ()) -> InClusterPool:
