@@ -224,9 +224,12 @@ def _coming_back(
     refreshed: Mapping[str, datetime | None],
 ) -> None:
     """The GPUs of an attempt evicted on a network, while its offer still counts them as
-    taken: it was refreshed while the attempt ran (``claims.Holdings.offers`` subtracts only
-    attempts started after the refresh) and not since the eviction, or the network has not
-    confirmed the cancel yet. Its evictor waits for them rather than evict a second set."""
+    taken: it was refreshed after the attempt was admitted and not since the eviction, or the
+    network has not confirmed the cancel yet. Its evictor waits for them rather than evict a
+    second set. (Admission, not running: some networks take the GPUs as soon as they accept
+    the work, a Vast.ai instance, others only once they run it, an Akash lease; waiting for a
+    refresh is right for both, while ``claims.Holdings.offers`` holds the GPUs until the work
+    runs, so that neither is booked twice.)"""
     provider = str(attempt.get("provider") or "")
     since = refreshed.get(provider)
     started = parse_timestamp(attempt.get("startTime"))
