@@ -97,11 +97,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--evict-on-networks",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help=(
             "let policies with spec.preemption also evict preemptible work on networks that "
-            "can cancel, as the operator does (off by default: the default figures were "
-            "measured without)"
+            "can cancel, as the operator does (the default; --no-evict-on-networks evicts "
+            "in-cluster work only, as the operator did before)"
         ),
     )
     parser.add_argument("--format", choices=["table", "json"], default="table")

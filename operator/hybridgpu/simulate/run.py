@@ -47,9 +47,9 @@ class SimulationConfig:
     capacity_scale: float = DEFAULT_CAPACITY_SCALE
     ls_start_within: float = DEFAULT_LS_START_WITHIN
     preemptible: str = PREEMPTIBLE_CHOICES[0]
-    evict_on_networks: bool = False
+    evict_on_networks: bool = True
     """Let policies that evict also evict work on networks that can cancel, as the operator
-    does (off by default: the default replay keeps the figures measured before)."""
+    does (``--no-evict-on-networks``: in-cluster only, as the operator did before)."""
     baselines: tuple[str, ...] = tuple(BASELINES)
 
 
