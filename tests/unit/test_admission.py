@@ -167,6 +167,7 @@ class Cluster:
         self.pods: list[Any] = []
         self.attempt_pods: set[str] = set()
         self.pod_records: dict[str, list[Any]] = {}
+        self.job_records: dict[str, list[Any]] = {}
         """``<uid>/<attempt>`` -> the attempt's Pod records (backends.cluster_backend)."""
         self.registry = Registry()
         for provider in {o.provider for o in offers}:
@@ -203,6 +204,7 @@ class Cluster:
             telemetry=lambda: None,
             telemetry_problem=lambda: "",
             attempt_pod_records=lambda key: self.pod_records.get(key, ()),
+            attempt_jobs=lambda key: self.job_records.get(key, ()),
         )
         self.runtime = JobRuntime(self.api, self.registry, inventory)  # type: ignore[arg-type]
         for body in self.api.jobs.values():

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hybridgpu.backends.cluster_backend import AttemptPod
+from hybridgpu.backends.cluster_backend import AttemptJob, AttemptPod
+from hybridgpu.backends.incluster import JobState
 from hybridgpu.controller.reconcile import JobStep
 from hybridgpu.inventory.pools import pod_record
 
@@ -180,6 +181,22 @@ async def test_a_victim_that_moved_on_is_not_evicted_and_the_evictor_decides_aga
     assert "409 j0001" in cluster.api.log
     assert status(cluster, "j0001")["attempts"][-1]["outcome"] == "Running"
     assert "delete job-j0001" not in cluster.api.log
+
+
+async def test_a_victim_whose_job_just_completed_is_not_evicted() -> None:
+    """Its Job succeeded after the view was read (the Pod still listed running): evicting it
+    would delete finished work and run it again. The evictor decides again instead."""
+    cluster = await two_running(PREEMPTING_POLICY, preemptible=True)
+    uid = cluster.api.jobs["j0001"]["metadata"]["uid"]
+    done = datetime.now(UTC)
+    cluster.job_records[f"{uid}/1"] = [
+        AttemptJob("job-j0001", "job-uid", JobState.SUCCEEDED, done, "")
+    ]
+    await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    assert status(cluster, "j0001")["attempts"][-1]["outcome"] == "Running"
+    assert not status(cluster, "j0001").get("preemptions")
+    assert "delete job-j0001" not in cluster.api.log
+    assert status(cluster, "j0000")["attempts"][-1]["outcome"] == "Running"
 
 
 async def test_a_job_delete_that_failed_is_owed_and_done_after_a_restart() -> None:

@@ -152,6 +152,12 @@ class InClusterBackend:
         namespace = ref.id.split("/", 1)[0]
         return RemoteRef(PROVIDER, f"{namespace}/{name}", ref.idempotency_key)
 
+    def ended(self, key: str) -> bool:
+        """Whether the attempt's Job has completed or failed, as the watch last showed it: its
+        work is over whether or not the job's step has recorded it yet."""
+        job = next((j for j in self._jobs(key) if isinstance(j, AttemptJob)), None)
+        return job is not None and job.state is not JobState.ACTIVE
+
     def _indexed(self, ref: RemoteRef) -> AttemptJob | None:
         return next((j for j in self._jobs(ref.idempotency_key) if isinstance(j, AttemptJob)), None)
 

@@ -664,12 +664,19 @@ class JobStep:
         network's attempt keeps what the network last reported), the stop of its work owed
         (the Job's delete, or the network's cancel, done once this status is saved and
         retried until confirmed), the job queued again. None when there is no such attempt
-        any more (it ended, or moved on, since the view was read), or when it is still
-        being submitted: a cancel could go out before the work exists."""
+        any more (it ended, or moved on, since the view was read, or its Job finished and the
+        step has not recorded it yet), or when it is still being submitted: a cancel could go
+        out before the work exists."""
         attempt = self.active_attempt()
         if attempt is None or (
             attempt.backend is Backend.EXTERNAL and attempt.outcome is AttemptOutcome.DISPATCHING
         ):
+            return None
+        if attempt.backend is Backend.IN_CLUSTER and self.cluster().ended(
+            f"{self.uid}/{attempt.attempt}"
+        ):
+            # Its Job finished since the view was read: evicting it now would throw away
+            # work that is done (and run it again); its own step records the end.
             return None
         where = self._owe_stop(attempt)
         message = (
