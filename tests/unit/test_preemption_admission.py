@@ -328,3 +328,32 @@ async def test_a_job_that_is_not_preemptible_starting_wakes_nobody() -> None:
     # Nothing it could use appeared: no GPU came free and nothing it may evict started.
     assert cluster.registry.wakeup.generation == generation
     assert ls not in cluster.runtime.admission._pending
+
+
+async def test_a_preemptible_start_wakes_only_jobs_that_may_still_evict() -> None:
+    """As in the replay: a job past its startWithin would evict nothing (the rule), and a
+    deferred job gains nothing from work that took GPUs; only the one still in time is
+    decided again."""
+    cluster = Cluster(policy_spec=PREEMPTING_POLICY, gpus=2)
+    await cluster.burst(2, in_cluster_job(estimatedDuration="4h", preemptible=True))
+    ls = await arrive(cluster, "urgent", in_cluster_job(estimatedDuration="1h", startWithin="5m"))
+    late_body = cluster.api.add(
+        "late",
+        in_cluster_job(estimatedDuration="1h", startWithin="5m"),
+        datetime.now(UTC) - timedelta(minutes=30),
+    )
+    cluster.runtime.observe(late_body)
+    late = str(late_body["metadata"]["uid"])
+    await cluster.runtime.admission.cycle([late])
+    assert {ls, late} <= cluster.runtime.admission.waiting
+    generation = cluster.registry.wakeup.generation
+
+    body = cluster.api.jobs["j0001"]
+    step = JobStep(
+        copy.deepcopy(body), cluster.runtime.deps(), cluster.runtime.events.emit_for(body)
+    )
+    step.mark_running(datetime.now(UTC))
+    assert ls in cluster.runtime.admission._pending
+    assert late not in cluster.runtime.admission._pending
+    # Not a release: jobs deferred for price, woken by the generation, sleep on.
+    assert cluster.registry.wakeup.generation == generation

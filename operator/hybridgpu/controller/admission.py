@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from hybridgpu.api.inferencejob import AttemptOutcome, InferenceJobSpec
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
@@ -36,6 +36,7 @@ from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
 from hybridgpu.routing.preemption import Eviction
 from hybridgpu.routing.scarcity import reserve_pools
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
+from hybridgpu.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,30 @@ def _reason(step: JobStep, type_: str) -> str:
     return found.reason if found is not None else ""
 
 
+def _may_still_evict(body: Mapping[str, object] | None, now: datetime) -> bool:
+    """Whether a job's ``startWithin`` is still ahead of it, counted as the loop counts it:
+    from its creation, or from its last eviction."""
+    if body is None:
+        return False
+    spec = body.get("spec")
+    within = spec.get("startWithin") if isinstance(spec, Mapping) else None
+    if not within:
+        return False
+    try:
+        seconds = parse_duration(str(within)).total_seconds()
+    except ValueError:
+        return False
+    meta = body.get("metadata")
+    queued = parse_timestamp(meta.get("creationTimestamp") if isinstance(meta, Mapping) else None)
+    status = body.get("status")
+    attempts = status.get("attempts") if isinstance(status, Mapping) else None
+    if isinstance(attempts, list) and attempts and isinstance(attempts[-1], Mapping):
+        last = attempts[-1]
+        if last.get("outcome") == AttemptOutcome.PREEMPTED and last.get("endTime"):
+            queued = parse_timestamp(last.get("endTime"))
+    return queued is not None and (now - queued).total_seconds() < seconds
+
+
 @dataclass
 class Candidate:
     step: JobStep
@@ -236,6 +261,20 @@ class Admission:
         """Capacity, prices or policies changed: every waiting job is decided again."""
         if self.waiting:
             self._pending |= self.waiting
+            self._idle.clear()
+            self._event.set()
+
+    def wake_evictors(self) -> None:
+        """Preemptible work started: decide again the waiting jobs that may still evict, those
+        with a ``startWithin`` not yet past (the rule evicts nothing for a late job).
+
+        Waking every waiting job, as on released capacity, gave the replay fewer jobs on time
+        (gpuspec33, BENCHMARKS.md "Wake on preemptible starts"); the replay wakes the same
+        jobs (``Replay._wake_evictors``)."""
+        now = datetime.now(UTC)
+        woken = {uid for uid in self.waiting if _may_still_evict(self._bodies(uid), now)}
+        if woken:
+            self._pending |= woken
             self._idle.clear()
             self._event.set()
 

@@ -159,6 +159,7 @@ class JobRuntime:
             gate=self.gate.wait,
         )
         registry.wakeup.listeners.append(self.admission.wake)
+        registry.wakeup.evictable_listeners.append(self.admission.wake_evictors)
         self.in_cluster = InClusterBackend(
             kube, inventory.attempt_jobs, inventory.attempt_pod_records
         )

@@ -1273,10 +1273,11 @@ class JobStep:
         if self.attempts:
             attempt = self.attempts[-1]
             attempt.running_since = started
-            if attempt.backend is Backend.IN_CLUSTER and self.raw_spec.get("preemptible") is True:
-                # Work a waiting latency-sensitive job may evict has appeared: it was told to
-                # wait when nothing was evictable, and its retry may be hours away.
-                self.deps.registry.wakeup.notify(candidate_name(attempt))
+            if self.raw_spec.get("preemptible") is True:
+                # Work a waiting latency-sensitive job may evict has appeared (in the cluster
+                # or on a network): it was told to wait when nothing was evictable, and its
+                # retry may be hours away.
+                self.deps.registry.wakeup.notify_evictable()
         if self.status.start_time is None:
             self.status.start_time = started
             created = cond.parse_timestamp(self.meta.get("creationTimestamp"))

@@ -48,6 +48,8 @@ class Wakeup:
         """Generation of the last ``notify_all``."""
         self.listeners: list[Callable[[], None]] = []
         """Called on every notification (the admission loop decides its waiting jobs again)."""
+        self.evictable_listeners: list[Callable[[], None]] = []
+        """Called when preemptible work starts: only jobs that may still evict care."""
 
     def _tell(self) -> None:
         for listener in self.listeners:
@@ -64,6 +66,12 @@ class Wakeup:
         for waiter, awaiting in self._waiters.items():
             if not waiter.done() and _matches(awaiting, places):
                 waiter.set_result(None)
+
+    def notify_evictable(self) -> None:
+        """Preemptible work started running: capacity did not come free, but a waiting job
+        that may evict has something to evict now. Deferred jobs are not woken."""
+        for listener in self.evictable_listeners:
+            listener()
 
     def notify_all(self) -> None:
         """Every waiting job should decide again (e.g. a RoutingPolicy changed)."""
