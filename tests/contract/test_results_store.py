@@ -144,6 +144,14 @@ async def test_input_is_checked_line_by_line_before_anything_is_sent(s3: Seaweed
     assert large.value.reason == "InputTooLarge"
 
 
+async def finished(adapter: Any, ref: Any) -> Any:
+    """The batch's status once it has ended; the adapter is closed either way."""
+    try:
+        return await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=30)
+    finally:
+        await adapter.aclose()
+
+
 def output_lines(store: ResultStore, layout: JobLayout) -> list[dict[str, Any]]:
     data = store.get_bytes_sync(layout.output, 10**8)
     return [json.loads(line) for line in data.splitlines()]
@@ -210,10 +218,7 @@ async def test_a_batch_survives_a_crash_with_one_output_line_per_custom_id(
     sent_before = dict((await control(standins, network, "/_stats"))["submissions"])
 
     second, again, _ = await _batch(store, standins, network, f"k-{network}", total, layout)
-    try:
-        final = await wait_for(second, again, {"Succeeded", "Failed"}, timeout=30)
-    finally:
-        await second.aclose()
+    final = await finished(second, again)
     assert final.state == "Succeeded", final.message
     assert final.output is not None and final.output.records == total
     lines = output_lines(store, layout)
@@ -304,10 +309,7 @@ async def test_a_batch_failed_over_from_the_cluster_resumes_from_the_runners_che
     await store.put(layout.checkpoint, b"".join(runner_lines))
 
     adapter, ref, _ = await _batch(store, standins, "livepeer", "k-resume", total, layout)
-    try:
-        final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=30)
-    finally:
-        await adapter.aclose()
+    final = await finished(adapter, ref)
     assert final.state == "Succeeded", final.message
     assert final.output is not None and final.output.records == total
     lines = output_lines(store, layout)
@@ -325,10 +327,7 @@ async def test_a_batch_failed_over_from_the_cluster_resumes_from_the_runners_che
     # Only what the network did is billed to it: 32 requests of the 70 a fresh batch pays.
     fresh_layout = JobLayout.for_job(store.root, "ns", "never-in-cluster", "uid-2")
     fresh, fresh_ref, _ = await _batch(store, standins, "livepeer", "k-fresh", total, fresh_layout)
-    try:
-        whole = await wait_for(fresh, fresh_ref, {"Succeeded", "Failed"}, timeout=30)
-    finally:
-        await fresh.aclose()
+    whole = await finished(fresh, fresh_ref)
     assert whole.state == "Succeeded" and whole.accrued_usd > 0
     assert final.accrued_usd == (whole.accrued_usd * 32 / total).quantize(Decimal("1e-8"))
 
@@ -347,10 +346,7 @@ async def test_a_request_the_network_refuses_is_an_error_line_not_a_failed_batch
     adapter, ref, _ = await _batch(
         store, standins, "livepeer", "k-refused", total, layout, items=items
     )
-    try:
-        final = await wait_for(adapter, ref, {"Succeeded", "Failed"}, timeout=30)
-    finally:
-        await adapter.aclose()
+    final = await finished(adapter, ref)
     assert final.state == "Succeeded", final.message
     assert final.output is not None and final.output.records == total
     assert final.output.failed == 1
