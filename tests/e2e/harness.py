@@ -392,3 +392,18 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if c.get("type") == type_:
             return dict(c)
     return None
+
+
+def event_reasons(namespace: str, name: str) -> list[str]:
+    """The reasons of the Events about object ``name``, oldest first."""
+    out = kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+    ).stdout
+    return [str(e.get("reason")) for e in json.loads(out)["items"]]

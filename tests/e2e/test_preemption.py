@@ -41,20 +41,6 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _events(namespace: str, name: str) -> list[str]:
-    out = kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name}",
-        "-o",
-        "json",
-    ).stdout
-    return [str(e.get("reason")) for e in json.loads(out)["items"]]
-
-
 def _batch_jobs(namespace: str, name: str) -> list[str]:
     selector = f"hybridgpu.dev/inferencejob={name}"
     out = kubectl("get", "jobs", "-n", namespace, "-l", selector, "-o", "json").stdout
@@ -142,8 +128,16 @@ def test_a_late_latency_sensitive_job_evicts_the_newest_preemptible_job(
         lambda: all(not j.endswith("-a1") for j in _batch_jobs(namespace, "late")),
         timeout=60,
     )
-    wait_for("Preempted Event", lambda: "Preempted" in _events(namespace, "late"), timeout=60)
-    wait_for("Preempting Event", lambda: "Preempting" in _events(namespace, "urgent"), timeout=60)
+    wait_for(
+        "Preempted Event",
+        lambda: "Preempted" in harness.event_reasons(namespace, "late"),
+        timeout=60,
+    )
+    wait_for(
+        "Preempting Event",
+        lambda: "Preempting" in harness.event_reasons(namespace, "urgent"),
+        timeout=60,
+    )
 
     # The victim queued again and takes the GPU the urgent job gave back.
     second = wait_for(

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import kubectl
 from tests.e2e import harness
 from tests.e2e.harness import get, wait_for
 from tests.e2e.test_operator import _job, _phase, _policy
@@ -38,20 +37,6 @@ def stack(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[h
     path.write_text(yaml.safe_dump(config))
     with harness.running_stack(path, PREFIX) as operator:
         yield operator
-
-
-def _events(namespace: str, name: str) -> list[str]:
-    out = kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name}",
-        "-o",
-        "json",
-    ).stdout
-    return [str(e.get("reason")) for e in json.loads(out)["items"]]
 
 
 def _free(provider: str, product: str) -> int | None:
@@ -96,7 +81,7 @@ def test_a_latency_sensitive_job_evicts_best_effort_work_on_a_full_akash_offer(
     # Running on Akash's one GPU: the stand-in leases it only once the victim's lease closed.
     urgent = get("ij", "urgent", namespace)["status"]
     assert [(a["provider"], a["gpuProduct"]) for a in urgent["attempts"]] == [(AKASH, RTX)]
-    assert "Preempted" in _events(namespace, "best-effort")
-    assert "Preempting" in _events(namespace, "urgent")
+    assert "Preempted" in harness.event_reasons(namespace, "best-effort")
+    assert "Preempting" in harness.event_reasons(namespace, "urgent")
     # The victim waits (Akash has one GPU, now the urgent job's); it was not sent back there.
     assert len(victim["attempts"]) == 1

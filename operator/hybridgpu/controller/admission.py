@@ -184,14 +184,27 @@ def _may_still_evict(body: Mapping[str, object] | None, now: datetime) -> bool:
     except ValueError:
         return False
     meta = body.get("metadata")
-    queued = parse_timestamp(meta.get("creationTimestamp") if isinstance(meta, Mapping) else None)
+    created = parse_timestamp(meta.get("creationTimestamp") if isinstance(meta, Mapping) else None)
     status = body.get("status")
     attempts = status.get("attempts") if isinstance(status, Mapping) else None
-    if isinstance(attempts, list) and attempts and isinstance(attempts[-1], Mapping):
-        last = attempts[-1]
-        if last.get("outcome") == AttemptOutcome.PREEMPTED and last.get("endTime"):
-            queued = parse_timestamp(last.get("endTime"))
+    last = attempts[-1] if isinstance(attempts, list) and attempts else None
+    queued = (
+        queued_since(created, last.get("outcome"), parse_timestamp(last.get("endTime")))
+        if isinstance(last, Mapping)
+        else created
+    )
     return queued is not None and (now - queued).total_seconds() < seconds
+
+
+def queued_since(
+    created: datetime | None, last_outcome: object, last_end: datetime | None
+) -> datetime | None:
+    """When a job joined the queue: its creation, or the end of its last attempt when that
+    was evicted (Kueue's requeuing by eviction time: an evicted job queues behind the work
+    that evicted it, which would otherwise find it back on its GPUs)."""
+    if last_outcome == AttemptOutcome.PREEMPTED and last_end is not None:
+        return last_end
+    return created
 
 
 @dataclass
@@ -316,12 +329,9 @@ class Admission:
                 self._done(uid, None, 0.0)
                 continue
             spec, policy = needs
-            queued = parse_timestamp(step.meta.get("creationTimestamp"))
+            created = parse_timestamp(step.meta.get("creationTimestamp"))
             last = step.attempts[-1] if step.attempts else None
-            if last is not None and last.outcome is AttemptOutcome.PREEMPTED and last.end_time:
-                # Kueue's requeuing by eviction time: an evicted job queues behind the work
-                # that evicted it, which would otherwise find it back on its GPUs.
-                queued = last.end_time
+            queued = created if last is None else queued_since(created, last.outcome, last.end_time)
             out.append(
                 Candidate(
                     step,

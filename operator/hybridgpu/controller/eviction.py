@@ -33,7 +33,14 @@ from hybridgpu.inventory.pools import (
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
 from hybridgpu.routing.engine import FEASIBLE, LATE
-from hybridgpu.routing.preemption import Eviction, Place, Running, plan_eviction, rank
+from hybridgpu.routing.preemption import (
+    Eviction,
+    Place,
+    Running,
+    offer_worth_freeing,
+    plan_eviction,
+    rank,
+)
 from hybridgpu.routing.scarcity import kept_from
 from hybridgpu.units import parse_duration
 
@@ -42,10 +49,6 @@ HOLD_SECONDS = 600.0
 answer again."""
 EVICTABLE_REASONS = frozenset({FEASIBLE, LATE, "QueueTooLong"})
 """In-cluster candidates whose only fault is their queue: freeing GPUs there helps."""
-CAPACITY_REASONS = frozenset({"NoCapacity", "ConcurrencyLimit"})
-"""External candidates whose only fault is capacity: freeing GPUs or a slot there helps (the
-engine checks capacity before the budget, hence the budget check of
-``PreemptionView.offer_places``)."""
 EVICTABLE_EXTERNAL = frozenset({AttemptOutcome.PENDING.value, AttemptOutcome.RUNNING.value})
 """External attempts that may be evicted: submitted, their id recorded (and seen by this
 process: ``_external``). Not ``Dispatching``: a submit in flight could create the work after
@@ -106,20 +109,15 @@ class PreemptionView:
     def offer_places(
         self, candidates: Iterable[ScoredCandidate], budget_left: Decimal | None
     ) -> list[Place]:
-        """The network offers the engine turned down for capacity alone, on networks that can
-        cancel, where the job's cost fits ``budget_left`` (None: no budget). The engine
-        checks capacity before the budget, so a NoCapacity offer may still be one the
-        budget rejects once it has room: evicting for it would free GPUs the job never
-        takes."""
+        """The network offers worth freeing for the job (``routing.preemption.
+        offer_worth_freeing``: turned down for capacity alone, on a network that can cancel,
+        its cost within ``budget_left``), with the GPUs and slots this cycle knows are
+        coming back."""
         out = []
         for c in candidates:
             offer = c.offer
-            if (
-                c.backend != "External"
-                or c.reason not in CAPACITY_REASONS
-                or offer is None
-                or offer.provider_type not in CANCELLABLE_TYPES
-                or (budget_left is not None and c.estimated_cost > budget_left)
+            if offer is None or not offer_worth_freeing(
+                c, offer.provider_type in CANCELLABLE_TYPES, budget_left
             ):
                 continue
             free = offer.available + self.offer_free.get((c.provider, c.gpu_product), 0)

@@ -62,7 +62,7 @@ class RunnerCheckpoint:
         if self._next.index != index:
             return None
         kept, self._next = self._next, None
-        if kept.custom_id != custom_id or kept.transient:
+        if not kept.answers(custom_id):
             return None
         self.kept += 1
         return kept.line.rstrip(b"\n")

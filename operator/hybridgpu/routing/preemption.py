@@ -21,6 +21,8 @@ from decimal import Decimal
 from hybridgpu.routing.decision import ScoredCandidate
 
 SECONDS_PER_HOUR = Decimal(3600)
+CAPACITY_REASONS = frozenset({"NoCapacity", "ConcurrencyLimit"})
+"""Reasons an offer is turned down for capacity alone: freeing GPUs or a slot there helps."""
 IN_CLUSTER = ""
 """The ``provider`` of in-cluster work and places."""
 
@@ -308,3 +310,19 @@ def plan_eviction(
         ):
             best = option
     return best
+
+
+def offer_worth_freeing(
+    candidate: ScoredCandidate, can_cancel: bool, budget_left: Decimal | None
+) -> bool:
+    """Whether a network offer the engine turned down is a place to free by eviction (the
+    operator's and the replay's test alike): turned down for capacity alone, on a network
+    that can cancel, and the job's cost there fits ``budget_left`` (None: no budget). The
+    engine checks capacity before the budget, so an offer full now may be one the budget
+    refuses once freed: evicting for it would free GPUs the job never takes."""
+    return (
+        candidate.backend == "External"
+        and candidate.reason in CAPACITY_REASONS
+        and can_cancel
+        and (budget_left is None or candidate.estimated_cost <= budget_left)
+    )

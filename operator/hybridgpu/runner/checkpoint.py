@@ -129,6 +129,11 @@ class Kept:
     """A 5xx or no answer at all: it may well go through this time."""
     error: bool
 
+    def answers(self, custom_id: str | None) -> bool:
+        """Whether the line is worth keeping for the request with ``custom_id``: another id
+        means the input changed since, and a transient failure is sent again."""
+        return self.custom_id == custom_id and not self.transient
+
 
 class Resume:
     """The checkpoint's lines, met in index order as the input is read."""
@@ -162,9 +167,7 @@ class Resume:
         if self._next.index != index:
             return None
         kept, self._next = self._next, None
-        # Another custom_id there means the input changed since: that answer is not this
-        # request's.
-        if kept.custom_id != custom_id or kept.transient:
+        if not kept.answers(custom_id):
             self.resent += 1
             return None
         self.kept += 1

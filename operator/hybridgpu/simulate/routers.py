@@ -22,7 +22,7 @@ from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
 from hybridgpu.routing.engine import decide
-from hybridgpu.routing.preemption import Place, plan_eviction, rank
+from hybridgpu.routing.preemption import Place, offer_worth_freeing, plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.routing.scarcity import kept_from
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, PerGPUHour, Snapshot
@@ -37,8 +37,6 @@ BASELINE_RETRY_SECONDS = 60.0
 SKYPILOT_PROVIDERS = frozenset({"aws", "azure", "gcp", "coreweave", "lambda", "runpod", "vastai"})
 NO_CONCURRENCY_LIMIT = 1_000_000
 IN_CLUSTER_PREFIX = f"{IN_CLUSTER}/"
-CAPACITY_REASONS = frozenset({"NoCapacity", "ConcurrencyLimit"})
-"""External candidates whose only fault is capacity: freeing it there helps."""
 
 
 def job_spec(
@@ -76,14 +74,12 @@ class PolicyRouter:
         policy: RoutingPolicySpec,
         specs: list[InferenceJobSpec],
         *,
-        evict_on_networks: bool = False,
+        evict_on_networks: bool = True,
     ):
         self.name = name
         self.evict_on_networks = evict_on_networks
         """Whether work on networks that can cancel may be evicted too, as the operator does
-        (docs/admission.md). Off by default, so that the default replay's figures stay those
-        measured before (BENCHMARKS.md); for a policy with ``spec.preemption`` on, this is
-        the closer forecast of the operator."""
+        (docs/admission.md); off: in-cluster work only (``--no-evict-on-networks``)."""
         self.policy = policy
         self.specs = specs
         self.spent = Decimal(0)
@@ -197,17 +193,10 @@ class PolicyRouter:
         )
         places: list[Place] = replay.places()
         costs: dict[str, Decimal] = {}
-        # As the operator: the engine checks capacity before the budget, so an offer full now
-        # may be one the budget would refuse the job once freed.
         budget = self.policy.budget
         money_left = None if budget is None else budget.limit - self.spent
         for c in d.candidates:
-            if (
-                c.backend == "External"
-                and c.reason in CAPACITY_REASONS
-                and c.provider in cancellable
-                and (money_left is None or c.estimated_cost <= money_left)
-            ):
+            if offer_worth_freeing(c, c.provider in cancellable, money_left):
                 places.append(
                     replay.offer_place(c.name, c.price_per_gpu_hour, c.expected_start_seconds)
                 )
