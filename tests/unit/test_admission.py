@@ -684,15 +684,15 @@ async def test_an_arrival_goes_straight_to_admission_and_a_dispatched_job_to_the
     cluster.runtime.observe(body)
     cluster.runtime.changed(uid)
     # Decided by the admission loop's next cycle, not queued behind dispatch and tracking.
-    assert uid in cluster.runtime.admission._pending
+    assert uid in cluster.runtime.admission.queue.requested
     assert len(cluster.runtime.queue) == 0
     await cluster.runtime.admission.cycle([uid])
     assert cluster.dispatched()
-    cluster.runtime.admission._pending.clear()
+    cluster.runtime.admission.queue.requested.clear()
     cluster.runtime.queue.cancel(uid)  # the cycle queued its dispatch; start from nothing
     assert len(cluster.runtime.queue) == 0
     cluster.runtime.changed(uid)  # now it has an active attempt: tracking is the workers' job
-    assert uid not in cluster.runtime.admission._pending
+    assert uid not in cluster.runtime.admission.queue.requested
     assert len(cluster.runtime.queue) == 1
 
 

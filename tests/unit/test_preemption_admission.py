@@ -295,7 +295,7 @@ async def test_a_waiting_job_is_decided_again_when_preemptible_work_starts_runni
     assert routed_reason(status(cluster, "urgent"))[0] == "Waiting"
     assert routed_reason(status(cluster, "urgent"))[1] != "Preempting"
     assert ls in cluster.runtime.admission.waiting
-    assert ls not in cluster.runtime.admission._pending
+    assert ls not in cluster.runtime.admission.queue.requested
 
     # j0001's Pod starts: tracking marks its attempt running. That must decide the waiting
     # job again, not leave it to its retry (which is hours away for a queue this long).
@@ -304,7 +304,7 @@ async def test_a_waiting_job_is_decided_again_when_preemptible_work_starts_runni
         copy.deepcopy(body), cluster.runtime.deps(), cluster.runtime.events.emit_for(body)
     )
     step.mark_running(datetime.now(UTC))
-    assert ls in cluster.runtime.admission._pending
+    assert ls in cluster.runtime.admission.queue.requested
 
     # Decided again with the Pods bound: it evicts the newer of them.
     run(cluster, "j0000", minutes_ago=30)
@@ -327,7 +327,7 @@ async def test_a_job_that_is_not_preemptible_starting_wakes_nobody() -> None:
     step.mark_running(datetime.now(UTC))
     # Nothing it could use appeared: no GPU came free and nothing it may evict started.
     assert cluster.registry.wakeup.generation == generation
-    assert ls not in cluster.runtime.admission._pending
+    assert ls not in cluster.runtime.admission.queue.requested
 
 
 async def test_a_preemptible_start_wakes_only_jobs_that_may_still_evict() -> None:
@@ -353,7 +353,7 @@ async def test_a_preemptible_start_wakes_only_jobs_that_may_still_evict() -> Non
         copy.deepcopy(body), cluster.runtime.deps(), cluster.runtime.events.emit_for(body)
     )
     step.mark_running(datetime.now(UTC))
-    assert ls in cluster.runtime.admission._pending
-    assert late not in cluster.runtime.admission._pending
+    assert ls in cluster.runtime.admission.queue.requested
+    assert late not in cluster.runtime.admission.queue.requested
     # Not a release: jobs deferred for price, woken by the generation, sleep on.
     assert cluster.registry.wakeup.generation == generation

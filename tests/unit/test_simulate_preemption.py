@@ -16,7 +16,7 @@ from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.cli import main
 from hybridgpu.simulate.inputs import DATA, Node
 from hybridgpu.simulate.market import MarketOffer
-from hybridgpu.simulate.replay import JobRecord, Replay, RunResult
+from hybridgpu.simulate.replay import Action, JobRecord, Replay, RunResult
 from hybridgpu.simulate.report import render_table
 from hybridgpu.simulate.routers import PolicyRouter, job_spec
 from hybridgpu.simulate.run import SimulationConfig, load_policy, simulate
@@ -130,17 +130,30 @@ def test_the_victim_is_routed_with_its_remaining_work(monkeypatch: pytest.Monkey
     specs = [job_spec(j, within(j), best_effort(j)) for j in w.jobs]
     router = PolicyRouter("p", spec, specs)
     seen: dict[str, list[float]] = {}
-    decide = router._spec
+    when: dict[str, list[float]] = {}
+    decide, route = router._spec, router.route
 
     def spy(index: int, rec: JobRecord) -> InferenceJobSpec:
         out = decide(index, rec)
         seen.setdefault(rec.job.name, []).append(out.estimated_duration.total_seconds())
         return out
 
+    def route_spy(index: int, replay: Replay, now: float) -> Action:
+        when.setdefault(replay.jobs[index].name, []).append(now)
+        return route(index, replay, now)
+
     monkeypatch.setattr(router, "_spec", spy)
-    Replay(w, TWO_T4, (), OWNED, within, best_effort).run(router)
-    assert seen["be-new"] == [7200.0, 6300.0]
+    monkeypatch.setattr(router, "route", route_spy)
+    r = Replay(w, TWO_T4, (), OWNED, within, best_effort)
+    r.run(router)
+    first, *after = seen["be-new"]
+    assert first == 7200.0 and after and set(after) == {6300.0}
     assert specs[1].preemptible and not specs[2].preemptible
+    # Evicted, it does not queue behind its evictor (the operator's rule,
+    # routing.admission.evicted_would_queue): it waits in admission, woken when the
+    # evictor's GPU frees at 1900 s, and starts then.
+    assert when["be-new"][-1] == 1900.0
+    assert r.records[1].end == 1900.0 + 6300.0
 
 
 def test_report_shows_preemptions_lost_work_and_best_effort_p95(tmp_path: Path) -> None:
@@ -386,3 +399,32 @@ def test_no_eviction_on_a_network_for_a_job_the_budget_would_refuse(
     result, recs = replay(spec, FULL_NETWORK, market=(nosana(1),), evict_on_networks=True)
     assert (recs["be"].preemptions == 1) is evicts
     assert result.preemptions == (1 if evicts else 0)
+
+
+def test_what_an_eviction_leaves_free_wakes_a_waiting_job_as_the_operators_queue_does() -> None:
+    # A 2-GPU best-effort job holds both T4s; "deferred" waits for a T4 (Nosana is free but
+    # 4.5 x dearer). "ls" needs one GPU in 5m and evicts the 2-GPU job: the GPU it leaves
+    # free is a release (the victim's Pod deletion, to the operator's queue), and "deferred",
+    # the oldest job waiting for it, starts then, not at its 6 h backstop.
+    dear = MarketOffer(
+        "nosana",
+        "depin",
+        "NVIDIA-GeForce-RTX-4090",
+        24 * GIB,
+        Decimal("0.90"),
+        60.0,
+        8,
+        0.0,
+        TrustTier.COMMUNITY,
+        ProviderType.NOSANA,
+    )
+    jobs = [
+        SimJob("be-big", 0, 36000, 2, 1000, None, "BE", False),
+        sim_job("deferred", 10, 600),
+        sim_job("ls", 100, 3600, ls=True),
+    ]
+    result, recs = replay(policy("wait-and-preempt"), jobs, market=(dear,))
+    assert recs["be-big"].preemptions == 1
+    assert recs["ls"].start == 100.0 and recs["ls"].backend == "InCluster"
+    assert recs["deferred"].start == 100.0 and recs["deferred"].backend == "InCluster"
+    assert result.unfinished == 0

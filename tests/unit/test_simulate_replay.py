@@ -362,3 +362,56 @@ def test_command_reports_the_attainable_slo_on_a_product_constrained_trace(
     table = " ".join(capsys.readouterr().out.split())  # the title may wrap
     assert "40.00% SLO attainable" in table
     assert "1 jobs unservable" in table
+
+
+class RouteLog:
+    """A router that records when each job was decided, around the one under test."""
+
+    def __init__(self, inner: PolicyRouter) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.decided: dict[str, list[float]] = {}
+
+    @property
+    def evicts(self) -> bool:
+        return self.inner.evicts
+
+    def route(self, index: int, replay: Replay, now: float) -> Action:
+        self.decided.setdefault(replay.jobs[index].name, []).append(now)
+        return self.inner.route(index, replay, now)
+
+
+def test_the_replay_wakes_waiting_jobs_by_the_operators_queue() -> None:
+    # "a" holds the only T4 for 10 h; "be" is deferred for it (Nosana is free but dear);
+    # "ls" cannot wait and runs on Nosana until 3080 s. That release is at a place "be"
+    # found free already: it is not decided again then (routing.admission: a release wakes
+    # the jobs blocked by capacity there). Only its 6 h backstop and the T4's release do.
+    w = workload(sim_job("a", 0, 36000), sim_job("be", 10, 600), sim_job("ls", 20, 3000, ls=True))
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    nosana = offer("nosana", "depin", "0.90", ptype=ProviderType.NOSANA)
+    _, policy = load_policy(_policy_file("wait-for-price"))
+    replay = Replay(w, ONE_GPU, (nosana,), OWNED, within)
+    router = RouteLog(PolicyRouter("wait-for-price", _with_t4_price(policy), specs))
+    replay.run(router)
+    recs = {r.job.name: r for r in replay.records}
+    assert recs["ls"].backend == "External" and recs["ls"].end == 3080.0
+    assert router.decided["be"] == [10.0, 21610.0, 36000.0]
+    assert recs["be"].start == 36000.0
+    assert not replay.queue.waiting and not replay.queue.busy
+
+
+def test_a_job_waiting_for_capacity_is_decided_when_it_frees_not_at_its_retry() -> None:
+    # Nosana has one GPU, held by "first" until 660 s; the cluster has none that "second"
+    # may use. "second" waits for Nosana (NoCapacity) and is decided again at the release.
+    network = offer("nosana", "depin", "0.50", capacity=1, ptype=ProviderType.NOSANA)
+    w = workload(sim_job("first", 0, 600), sim_job("second", 7, 600))
+    specs = [job_spec(j, within(j)) for j in w.jobs]
+    _, policy = load_policy(_policy_file("cost-first"))
+    replay = Replay(w, (), (network,), OWNED, within)
+    router = RouteLog(PolicyRouter("cost-first", policy, specs))
+    result = replay.run(router)
+    recs = {r.job.name: r for r in replay.records}
+    assert recs["first"].end == 660.0
+    assert router.decided["second"][-1] == 660.0
+    assert recs["second"].start == 660.0 + 60.0  # submitted at the release, then its latency
+    assert result.unfinished == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -32,11 +32,19 @@ from hybridgpu.controller.reconcile import (
 from hybridgpu.jobs import conditions as cond
 from hybridgpu.jobs.conditions import parse_timestamp
 from hybridgpu.kube import Conflict
-from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
+from hybridgpu.routing.admission import (
+    AdmissionQueue,
+    Waiting,
+    dearer_places,
+    order_key,
+    queue_order,
+    wake_places,
+)
+from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
+from hybridgpu.routing.offerfacts import free_to_start
 from hybridgpu.routing.preemption import Eviction
 from hybridgpu.routing.scarcity import reserve_pools
 from hybridgpu.routing.snapshot import ExternalOffer, InClusterPool, Snapshot
-from hybridgpu.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +144,24 @@ class World:
                 self._snapshots.clear()
                 return
 
+    def free_gpus(self, place: str) -> int | None:
+        """GPUs a job arriving now finds free at a candidate place, for waking waiting jobs
+        (``routing.admission``): in a pool, as the engine counts them (``free_to_start``); on
+        an offer, its available GPUs while the network has a slot. None for a place unknown
+        here."""
+        provider, _, product = place.partition("/")
+        if not product:
+            return None
+        if provider == IN_CLUSTER:
+            pool = next((p for p in self.pools if p.gpu_product == product), None)
+            if pool is None:
+                return None
+            return free_to_start(pool.free, pool.queued, pool.max_free_per_node)
+        found = [o for o in self.offers if o.provider == provider and o.gpu_product == product]
+        if not found:
+            return None
+        return max((o.available for o in found if o.active_jobs < o.max_concurrent_jobs), default=0)
+
     def take(self, policy: PolicyKey, gpus: int, target: ScoredCandidate, runs_for: float) -> None:
         """Hold what a decision promised, so the next decision cannot promise it again."""
         if target.backend == "InCluster":
@@ -168,32 +194,6 @@ class World:
 def _reason(step: JobStep, type_: str) -> str:
     found = cond.find_model(step.conditions, type_)
     return found.reason if found is not None else ""
-
-
-def _may_still_evict(body: Mapping[str, object] | None, now: datetime) -> bool:
-    """Whether a job's ``startWithin`` is still ahead of it, counted as the loop counts it:
-    from its creation, or from its last eviction."""
-    if body is None:
-        return False
-    spec = body.get("spec")
-    within = spec.get("startWithin") if isinstance(spec, Mapping) else None
-    if not within:
-        return False
-    try:
-        seconds = parse_duration(str(within)).total_seconds()
-    except ValueError:
-        return False
-    meta = body.get("metadata")
-    created = parse_timestamp(meta.get("creationTimestamp") if isinstance(meta, Mapping) else None)
-    status = body.get("status")
-    attempts = status.get("attempts") if isinstance(status, Mapping) else None
-    last = attempts[-1] if isinstance(attempts, list) and attempts else None
-    queued = (
-        queued_since(created, last.get("outcome"), parse_timestamp(last.get("endTime")))
-        if isinstance(last, Mapping)
-        else created
-    )
-    return queued is not None and (now - queued).total_seconds() < seconds
 
 
 def queued_since(
@@ -244,52 +244,60 @@ class Admission:
         self._done = done
         self._reread = reread
         self._priority = priority
-        self._pending: set[str] = set()
-        self.waiting: set[str] = set()
-        """Jobs whose last decision was to wait: any change of capacity decides them again."""
-        self.nominated: set[str] = set()
-        """Jobs waiting for the GPUs they evicted. In memory: a
-        restarted operator forgets it, and at worst an evicted job takes its GPUs back once,
-        to be evicted again (it has lost nothing: it had not started)."""
+        self.queue: AdmissionQueue[str] = AdmissionQueue()
+        """Who the next cycle decides, who waits and what wakes them (shared with the
+        replay: ``routing.admission``)."""
         self._event = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.cycles = 0
 
-    def request(self, uid: str) -> None:
-        self._pending.add(uid)
+    @property
+    def waiting(self) -> Set[str]:
+        """Jobs whose last decision was to wait."""
+        return self.queue.waiting.keys()
+
+    @property
+    def nominated(self) -> Set[str]:
+        """Jobs waiting for the GPUs they evicted. In memory: a restarted operator forgets
+        it, and at worst an evicted job takes its GPUs back once, to be evicted again (it has
+        lost nothing: it had not started)."""
+        return self.queue.nominated
+
+    def _kick(self) -> None:
         self._idle.clear()
         self._event.set()
+
+    def request(self, uid: str) -> None:
+        self.queue.request(uid)
+        self._kick()
 
     async def idle(self) -> None:
         """Wait until no decision is pending: what can wait (Events) yields to decisions."""
         await self._idle.wait()
 
     def forget(self, uid: str) -> None:
-        self._pending.discard(uid)
-        self.waiting.discard(uid)
-        self.nominated.discard(uid)
+        self.queue.forget(uid)
 
-    def wake(self) -> None:
-        """Capacity, prices or policies changed: every waiting job is decided again."""
-        if self.waiting:
-            self._pending |= self.waiting
-            self._idle.clear()
-            self._event.set()
+    def wake(self, places: frozenset[str] | None = None, repriced: bool = False) -> None:
+        """Capacity may have come free at ``places`` (None: anywhere, e.g. a policy changed),
+        and, if ``repriced``, prices there may have dropped: the jobs waiting for one of them
+        are decided again (``routing.admission``)."""
+        woken = self.queue.released(places)
+        if repriced and places is not None:
+            woken = self.queue.repriced(places) or woken
+        if woken:
+            self._kick()
 
     def wake_evictors(self) -> None:
         """Preemptible work started: decide again the waiting jobs that may still evict, those
         with a ``startWithin`` not yet past (the rule evicts nothing for a late job).
 
-        Waking every waiting job, as on released capacity, gave the replay fewer jobs on time
-        (gpuspec33, BENCHMARKS.md "Wake on preemptible starts"); the replay wakes the same
-        jobs (``Replay._wake_evictors``)."""
-        now = datetime.now(UTC)
-        woken = {uid for uid in self.waiting if _may_still_evict(self._bodies(uid), now)}
-        if woken:
-            self._pending |= woken
-            self._idle.clear()
-            self._event.set()
+        Waking every waiting job gave the replay fewer jobs on time (gpuspec33, BENCHMARKS.md
+        "Wake on preemptible starts"); the replay runs the same queue
+        (``routing.admission``)."""
+        if self.queue.evictable(datetime.now(UTC).timestamp()):
+            self._kick()
 
     async def run(self) -> None:
         while True:
@@ -298,16 +306,24 @@ class Admission:
             if self._gate is not None:
                 await self._gate()
             self._event.clear()
-            uids, self._pending = self._pending, set()
+            world: World | None = None
             try:
-                await self.cycle(uids)
+                world = self._world()
+            except Exception:
+                log.exception("reading the capacity to admit on failed")
+            # Without a world, every woken job is taken: the cycle fails and retries them.
+            uids = self.queue.take(world.free_gpus if world is not None else _unknown)
+            try:
+                await self.cycle(uids, world)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("admission cycle failed; its jobs are retried")
                 for uid in uids:
                     self._done(uid, None, 10.0)
-            if not self._pending:
+            if self.queue.busy:
+                self._event.set()  # woken jobs left for the next cycle
+            else:
                 self._idle.set()
 
     def _candidates(self, uids: Iterable[str], deps: Deps) -> list[Candidate]:
@@ -315,17 +331,17 @@ class Admission:
         for uid in uids:
             body = self._bodies(uid)
             if body is None:
-                self.waiting.discard(uid)
+                self.queue.forget(uid)
                 continue
             try:
                 step = JobStep(dict(body), deps, self._emit_for(body))
             except UnreadableStatus:
-                self.waiting.discard(uid)
+                self.queue.forget(uid)
                 self._done(uid, None, 0.0)  # the workers fail it, naming the field
                 continue
             needs = step.needs_admission()
             if needs is None:  # something else to do first (track, suspend, fail): the worker
-                self.waiting.discard(uid)
+                self.queue.forget(uid)
                 self._done(uid, None, 0.0)
                 continue
             spec, policy = needs
@@ -344,26 +360,28 @@ class Admission:
             )
         return out
 
-    async def cycle(self, uids: Iterable[str]) -> None:
+    async def cycle(self, uids: Iterable[str], world: World | None = None) -> None:
         """Decide every job in ``uids`` that needs it, in order, then write the decisions."""
         # kube-scheduler's nominated Pods, in the loop's terms: a job waiting for the GPUs it
         # evicted is decided in every cycle, first within its priority, so that nothing
         # decided the moment the victims' Pods are gone takes those GPUs before it does.
-        uids = {*uids, *self.nominated}
-        world = self._world()
+        uids = self.queue.cycle_keys(uids)
+        world = world or self._world()
         deps = replace(
             self._deps(), snapshot=world.snapshot, dispatch_inline=False, evict=world.evict
         )
         candidates = self._candidates(uids, deps)
+        now = world.now.timestamp()
         candidates.sort(
-            key=lambda c: (-c.priority, not c.evicting, c.created or world.now, c.step.uid)
+            key=lambda c: order_key(
+                c.priority, c.evicting, c.created.timestamp() if c.created else now, c.step.uid
+            )
         )
-        self.nominated = set()  # rebuilt below: those gone or moved on drop out
         writes = []
         for c in candidates:
             plan = c.step.plan_route(c.spec, c.policy)
             if plan.eviction is not None:
-                self.nominated.add(c.step.uid)
+                self.queue.nominate(c.step.uid)
             if plan.kind is Plan.DISPATCH and plan.target is not None:
                 world.take(
                     (c.step.namespace, c.spec.policy_ref),
@@ -424,8 +442,30 @@ class Admission:
             log.exception("writing the decision of %s/%s failed", step.namespace, step.name)
             self._done(step.uid, step.written, 10.0)
             return
-        if plan.kind is Plan.WAIT:
-            self.waiting.add(step.uid)
-        else:
-            self.waiting.discard(step.uid)
+        now = datetime.now(UTC).timestamp()
+        waiting = _waiting(c, plan, now) if plan.kind is Plan.WAIT else None
+        self.queue.decided(step.uid, waiting)
         self._done(step.uid, step.written, delay)
+
+
+def _unknown(_place: str) -> int | None:
+    return None
+
+
+def _waiting(c: Candidate, plan: RoutePlan, now: float) -> Waiting:
+    """What wakes a job told to wait: a release at a place that blocked it, or, while its
+    ``startWithin`` lasts and its policy evicts, preemptible work starting."""
+    until = None
+    if preempts(c.policy, c.spec) and c.created is not None and c.spec.start_within is not None:
+        until = c.created.timestamp() + c.spec.start_within.total_seconds()
+    queued = c.created.timestamp() if c.created is not None else now
+    order = queue_order(c.priority, c.evicting, queued)
+    if plan.decision is None:
+        return Waiting(c.spec.gpu.count, evict_until=until, order=order)
+    return Waiting(
+        c.spec.gpu.count,
+        wake_places(plan.decision),
+        evict_until=until,
+        order=order,
+        dearer=dearer_places(plan.decision),
+    )

@@ -102,7 +102,7 @@ def wake_for_refresh(
     if not before or any((o.gpu_product, o.region) not in known for o in after):
         wakeup.notify_all()
     else:
-        wakeup.notify(*sorted(places))
+        wakeup.notify(*sorted(places), repriced=True)
 
 
 def offer_status(offer: ExternalOffer) -> dict[str, Any]:

@@ -61,6 +61,12 @@ from hybridgpu.networks.checkpoint import Checkpoint
 from hybridgpu.networks.http import bypassing_breaker
 from hybridgpu.results.output import OutputSummary, summarize
 from hybridgpu.results.store import StoreError
+from hybridgpu.routing.admission import (
+    dearer_places,
+    evicted_recheck_seconds,
+    evicted_would_queue,
+    wake_places,
+)
 from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate, to_status
 from hybridgpu.routing.engine import DEFERRED, decide
 from hybridgpu.routing.preemption import Eviction
@@ -434,14 +440,8 @@ class JobStep:
             outcome=decision.outcome, target=target_label, reason=decision.reason
         ).inc()
         self.record_decision(to_status(decision, spec.policy_ref, self.now))
-        if decision.outcome == "Wait":
-            # The busy cheap places, and the free ones refused as too dear: an external price
-            # may drop within the premium (in-cluster prices change only with the policy).
-            self.wake_on = decision.awaiting + tuple(
-                c.name
-                for c in decision.candidates
-                if c.reason == DEFERRED and c.backend == "External"
-            )
+        if decision.outcome == "Wait" and decision.reason == DEFERRED:
+            self.wake_on = tuple(sorted(wake_places(decision) | dearer_places(decision)))
         if decision.outcome == "Rejected":
             return RoutePlan(
                 Plan.REJECT, decision=decision, reason=decision.reason, message=decision.message
@@ -470,22 +470,16 @@ class JobStep:
                 "GPU rather than queue a Pod for the ones it gave up"
             )
             self.set(cond.ROUTED, False, PREEMPTED, message)
-            return RoutePlan(Plan.WAIT, decision=decision, delay=PREEMPTING_RECHECK)
+            return RoutePlan(
+                Plan.WAIT, decision=decision, delay=evicted_recheck_seconds(decision.target)
+            )
         self.prepare_dispatch(spec, decision, decision.target)
         return RoutePlan(Plan.DISPATCH, decision=decision, target=decision.target)
 
     def _evicted_would_queue(self, target: ScoredCandidate) -> bool:
-        """An evicted job sent to a busy pool: its Pod would wait in kube-scheduler's queue,
-        where nothing ranks it behind the job that evicted it, and could take back the GPUs
-        that job was promised (the e2e test caught it doing so). It waits in admission
-        instead, and is woken when a GPU frees."""
         last = self.attempts[-1] if self.attempts else None
-        return (
-            last is not None
-            and last.outcome is AttemptOutcome.PREEMPTED
-            and target.backend == "InCluster"
-            and target.expected_start_seconds > 0
-        )
+        evicted = last is not None and last.outcome is AttemptOutcome.PREEMPTED
+        return evicted_would_queue(evicted, target)
 
     # -- results --------------------------------------------------------------------------
 

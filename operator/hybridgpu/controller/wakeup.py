@@ -17,6 +17,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
+from hybridgpu.routing.admission import matches, provider_of
+
 
 class Stopped(Protocol):
     """What is used of Kopf's ``DaemonStopped``: truthy once set, and ``await wait(timeout)``."""
@@ -24,14 +26,6 @@ class Stopped(Protocol):
     def __bool__(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
-
-
-def _provider(place: str) -> str:
-    return place.partition("/")[0]
-
-
-def _matches(awaiting: Collection[str], places: Collection[str]) -> bool:
-    return any(p in places or _provider(p) in places for p in awaiting)
 
 
 class Wakeup:
@@ -46,25 +40,28 @@ class Wakeup:
         self._waiters: dict[asyncio.Future[None], frozenset[str]] = {}
         self._everything = 0
         """Generation of the last ``notify_all``."""
-        self.listeners: list[Callable[[], None]] = []
-        """Called on every notification (the admission loop decides its waiting jobs again)."""
+        self.listeners: list[Callable[[frozenset[str] | None, bool], None]] = []
+        """Called on every notification with the places named (None: every place) and
+        whether prices there may have dropped; the admission loop wakes its waiting jobs
+        that wait for one of them."""
         self.evictable_listeners: list[Callable[[], None]] = []
         """Called when preemptible work starts: only jobs that may still evict care."""
 
-    def _tell(self) -> None:
+    def _tell(self, places: frozenset[str] | None, repriced: bool) -> None:
         for listener in self.listeners:
-            listener()
+            listener(places, repriced)
 
-    def notify(self, *places: str) -> None:
-        """Capacity may have come free at these places (see the module docstring)."""
+    def notify(self, *places: str, repriced: bool = False) -> None:
+        """Capacity may have come free at these places (see the module docstring), and, if
+        ``repriced``, their prices may have dropped (a provider refresh)."""
         if not places:
             return
         self.generation += 1
-        self._tell()
+        self._tell(frozenset(places), repriced)
         for place in places:
             self._last[place] = self.generation
         for waiter, awaiting in self._waiters.items():
-            if not waiter.done() and _matches(awaiting, places):
+            if not waiter.done() and matches(awaiting, places):
                 waiter.set_result(None)
 
     def notify_evictable(self) -> None:
@@ -77,7 +74,7 @@ class Wakeup:
         """Every waiting job should decide again (e.g. a RoutingPolicy changed)."""
         self.generation += 1
         self._everything = self.generation
-        self._tell()
+        self._tell(None, True)
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -88,7 +85,8 @@ class Wakeup:
             return True
         last = self._last
         return any(
-            last.get(p, 0) > generation or last.get(_provider(p), 0) > generation for p in awaiting
+            last.get(p, 0) > generation or last.get(provider_of(p), 0) > generation
+            for p in awaiting
         )
 
     async def sleep(

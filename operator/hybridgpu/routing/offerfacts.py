@@ -114,13 +114,20 @@ def pool_facts(snapshot: Snapshot) -> tuple[PoolFacts, ...]:
     return table
 
 
+def free_to_start(free: int, queued: int, max_free_per_node: int | None) -> int:
+    """GPUs of a pool a job arriving now can start on at once: free on one node beyond those
+    the queue ahead of it takes (Pods created a moment ago and not bound yet are a queue that
+    fits). The engine's estimate, the admission queue's wake and the replay's placement all
+    count it so."""
+    start_now = max(free - queued, 0)
+    if max_free_per_node is not None:
+        start_now = min(start_now, max_free_per_node)
+    return start_now
+
+
 def _pool(pool: InClusterPool) -> PoolFacts:
     free = pool.free
-    # A job starts at once when its GPUs are free on one node beyond those the queue ahead of
-    # it takes (Pods created a moment ago and not bound yet are a queue that fits).
-    start_now = max(free - pool.queued, 0)
-    if pool.max_free_per_node is not None:
-        start_now = min(start_now, pool.max_free_per_node)
+    start_now = free_to_start(free, pool.queued, pool.max_free_per_node)
     return (
         f"{IN_CLUSTER}/{pool.gpu_product}",
         pool.gpu_product,

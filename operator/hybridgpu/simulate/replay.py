@@ -1,5 +1,11 @@
 """A discrete-event replay of one workload under one router, with a virtual clock.
 
+Which jobs are decided when, and in which order, is the operator's admission queue
+(``routing.admission``): at each instant the replay takes its events (arrivals, ends,
+retries, queue rechecks), then runs admission cycles until the queue is empty, each job
+decided by the router and applied before the next is decided (docs/simulate.md, "One
+admission loop").
+
 The cluster is modelled node by node (a job's GPUs share a node, best fit), each GPU product has
 a FIFO queue that lets smaller jobs past a blocked head (Kueue's BestEffortFIFO), and external
 offers have a capacity in GPUs. Durations are the trace's; they are also the jobs'
@@ -22,7 +28,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
 
+from hybridgpu.routing.admission import AdmissionQueue, Waiting, order_key, queue_order
 from hybridgpu.routing.cost import gpu_hour_cost
+from hybridgpu.routing.decision import IN_CLUSTER
+from hybridgpu.routing.offerfacts import free_to_start
 from hybridgpu.routing.preemption import Eviction, Place, Running
 from hybridgpu.routing.scarcity import SoleDemand, reserved_gpus, sole_pool
 from hybridgpu.routing.snapshot import InClusterPool
@@ -37,8 +46,9 @@ RELEASE_HINTS = 16
 SAMPLES = 400
 """Points in the spend and utilisation time series."""
 MONEY_QUANTUM = Decimal("1e-10")
-WAKES_PER_RELEASE = 4
-"""Waiting jobs routed again at most per release of capacity (the first that fit, FIFO)."""
+CYCLES_PER_INSTANT = 64
+"""Admission cycles run at most at one instant (each woken by the one before: an eviction
+requeues its victims, a preemptible start wakes evictors); the rest run a second later."""
 
 ActionKind = Literal["start", "queue", "external", "wait", "reject", "preempt"]
 
@@ -53,9 +63,9 @@ class Action:
     retry_seconds: float = 0.0
     recheck_seconds: float | None = None
     """For queue: if the job has not started this long after queueing, route it again."""
-    awaiting: tuple[str, ...] = ()
-    """For wait: places (pool products, offer names) whose freed capacity wakes the job early,
-    as the operator wakes a job deferred for price."""
+    awaiting: frozenset[str] = frozenset()
+    """For wait: candidate names (``in-cluster/<product>``, offer names) whose freed capacity
+    wakes the job early (``routing.admission.wake_places``); empty: any release."""
     eviction: Eviction | None = None
     """For preempt: the victims to stop and the node (index as a string) to start the job on."""
     checkpoint_seconds: float = 0.0
@@ -80,6 +90,12 @@ class PoolState:
     """Indexes of queued jobs, FIFO."""
     ends: list[float] = field(default_factory=list)
     """Expected release time of each GPU in use, ascending."""
+
+    def free_to_start(self) -> int:
+        """GPUs a job arriving now starts on at once, as the engine counts them."""
+        return free_to_start(
+            self.allocatable - self.in_use, self.queued_gpus, max(self.node_free, default=0)
+        )
 
     def fits_now(self, gpus: int) -> bool:
         """Whether ``gpus`` GPUs are free on one node right now."""
@@ -157,6 +173,8 @@ class JobRecord:
     preemptions: int = 0
     lost_gpu_seconds: float = 0.0
     """GPU-seconds run since the last checkpoint when evicted, run again later."""
+    evicted_at: float | None = None
+    """When it was last evicted: it queues from then (``controller.admission.queued_since``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +205,12 @@ class Router(Protocol):
     """A placement strategy: a RoutingPolicy through the engine, or a baseline."""
 
     name: str
+
+    @property
+    def evicts(self) -> bool:
+        """Whether a job with a startWithin may evict preemptible work (it is then woken when
+        such work starts)."""
+        ...
 
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Decide for job ``index`` at ``now``."""
@@ -267,14 +291,10 @@ class Replay:
         """The one retry event that is still due per waiting job; older ones are stale."""
         self._recheck_seq: dict[int, int] = {}
         """The one queue recheck still due per queued job (an evicted job may queue again)."""
-        self._parked: dict[str, deque[int]] = {}
-        """Jobs waiting for capacity at a place, by place, FIFO (entries may be stale)."""
-        self._waiting_urgent: set[int] = set()
-        """Jobs with a startWithin told to wait (entries may be stale): a preemptible start in
-        a pool they accept may be theirs to evict."""
-        self._evictable: list[str] = []
-        """Pools where preemptible work started while the current event was handled; the
-        waiting jobs with a startWithin are decided again once it is done."""
+        self.queue: AdmissionQueue[int] = AdmissionQueue()
+        """The operator's admission queue (``routing.admission``), keyed by job index."""
+        self._preemptible_started = False
+        """Preemptible work started since the last cycle: the waiting evictors are woken."""
         self._spend: list[tuple[float, Decimal]] = []
         self._busy: list[tuple[float, int]] = []
         pool_sizes = [(p.product, p.largest_node) for p in self.pools.values()]
@@ -373,35 +393,36 @@ class Replay:
         give_up = last_arrival + GIVE_UP_AFTER_SECONDS
         arrived = 0
         while self._events:
-            now, kind, seq, index = heapq.heappop(self._events)
-            if kind == 0:
-                attempt = self.attempts.get(index)
-                if attempt is None or attempt.seq != seq:
-                    continue  # evicted before it ended
-                self._finish_in_cluster(index, now)
-                self._wake(attempt.product, router, now, give_up)
-            elif kind == 1:
-                ext = self.external.get(index)
-                if ext is None or ext.seq != seq:
-                    continue  # evicted before it ended
-                self._finish_external(index, now)
-                self._wake(self.records[index].target, router, now, give_up)
-            elif kind == 4 and not self._dequeue(index, seq):
-                continue  # started meanwhile: nothing to re-route
-            elif kind == 3 and not self._take_retry(index, seq):
-                continue  # woken early and decided since: this retry is stale
-            else:
-                if kind == 2:
+            # Every event of one instant, then the admission cycles they call for: the
+            # operator gathers a burst into one cycle the same way (``BATCH_WINDOW``).
+            now = self._events[0][0]
+            while self._events and self._events[0][0] == now:
+                _, kind, seq, index = heapq.heappop(self._events)
+                if kind == 0:
+                    attempt = self.attempts.get(index)
+                    if attempt is None or attempt.seq != seq:
+                        continue  # evicted before it ended
+                    self._finish_in_cluster(index, now)
+                    self.queue.released((f"{IN_CLUSTER}/{attempt.product}",))
+                elif kind == 1:
+                    ext = self.external.get(index)
+                    if ext is None or ext.seq != seq:
+                        continue  # evicted before it ended
+                    self._finish_external(index, now)
+                    self.queue.released((self.records[index].target,))
+                elif kind == 4:
+                    if self._dequeue(index, seq):
+                        self.queue.request(index)  # queued too long: routed again
+                elif kind == 3:
+                    if self._take_retry(index, seq):
+                        self.queue.request(index)
+                else:
                     self._sole_change(index, now, 1)
                     arrived += 1
                     if progress is not None and arrived % 256 == 0:
                         progress(arrived)
-                rec = self.records[index]
-                if now > give_up:
-                    rec.rejected = "GaveUp"
-                    continue
-                self._apply(index, router.route(index, self, now), now)
-            self._wake_evictors(router, now, give_up)
+                    self.queue.request(index)
+            self._admit(router, now, give_up)
         if progress is not None:
             progress(len(self.jobs))
         return self._result(router.name)
@@ -425,88 +446,67 @@ class Replay:
         del self._retry_seq[index]
         return True
 
-    def _wake(self, place: str, router: Router, now: float, give_up: float) -> None:
-        """Route again the first jobs waiting for ``place`` that fit its free capacity now."""
-        parked = self._parked.get(place)
-        woken = 0
-        while parked and woken < WAKES_PER_RELEASE:
-            free = self._free_at(place)
-            fitting = next(
-                (i for i in parked if i in self._retry_seq and self.jobs[i].gpus <= free), None
-            )
-            if fitting is None:
-                break
-            parked.remove(fitting)
-            del self._retry_seq[fitting]  # its timer is now stale
-            woken += 1
-            if now > give_up:
-                self.records[fitting].rejected = "GaveUp"
-                continue
-            self._apply(fitting, router.route(fitting, self, now), now)
-        if parked is not None:
-            # Drop entries of jobs no longer waiting, so the scan above stays short.
-            self._parked[place] = deque(i for i in parked if i in self._retry_seq)
-
-    def _wake_evictors(self, router: Router, now: float, give_up: float) -> None:
-        """Decide again the waiting jobs with a startWithin that accept a pool where
-        preemptible work has just started, oldest first, as the operator's admission loop does
-        when the Pod starts: told to wait when nothing was evictable, they may evict it now
-        (their retry may be days away). Only jobs still within their startWithin are woken
-        (the operator's loop wakes every waiting job; see docs/simulate.md). Each pool is
-        worked until no preemptible work is left on it; a woken job that waits again is not
-        woken twice for the same start."""
-        if not getattr(router, "evicts", False):
-            self._evictable.clear()  # nothing it decides evicts: deciding again changes nothing
-            return
-        seen: set[int] = set()
-        while self._evictable:
-            product = self._evictable.pop()
-            pool = self.pools[product]
-            # Job indexes are in arrival order: the operator's loop decides oldest first.
-            evictable = self._runs_preemptible(product)  # changes only when a job is decided
-            for index in sorted(self._waiting_urgent):
-                if not evictable:
-                    break
-                if index not in self._retry_seq:
-                    self._waiting_urgent.discard(index)  # decided since: no longer waiting
-                    continue
-                job = self.jobs[index]
-                if index in seen or (job.products is not None and product not in job.products):
-                    continue
-                if pool.largest_node < job.gpus:
-                    continue
-                if now - job.arrival > (self.records[index].deadline or 0.0):
-                    # Late whatever it gets: handing it the evicted GPUs first made the next
-                    # arrivals late too (gpuspec33: 83.6 % on time instead of 89.3 %).
-                    continue
-                seen.add(index)
-                self._waiting_urgent.discard(index)
-                del self._retry_seq[index]  # its timer is now stale
+    def _admit(self, router: Router, now: float, give_up: float) -> None:
+        """Run the operator's admission cycles at ``now`` until nothing more is due: take the
+        queue's jobs, decide them in its order, each on what the ones before it took."""
+        for _ in range(CYCLES_PER_INSTANT):
+            if self._preemptible_started:
+                self._preemptible_started = False
+                if router.evicts:
+                    self.queue.evictable(now)
+            if not self.queue.busy:
+                return
+            taken = self.queue.cycle_keys(self.queue.take(self._free_at))
+            for index in sorted(taken, key=lambda i: order_key(0, False, self._queued(i), i)):
+                self._retry_seq.pop(index, None)  # decided now: a retry still due is stale
                 if now > give_up:
                     self.records[index].rejected = "GaveUp"
+                    self.queue.forget(index)
                     continue
-                self._apply(index, router.route(index, self, now), now)
-                evictable = self._runs_preemptible(product)
+                action = router.route(index, self, now)
+                self.queue.decided(index, self._waiting(index, action, router))
+                self._apply(index, action, now)
+        # Still busy after as many cycles: the rest are decided a second later.
+        for index in self.queue.take(self._free_at):
+            self._push(now + 1.0, 3, index)
+            self._retry_seq[index] = self._seq
 
-    def _runs_preemptible(self, product: str) -> bool:
-        return any(
-            a.product == product and self.records[i].preemptible for i, a in self.attempts.items()
-        )
+    def _queued(self, index: int) -> float:
+        rec = self.records[index]
+        return rec.job.arrival if rec.evicted_at is None else rec.evicted_at
 
-    def _free_at(self, place: str) -> int:
-        pool = self.pools.get(place)
-        if pool is not None:
-            return 0 if pool.queue else max(pool.node_free, default=0)
-        state = self.offers[place]
-        return state.offer.capacity - state.in_use
+    def _waiting(self, index: int, action: Action, router: Router) -> Waiting | None:
+        """What wakes a job told to wait (as ``controller.admission._waiting``)."""
+        if action.kind != "wait":
+            return None
+        rec = self.records[index]
+        until = None
+        if router.evicts and rec.deadline is not None:
+            until = self._queued(index) + rec.deadline
+        order = queue_order(0, False, self._queued(index))
+        return Waiting(rec.job.gpus, action.awaiting, evict_until=until, order=order)
+
+    def _free_at(self, place: str) -> int | None:
+        """GPUs a job arriving now finds free at a candidate place (as
+        ``controller.admission.World.free_gpus``)."""
+        provider, _, product = place.partition("/")
+        if provider == IN_CLUSTER:
+            pool = self.pools.get(product)
+            if pool is None:
+                return None
+            return pool.free_to_start()
+        state = self.offers.get(place)
+        return None if state is None else state.offer.capacity - state.in_use
 
     def _apply(self, index: int, action: Action, now: float) -> None:
         rec = self.records[index]
         job = rec.job
         if action.kind in ("start", "queue"):
-            # "start" asks for a free pool; if it is not free after all, the job queues.
+            # "start" asks for a free pool; if it is not free after all, the job queues. Free
+            # GPUs beyond what the queue wants are the newcomer's, as the engine expects (the
+            # queue's head may not fit on one node: BestEffortFIFO lets smaller jobs pass).
             pool = self.pools[action.target]
-            if not pool.queue and pool.fits_now(job.gpus):
+            if pool.free_to_start() >= job.gpus:
                 self._start_in_cluster(index, pool, now)
             else:
                 pool.queue.append(index)
@@ -532,15 +532,13 @@ class Replay:
             self.external[index] = ExternalAttempt(
                 offer.name, start, start + rec.remaining, self._seq
             )
+            if rec.preemptible:
+                self._preemptible_started = True
         elif action.kind == "preempt" and action.eviction is not None:
             self._preempt(index, action.eviction, action.checkpoint_seconds, now)
         elif action.kind == "wait":
             self._push(now + max(action.retry_seconds, 1.0), 3, index)
             self._retry_seq[index] = self._seq
-            if rec.deadline is not None:
-                self._waiting_urgent.add(index)
-            for place in action.awaiting:
-                self._parked.setdefault(place, deque()).append(index)
         else:
             rec.rejected = action.target or "Rejected"
             self._sole_change(index, now, -1)
@@ -566,8 +564,8 @@ class Replay:
         self._busy.append((now, job.gpus))
         self._push(end, 0, index)
         self.attempts[index] = Attempt(pool.product, placed, now, end, self._seq)
-        if rec.preemptible and pool.product not in self._evictable:
-            self._evictable.append(pool.product)
+        if rec.preemptible:
+            self._preemptible_started = True
 
     def _preempt(self, index: int, eviction: Eviction, checkpoint: float, now: float) -> None:
         """Stop the victims, start job ``index`` on the node or offer they free, route them
@@ -581,17 +579,18 @@ class Replay:
         if eviction.external:
             # The freed capacity is the job's: submitted there now, as the operator does once
             # the victims' cancels are through.
-            self._apply(
-                index, Action("external", f"{eviction.provider}/{eviction.gpu_product}"), now
-            )
+            self._apply(index, Action("external", _place(eviction)), now)
         else:
             pool = self.pools[eviction.gpu_product]
             self._start_in_cluster(index, pool, now, int(eviction.node))
             self._start_queued(pool, now)
+        # What the evictor left free is released, as the victims' Pods' deletion or cancels
+        # notify the operator's queue.
+        self.queue.released((_place(eviction),))
         for victim in victims:
             # Requeued as the operator requeues an evicted job: decided again, now.
-            self._push(now, 3, victim)
-            self._retry_seq[victim] = self._seq
+            self.records[victim].evicted_at = now
+            self.queue.request(victim)
 
     def _evict(self, index: int, checkpoint: float, now: float) -> None:
         attempt = self.attempts.pop(index)
@@ -706,6 +705,13 @@ class Replay:
             spend_series=_cumulative(self._spend),
             utilisation_series=_utilisation(self._busy, self.total_gpus),
         )
+
+
+def _place(eviction: Eviction) -> str:
+    """The candidate name of the place an eviction frees."""
+    if eviction.external:
+        return f"{eviction.provider}/{eviction.gpu_product}"
+    return f"{IN_CLUSTER}/{eviction.gpu_product}"
 
 
 def _cost(usd_per_gpu_hour: Decimal, seconds: float, gpus: int) -> Decimal:

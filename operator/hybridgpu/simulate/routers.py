@@ -20,7 +20,12 @@ from typing import Any
 from hybridgpu.api.computeprovider import CANCELLABLE_TYPES
 from hybridgpu.api.inferencejob import InferenceJobSpec
 from hybridgpu.api.routingpolicy import Evict, RoutingPolicySpec
-from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
+from hybridgpu.routing.admission import (
+    evicted_recheck_seconds,
+    evicted_would_queue,
+    wake_places,
+)
+from hybridgpu.routing.decision import RoutingDecision, ScoredCandidate
 from hybridgpu.routing.engine import decide
 from hybridgpu.routing.preemption import Place, offer_worth_freeing, plan_eviction, rank
 from hybridgpu.routing.requeue import requeue_after_seconds
@@ -36,7 +41,6 @@ EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
 BASELINE_RETRY_SECONDS = 60.0
 SKYPILOT_PROVIDERS = frozenset({"aws", "azure", "gcp", "coreweave", "lambda", "runpod", "vastai"})
 NO_CONCURRENCY_LIMIT = 1_000_000
-IN_CLUSTER_PREFIX = f"{IN_CLUSTER}/"
 
 
 def job_spec(
@@ -124,6 +128,13 @@ class PolicyRouter:
         if evict is not None:
             return evict
         if d.outcome == "Routed" and d.target is not None:
+            rec = replay.records[index]
+            if evicted_would_queue(rec.evicted_at is not None, d.target):
+                return Action(
+                    "wait",
+                    retry_seconds=evicted_recheck_seconds(d.target),
+                    awaiting=wake_places(d),
+                )
             if d.target.backend == "InCluster":
                 # Left unscheduled, the job is routed again by the operator's own rule.
                 recheck = requeue_after_seconds(self.policy)
@@ -134,7 +145,7 @@ class PolicyRouter:
             return Action(
                 "wait",
                 retry_seconds=d.retry_after_seconds or BASELINE_RETRY_SECONDS,
-                awaiting=tuple(n.removeprefix(IN_CLUSTER_PREFIX) for n in d.awaiting),
+                awaiting=wake_places(d),
             )
         return Action("reject", d.reason)
 
@@ -277,6 +288,7 @@ class InClusterFifo:
     """Kueue-like: the cluster alone; a job starts on a free pool or waits in the shortest queue."""
 
     name = "in-cluster-fifo"
+    evicts = False
 
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Start now if a pool is free, else join the queue expected to free up first."""
@@ -291,6 +303,7 @@ class CloudBurst:
     """The cluster when it has room now, else the cheapest on-demand cloud offer with capacity."""
 
     name = "cloud-burst"
+    evicts = False
 
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Cluster first; overflow to clouds; queue in-cluster when clouds are full too."""
@@ -315,6 +328,7 @@ class CheapestFirst:
     """SkyPilot-like: the cheapest offer anywhere with capacity now, failing over by price."""
 
     name = "cheapest-first"
+    evicts = False
 
     def route(self, index: int, replay: Replay, now: float) -> Action:
         """Walk every option by price; wait and retry when none has capacity."""
