@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
-from hybridgpu.controller.admission import Admission
 from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.routing.admission import (
     AdmissionQueue,
@@ -18,6 +16,8 @@ from hybridgpu.routing.admission import (
     wake_places,
 )
 from hybridgpu.routing.decision import BackendName, RoutingDecision, ScoredCandidate
+
+from .admission_stub import bare_admission
 
 A100 = "in-cluster/A100"
 AKASH = "akash/RTX-4090"
@@ -165,14 +165,7 @@ def test_what_a_wait_wakes_on_depends_on_why_it_waits() -> None:
 async def test_the_operator_wakes_its_waiting_jobs_through_the_same_queue() -> None:
     """The Wakeup's notifications reach the admission loop's queue: a release wakes the jobs
     blocked there, a provider refresh (which may lower prices) also those deferred by price."""
-    admission = Admission(
-        deps=lambda: None,  # type: ignore[arg-type,return-value]
-        bodies=lambda _uid: None,
-        world=lambda: None,  # type: ignore[arg-type,return-value]
-        emit_for=lambda _obj: lambda *_: None,
-        done=lambda *_: None,
-        reread=lambda *_: asyncio.sleep(0),
-    )
+    admission = bare_admission()
     wakeup = Wakeup()
     wakeup.listeners.append(admission.wake)
     admission.queue.decided("deferred", Waiting(1, frozenset({A100}), dearer=frozenset({AKASH})))

@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hybridgpu.controller.admission import Admission
 from hybridgpu.controller.events import EventPoster
+
+from .admission_stub import bare_admission
 
 JOB = {"metadata": {"name": "j", "namespace": "ns", "uid": "u"}}
 
 
 async def test_events_are_posted_once_admission_is_idle() -> None:
-    admission = Admission(
-        deps=lambda: None,  # type: ignore[arg-type,return-value]
-        bodies=lambda _uid: None,
-        world=lambda: None,  # type: ignore[arg-type,return-value]
-        emit_for=lambda _obj: lambda *_: None,
-        done=lambda *_: None,
-        reread=lambda *_: asyncio.sleep(0),
-    )
+    admission = bare_admission()
     posted: list[str] = []
 
     async def post(namespace: str, body: dict[str, Any]) -> None:
