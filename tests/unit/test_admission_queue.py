@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from hybridgpu.controller.admission import World
+from hybridgpu.controller.claims import Holdings
 from hybridgpu.controller.wakeup import Wakeup
 from hybridgpu.routing.admission import (
     AdmissionQueue,
@@ -16,8 +19,10 @@ from hybridgpu.routing.admission import (
     wake_places,
 )
 from hybridgpu.routing.decision import BackendName, RoutingDecision, ScoredCandidate
+from hybridgpu.routing.preemption import Eviction
 
 from .admission_stub import bare_admission
+from .routing_fixtures import offer, pool
 
 A100 = "in-cluster/A100"
 AKASH = "akash/RTX-4090"
@@ -189,3 +194,29 @@ def test_an_evicted_job_waits_for_a_free_gpu_rather_than_queue_behind_its_evicto
     assert evicted_recheck_seconds(busy._replace(expected_start_seconds=5.0)) == 30.0
     routed = RoutingDecision("Routed", busy, (busy,), "CheapestFeasible", "routed", None)
     assert wake_places(routed) == {A100}
+
+
+def test_the_operator_counts_free_gpus_at_a_place_as_the_engine_does() -> None:
+    world = World(
+        now=datetime(2026, 12, 3, tzinfo=UTC),
+        pools=(
+            # 3 free on one node, 2 wanted by Pods already queued: 1 for a newcomer.
+            pool("A100", allocatable=8, in_use=5, queued=2, max_free_per_node=3),
+        ),
+        offers=(
+            offer("akash", product="RTX-4090", available=4),
+            offer("vast", product="RTX-4090", available=6, active_jobs=2, max_concurrent_jobs=2),
+        ),
+        holdings=Holdings(),
+        period_start=lambda _key, _policy: datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert world.free_gpus(A100) == 1
+    assert world.free_gpus(AKASH) == 4
+    assert world.free_gpus("vast/RTX-4090") == 0  # no slot left on that network
+    assert world.free_gpus("in-cluster/T4") is None  # not a pool here: unknown
+    assert world.free_gpus("akash") is None  # a whole provider names no product
+
+
+def test_an_eviction_names_the_place_it_frees() -> None:
+    assert Eviction("A100", "n1", ("v",), 0.0).place == A100
+    assert Eviction("RTX-4090", "", ("v",), 0.0, provider="akash").place == AKASH

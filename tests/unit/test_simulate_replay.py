@@ -415,3 +415,19 @@ def test_a_job_waiting_for_capacity_is_decided_when_it_frees_not_at_its_retry() 
     assert router.decided["second"][-1] == 660.0
     assert recs["second"].start == 660.0 + 60.0  # submitted at the release, then its latency
     assert result.unfinished == 0
+
+
+def test_a_newcomer_starts_on_free_gpus_the_queue_head_cannot_use() -> None:
+    # Three 1-GPU nodes free and a 2-GPU node taken by "a": "wide" (2 GPUs, one node) must
+    # queue, but one of the three free GPUs is beyond what it takes, as the engine counts
+    # (routing.offerfacts.free_to_start): "one" starts at once instead of queueing behind
+    # "wide" until "a" ends.
+    nodes = (*(Node(f"n{i}", T4, 16 * GIB, 1) for i in range(3)), Node("n3", T4, 16 * GIB, 2))
+    w = workload(
+        sim_job("a", 0, 36000, gpus=2), sim_job("wide", 10, 600, gpus=2), sim_job("one", 20, 600)
+    )
+    replay = Replay(w, nodes, (), OWNED, within)
+    replay.run(InClusterFifo())
+    recs = {r.job.name: r for r in replay.records}
+    assert recs["wide"].start == 36000.0
+    assert recs["one"].start == 20.0

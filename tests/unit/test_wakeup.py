@@ -277,3 +277,19 @@ async def test_a_policy_spec_change_wakes_every_waiting_job_but_its_status_does_
     assert await event(2) == 0
     assert await event(2, "DELETED") == 0
     assert memo.policy_generations == {}
+
+
+def test_a_refresh_tells_the_admission_loop_that_prices_may_have_dropped() -> None:
+    """Only a refresh may lower a price: its places reach the listeners marked so, and a
+    release (an attempt that ended) does not."""
+    wakeup = Wakeup()
+    heard: list[tuple[frozenset[str] | None, bool]] = []
+    wakeup.listeners.append(lambda places, repriced: heard.append((places, repriced)))
+    dear = offer("akash", pricing=PerGPUHour(Decimal("2.00")))
+    cheaper = offer("akash", pricing=PerGPUHour(Decimal("1.00")))
+    wake_for_refresh(wakeup, (dear,), (cheaper,))
+    wakeup.notify("akash")
+    assert heard == [
+        (frozenset({"akash/NVIDIA-A100-SXM4-80GB"}), True),
+        (frozenset({"akash"}), False),
+    ]

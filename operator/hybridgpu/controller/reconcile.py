@@ -453,11 +453,7 @@ class JobStep:
             if found is not None:
                 eviction, message = found
                 self.prepare_preempting(message)
-                self.wake_on = (
-                    f"{eviction.provider}/{eviction.gpu_product}"
-                    if eviction.external
-                    else f"in-cluster/{eviction.gpu_product}",
-                )
+                self.wake_on = (eviction.place,)
                 return RoutePlan(
                     Plan.WAIT, decision=decision, delay=PREEMPTING_RECHECK, eviction=eviction
                 )

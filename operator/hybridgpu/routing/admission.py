@@ -189,28 +189,35 @@ class AdmissionQueue(Generic[K]):
         look again (the job before it may have gone elsewhere); one that does not fit waits
         on."""
         taken = self.requested
-        left: dict[str, int | None] = {}
+        found: dict[str, int | None] = {}  # free at each place as the cycle starts: read once
+        promised: dict[str, int] = {}  # of those, what jobs taken before have claimed
         again: set[K] = set()
         woken = [(self.waiting[k], k) for k in self.woken - taken if k in self.waiting]
         woken.sort(key=lambda item: (item[0].order, str(item[1])))
         for waiting, key in woken:
-            if not waiting.places:
-                taken.add(key)
-                continue
-            fits = False
+            fitting = []
             for place in sorted(waiting.places):
-                if place not in left:
-                    left[place] = free(place)
-                room = left[place]
-                if room is None or room >= waiting.gpus:
-                    taken.add(key)
-                    if room is not None:
-                        left[place] = room - waiting.gpus
-                    break
-                fits = fits or (free(place) or 0) >= waiting.gpus
+                if place not in found:
+                    found[place] = free(place)
+                gpus = found[place]
+                if gpus is None or gpus >= waiting.gpus:
+                    fitting.append((place, gpus))
+            if waiting.places and not fitting:
+                continue  # too big for what came free: it waits on
+            room = next(
+                (
+                    (place, gpus)
+                    for place, gpus in fitting
+                    if gpus is None or gpus - promised.get(place, 0) >= waiting.gpus
+                ),
+                None,
+            )
+            if not waiting.places or room is not None:
+                taken.add(key)
+                if room is not None and room[1] is not None:
+                    promised[room[0]] = promised.get(room[0], 0) + waiting.gpus
             else:
-                if fits:
-                    again.add(key)
+                again.add(key)
         self.requested, self.woken = set(), again
         return taken
 

@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from hybridgpu.routing.decision import IN_CLUSTER as CANDIDATE_IN_CLUSTER
 from hybridgpu.routing.decision import ScoredCandidate
 
 SECONDS_PER_HOUR = Decimal(3600)
@@ -81,6 +82,13 @@ class Eviction:
     @property
     def external(self) -> bool:
         return self.provider != IN_CLUSTER
+
+    @property
+    def place(self) -> str:
+        """The candidate name of what it frees: ``in-cluster/<product>`` or
+        ``<provider>/<product>``."""
+        provider = self.provider if self.external else CANDIDATE_IN_CLUSTER
+        return f"{provider}/{self.gpu_product}"
 
 
 def rank(priority: int, latency_sensitive: bool) -> int:

@@ -579,14 +579,14 @@ class Replay:
         if eviction.external:
             # The freed capacity is the job's: submitted there now, as the operator does once
             # the victims' cancels are through.
-            self._apply(index, Action("external", _place(eviction)), now)
+            self._apply(index, Action("external", eviction.place), now)
         else:
             pool = self.pools[eviction.gpu_product]
             self._start_in_cluster(index, pool, now, int(eviction.node))
             self._start_queued(pool, now)
         # What the evictor left free is released, as the victims' Pods' deletion or cancels
         # notify the operator's queue.
-        self.queue.released((_place(eviction),))
+        self.queue.released((eviction.place,))
         for victim in victims:
             # Requeued as the operator requeues an evicted job: decided again, now.
             self.records[victim].evicted_at = now
@@ -705,13 +705,6 @@ class Replay:
             spend_series=_cumulative(self._spend),
             utilisation_series=_utilisation(self._busy, self.total_gpus),
         )
-
-
-def _place(eviction: Eviction) -> str:
-    """The candidate name of the place an eviction frees."""
-    if eviction.external:
-        return f"{eviction.provider}/{eviction.gpu_product}"
-    return f"{IN_CLUSTER}/{eviction.gpu_product}"
 
 
 def _cost(usd_per_gpu_hour: Decimal, seconds: float, gpus: int) -> Decimal:

@@ -231,7 +231,7 @@ class PolicyRouter:
         if eviction is None:
             return None
         if eviction.external:
-            self.spent += costs[f"{eviction.provider}/{eviction.gpu_product}"]
+            self.spent += costs[eviction.place]
         return Action(
             "preempt",
             eviction.gpu_product,
