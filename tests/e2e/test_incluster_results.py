@@ -273,6 +273,8 @@ def test_an_evicted_batch_resumes_from_its_checkpoint_with_each_request_once(
     created = datetime.fromisoformat(done["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     started = datetime.fromisoformat(done["status"]["startTime"].replace("Z", "+00:00"))
     assert (started - created).total_seconds() < 120, "it did not start within its startWithin"
+    # Answered by its own ai-runner: the batch's, still stopping, must not be the one it found.
+    assert [line["error"] for line in _output(s3, done)] == [None, None]
     job = finished(namespace, "batch")
     status = job["status"]
     assert status["phase"] == "Succeeded", status

@@ -407,3 +407,70 @@ def test_the_namespace_really_enforces_restricted(cluster: Path, restricted: str
     result = kubectl("create", "-n", restricted, "-f", "-", input=json.dumps(pod), check=False)
     assert result.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in result.stderr
+
+
+SLOW_TO_STOP = """
+import pathlib, signal, sys, time
+
+def stop(*_):
+    time.sleep(3)  # a drain and a checkpoint take their time
+    pathlib.Path(sys.argv[1]).write_text("stopped")
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+time.sleep(600)
+"""
+
+
+def test_the_agent_removes_a_deleted_pod_only_once_its_processes_have_stopped(
+    agent: NodeAgent, namespace: str, tmp_path: Path
+) -> None:
+    """As the kubelet does: the Pod object goes only after its containers have stopped, also
+    when other events come for it meanwhile (the Job controller removes its tracking finalizer
+    at once). Else GPUs read as free while the old processes still run, and a new Pod's
+    sidecar finds their port taken (the preemption test lost its ai-runner so in CI)."""
+    marker = tmp_path / "stopped"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "slow-to-stop", "finalizers": ["example.com/hold"]},
+        "spec": {
+            "nodeName": AGENT_NODE,
+            "terminationGracePeriodSeconds": 20,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "ghcr.io/example/batch",
+                    "command": [PY, "-c", SLOW_TO_STOP, str(marker)],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    wait_for(
+        "the pod to run",
+        lambda: (
+            (get("pod", "slow-to-stop", namespace).get("status") or {}).get("phase") == "Running"
+        ),
+    )
+    kubectl("delete", "pod", "slow-to-stop", "-n", namespace, "--wait=false")
+    wait_for(
+        "the deletion to be seen",
+        lambda: get("pod", "slow-to-stop", namespace)["metadata"].get("deletionTimestamp"),
+    )
+    kubectl(
+        "patch",
+        "pod",
+        "slow-to-stop",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata": {"finalizers": null}}',
+    )
+
+    wait_for(
+        "the pod to go", lambda: not get("pod", "slow-to-stop", namespace), timeout=30, every=0.1
+    )
+    assert marker.exists(), "the Pod was removed while its process was still stopping"

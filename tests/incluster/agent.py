@@ -130,6 +130,9 @@ class NodeAgent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._stopping: set[str] = set()
+        """UIDs of deleted Pods whose processes are being stopped: the Pod stays until they are
+        gone, as the kubelet removes a Pod only once its containers have stopped."""
 
     # -- the node -------------------------------------------------------------------------
 
@@ -268,7 +271,13 @@ class NodeAgent:
             return
         if meta.get("deletionTimestamp"):
             with self._lock:
+                if uid in self._stopping:
+                    # Later events of a Pod being stopped (its finalizers going, status) leave
+                    # it to the thread stopping it: removing the Pod before its processes are
+                    # gone would let a new Pod's sidecar find their port taken.
+                    return
                 run = self.running.pop(uid, None)
+                self._stopping.add(uid)
             # Off the watch thread: a main container may take its grace period to stop.
             threading.Thread(target=self._stop_deleted, args=(meta, run), daemon=True).start()
             return
@@ -281,14 +290,17 @@ class NodeAgent:
         threading.Thread(target=self._run_pod, args=(run,), daemon=True).start()
 
     def _stop_deleted(self, meta: dict[str, Any], run: _Running | None) -> None:
-        if run is not None:
-            self._kill(run)
-        # The kubelet's last word on a deleted Pod: remove it now that nothing runs.
         try:
+            if run is not None:
+                self._kill(run)
+            # The kubelet's last word on a deleted Pod: remove it now that nothing runs.
             self.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("deleting pod %s failed: %s", meta["name"], exc)
+        finally:
+            with self._lock:
+                self._stopping.discard(meta["uid"])
 
     def _kill(self, run: _Running) -> None:
         """As the kubelet stops a deleted Pod: SIGTERM to the main containers, which get the
