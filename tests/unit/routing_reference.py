@@ -1,6 +1,7 @@
 """Reference copy of the routing engine before its speed-up (commit 5dc1a91), plus the two
 rule changes made with it (PerToken feasibility; the spillover threshold counts the job's own
-GPUs); tests/unit/test_routing_equivalence.py compares the optimised engine against it.
+GPUs) and one made since (a queue wait is never shorter than one node takes to have the
+job's GPUs); tests/unit/test_routing_equivalence.py compares the optimised engine against it.
 
 ``decide``: hard constraints first, then a weighted score; deterministic and explained.
 
@@ -366,7 +367,12 @@ def _queue_wait_seconds(pool: InClusterPool, count: int, max_queue: float) -> fl
     if needed <= 0:
         needed = 1  # free in total but fragmented across nodes: wait for the next release
     if needed <= len(releases):
-        return float(releases[needed - 1])
+        wait = float(releases[needed - 1])
+        # The rule added since: never sooner than one node has the job's GPUs.
+        ready = pool.node_ready_seconds
+        if count <= len(ready) and ready[count - 1] > wait:
+            return max_queue if math.isinf(ready[count - 1]) else float(ready[count - 1])
+        return wait
     return max_queue
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -350,10 +351,14 @@ def test_release_seconds_lists_each_gpu_of_known_pods_ascending() -> None:
     assert result[A100].release_seconds == (600.0, 3000.0, 3000.0)
     assert result[T4].release_seconds == (300.0,)
     assert (result[A100].in_use, result[A100].queued) == (5, 0)
+    # Node by node: n1 has 1 free and 2 back in 50 min (its third is unknown), n2 2 free and
+    # 1 back in 10 min. Three GPUs on one node in 10 min (n2); four on none that is known.
+    assert result[A100].node_ready_seconds == (0.0, 0.0, 600.0, math.inf)
+    assert result[T4].node_ready_seconds == (0.0, 0.0, 0.0, 300.0)
     # Without ``now`` nothing is estimated and the other figures are the same.
     plain = {pool.gpu_product: pool for pool in pools_from(n, p)}
     assert plain[A100].release_seconds == ()
-    assert replace(result[A100], release_seconds=()) == plain[A100]
+    assert replace(result[A100], release_seconds=(), node_ready_seconds=()) == plain[A100]
 
 
 def test_release_seconds_stop_where_no_job_can_look() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import timedelta
 from decimal import Decimal
 
@@ -7,6 +9,7 @@ from hybridgpu.api.computeprovider import TrustTier
 from hybridgpu.api.routingpolicy import RoutingPolicySpec
 from hybridgpu.routing.decision import to_status
 from hybridgpu.routing.engine import decide
+from hybridgpu.routing.offerfacts import node_ready_seconds
 from hybridgpu.routing.snapshot import PerGPUHour, PerToken, PerUnit
 
 from .routing_fixtures import NOW, job, offer, policy, pool, snapshot
@@ -52,6 +55,33 @@ def test_queue_estimate_uses_release_times() -> None:
     d = decide(job(gpu={"count": 2}), policy(), snapshot((busy,)))
     assert d.target is not None
     assert d.target.expected_start_seconds == 200.0
+
+
+def test_queue_estimate_waits_for_one_node_to_have_the_gpus() -> None:
+    # Three GPUs come back at 100, 200 and 250 s, but on different nodes; one node has two only
+    # at 300 s. A 1-GPU job still starts at the first release.
+    releases = (100.0, 200.0, 250.0)
+    busy = pool(**BUSY, release_seconds=releases, node_ready_seconds=(100.0, 300.0, math.inf))
+    d = decide(job(gpu={"count": 2}), policy(), snapshot((busy,)))
+    assert d.target is not None
+    assert d.target.expected_start_seconds == 300.0
+    one = decide(job(), policy(), snapshot((busy,)))
+    assert one.target is not None and one.target.expected_start_seconds == 100.0
+    # No node is known to get three back: as beyond the known releases, maxQueueTime (5m).
+    three = decide(job(gpu={"count": 3}), policy(), snapshot((busy,)))
+    assert three.target is not None and three.target.expected_start_seconds == 300.0
+    longer = dataclasses.replace(busy, node_ready_seconds=(100.0, 450.0, math.inf))
+    d = decide(job(gpu={"count": 2}), policy(), snapshot((longer,)))
+    # Past maxQueueTime on one node although the pool has two GPUs back at 200 s.
+    assert (d.outcome, d.reason) == ("Wait", "QueueTooLong")
+    assert d.candidates[0].expected_start_seconds == 450.0
+
+
+def test_node_ready_seconds_finds_the_first_node_with_enough_gpus() -> None:
+    nodes = [(1, [3000.0, 3000.0]), (2, [600.0]), (0, [])]
+    assert node_ready_seconds(nodes, 4) == (0.0, 0.0, 600.0, math.inf)
+    assert node_ready_seconds([(0, [50.0, 70.0])], 2) == (50.0, 70.0)
+    assert node_ready_seconds([], 2) == (math.inf, math.inf)
 
 
 def test_wait_when_only_in_cluster_and_queue_too_long() -> None:

@@ -96,7 +96,7 @@ offers = st.builds(
 )
 
 pools = st.builds(
-    lambda product, alloc, used, queued, releases, per_node: InClusterPool(
+    lambda product, alloc, used, queued, releases, per_node, ready: InClusterPool(
         product,
         {"NVIDIA-A10": 24, "Tesla-T4": 16}.get(product, 80) * GIB,
         alloc,
@@ -105,6 +105,7 @@ pools = st.builds(
         max_free_per_node=per_node,
         max_gpus_per_node=None if per_node is None else 8,
         release_seconds=tuple(sorted(releases)),
+        node_ready_seconds=tuple(sorted(ready)),
     ),
     st.sampled_from(PRODUCTS[:3]),
     st.integers(0, 16),
@@ -112,6 +113,7 @@ pools = st.builds(
     st.integers(0, 4),
     st.lists(st.floats(0, 3600), max_size=6),
     st.none() | st.integers(0, 8),
+    st.lists(st.floats(0, 3600) | st.just(math.inf), max_size=8),
 )
 
 snapshots = st.builds(

@@ -36,6 +36,24 @@ def test_offer_table_is_built_once_and_not_part_of_the_snapshot_value() -> None:
     assert cheaper.offer_facts is None
 
 
+def test_an_offer_shared_by_snapshots_keeps_its_row_and_a_changed_one_gets_its_own() -> None:
+    """The offer rows are memoised by the offer object (the replay hands the engine the same
+    object while its capacity is unchanged): a new object, even an equal one at a reused id,
+    is read afresh."""
+    shared = offer("net", available=4)
+    first = snapshot((pool(),), (shared,))
+    second = snapshot((pool(),), (shared,))
+    assert decide(job(), policy(), first) == decide(job(), policy(), second)
+    assert first.offer_facts is not None and second.offer_facts is not None
+    assert first.offer_facts[0] is second.offer_facts[0]
+    full = dataclasses.replace(shared, available=0)
+    decision = decide(job(), policy(), snapshot((pool(),), (full,)))
+    by_name = {c.name: c for c in decision.candidates}
+    assert by_name["net/NVIDIA-A100-SXM4-80GB"].reason == "NoCapacity"
+    again = decide(job(), policy(), snapshot((pool(),), (shared,)))
+    assert {c.name: c for c in again.candidates}["net/NVIDIA-A100-SXM4-80GB"].reason != "NoCapacity"
+
+
 def test_ranking_on_demand_matches_the_full_list() -> None:
     snap = snapshot((pool(in_use=8),), _many_offers(30))
     d = decide(job(), policy(), snap)

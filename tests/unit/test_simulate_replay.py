@@ -218,18 +218,11 @@ def test_command_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all((tmp_path / "png" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def test_a_queued_job_not_started_after_max_queue_time_is_routed_again() -> None:
-    # Two 2-GPU nodes; one GPU frees on each node, so a 2-GPU job never fits in time. As in the
-    # operator (QueueTimeout), the job is routed again maxQueueTime after it was queued, not
-    # as soon as it is later than the engine expected (the replay's own rule before).
+def _two_t4_nodes_and_a_network(
+    *jobs: SimJob,
+) -> tuple[Replay, PolicyRouter]:
     name, policy = load_policy(_policy_file("spill-when-cheaper"))
-    w = workload(
-        sim_job("a", 0, 100),
-        sim_job("b", 0, 1000),
-        sim_job("d", 0, 200),
-        sim_job("e", 0, 1000),
-        sim_job("z", 10, 600, gpus=2, ls=True),
-    )
+    w = workload(*jobs)
     nodes = (Node("n0", T4, 16 * GIB, 2), Node("n1", T4, 16 * GIB, 2))
     specs = [job_spec(j, within(j)) for j in w.jobs]
     policy = policy.model_copy(
@@ -244,9 +237,44 @@ def test_a_queued_job_not_started_after_max_queue_time_is_routed_again() -> None
         }
     )
     network = offer("nosana", "depin", "0.90", latency=60.0, ptype=ProviderType.NOSANA)
-    replay = Replay(w, nodes, (network,), OWNED, within)
-    result = replay.run(PolicyRouter(name, policy, specs))
+    return Replay(w, nodes, (network,), OWNED, within), PolicyRouter(name, policy, specs)
+
+
+def test_a_job_whose_gpus_come_back_on_different_nodes_is_not_told_they_are_near() -> None:
+    # Two 2-GPU nodes; one GPU frees on each node soon, the other two only at 1000 s. The
+    # pool has two GPUs back at 200 s, but no node has two before 1000 s: the engine knows it
+    # (``node_ready_seconds``), so the 2-GPU job with a 5m startWithin goes to the network at
+    # once and starts on time, rather than queue for GPUs that never come together.
+    replay, router = _two_t4_nodes_and_a_network(
+        sim_job("a", 0, 100),
+        sim_job("b", 0, 1000),
+        sim_job("d", 0, 200),
+        sim_job("e", 0, 1000),
+        sim_job("z", 10, 600, gpus=2, ls=True),
+    )
+    result = replay.run(router)
     z = next(r for r in replay.records if r.job.name == "z")
+    assert (z.backend, z.start) == ("External", 70.0)
+    assert result.slo_attainment == 1.0
+
+
+def test_a_queued_job_not_started_after_max_queue_time_is_routed_again() -> None:
+    # The engine expects two GPUs on n0 at 200 s, but the 1-GPU job queued ahead takes the
+    # first of them at 100 s: no node has two free before 1000 s. As in the operator
+    # (QueueTimeout), the job is routed again maxQueueTime after it was queued, not as soon
+    # as it is later than the engine expected (the replay's own rule before).
+    replay, router = _two_t4_nodes_and_a_network(
+        sim_job("a", 0, 100),
+        sim_job("b", 0, 200),
+        sim_job("d", 0, 150),
+        sim_job("e", 0, 1000),
+        sim_job("y", 5, 2000),
+        sim_job("z", 10, 600, gpus=2, ls=True),
+    )
+    result = replay.run(router)
+    y = next(r for r in replay.records if r.job.name == "y")
+    z = next(r for r in replay.records if r.job.name == "z")
+    assert (y.backend, y.start) == ("InCluster", 100.0)
     # Queued at 10 expecting GPUs at 200; still not running at 10 + 300, so re-routed then to
     # the network, starting 60 s later: past its 5m startWithin, which the operator misses too.
     assert z.backend == "External"

@@ -44,6 +44,9 @@ How the figures are counted (and why):
   still running past their expected end are left out as unknown; the engine assumes the
   policy's maxQueueTime for GPUs beyond the known ones. The list is cut at ``queued`` plus the
   biggest node's GPUs, the most any job's wait can look at.
+* ``node_ready_seconds`` (with ``now`` too) reads the same releases node by node: when one
+  Ready node first has 1, 2, … GPUs free (``routing.offerfacts.node_ready_seconds``), since a
+  job's GPUs must share a node.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from typing import Any, TypeVar
 
 from hybridgpu.gpu_products import TRACE_GPU_PRODUCTS
 from hybridgpu.jobs.conditions import parse_timestamp
+from hybridgpu.routing.offerfacts import node_ready_seconds
 from hybridgpu.routing.snapshot import InClusterPool
 from hybridgpu.units import parse_duration, quantity_value
 
@@ -419,10 +423,18 @@ def pools_from(
         free_per_node = [max(n.allocatable - used.get(n.name, 0), 0) for n in ready]
         biggest = max(n.allocatable for n in members)
         releases: tuple[float, ...] = ()
+        node_ready: tuple[float, ...] = ()
         if ends:
             known = [left for n in ready for left in ends.get(n.name, ())]
             # A job's wait looks at most at the GPUs the queue wants plus its own.
             releases = tuple(sorted(known)[: queued.get(product, 0) + biggest])
+            node_ready = node_ready_seconds(
+                (
+                    (free, sorted(ends.get(n.name, ())))
+                    for n, free in zip(ready, free_per_node, strict=True)
+                ),
+                biggest,
+            )
         pools.append(
             InClusterPool(
                 gpu_product=product,
@@ -435,6 +447,7 @@ def pools_from(
                 # Cordoning is temporary; a node's size is not, so count every node here.
                 max_gpus_per_node=biggest,
                 release_seconds=releases,
+                node_ready_seconds=node_ready,
                 unhealthy_gpus=sum(n.allocatable for n in faulty),
                 unhealthy_in_use=sum(used.get(n.name, 0) for n in faulty),
                 unhealthy_max_free=max(

@@ -11,6 +11,8 @@ arithmetic.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -102,6 +104,7 @@ PoolFacts = tuple[
     int,  # GPUs left out for DCGM faults
     float | None,  # GPUs measured busy by DCGM (None: no telemetry)
     int,  # GPUs kept for jobs that can use only this pool (scarcity)
+    tuple[float, ...],  # seconds until one node has g GPUs free, at index g - 1
 ]
 
 
@@ -140,14 +143,34 @@ def _pool(pool: InClusterPool) -> PoolFacts:
         pool.unhealthy_gpus,
         pool.measured_busy,
         pool.reserved,
+        pool.node_ready_seconds,
     )
+
+
+def node_ready_seconds(
+    nodes: Iterable[tuple[int, Sequence[float]]], biggest: int
+) -> tuple[float, ...]:
+    """For ``g`` = 1 .. ``biggest``: the seconds until one of ``nodes`` has ``g`` GPUs free,
+    each node given as (GPUs free now, the seconds until each of its GPUs in use comes back,
+    ascending); ``inf`` where no node's known releases get there. The pools' table
+    (``inventory.pools``) and the replay both build it so."""
+    ready = [math.inf] * biggest
+    for free, releases in nodes:
+        for g in range(1, biggest + 1):
+            if g <= free:
+                ready[g - 1] = 0.0
+            elif g - free <= len(releases):
+                ready[g - 1] = min(ready[g - 1], releases[g - free - 1])
+            else:
+                break  # this node gets no further with what is known
+    return tuple(ready)
 
 
 def offer_facts(snapshot: Snapshot) -> tuple[OfferFacts, ...]:
     """The snapshot's offer table, built on first use and then kept on the snapshot."""
     table: tuple[OfferFacts, ...] | None = snapshot.offer_facts
     if table is None:
-        table = tuple(_facts(offer) for offer in snapshot.offers)
+        table = tuple(_offer_row(offer) for offer in snapshot.offers)
         # The snapshot is frozen for its users; this memo is not part of its value.
         object.__setattr__(snapshot, "offer_facts", table)
     return table
@@ -186,6 +209,23 @@ def _price_facts(pricing: Pricing) -> _PriceFacts:
         _PRICES.clear()  # keeping the pricing alive in the memo is what makes its id safe
     _PRICES[id(pricing)] = (pricing, facts)
     return facts
+
+
+_OFFERS: dict[int, OfferFacts] = {}
+_OFFERS_MAX = 4_096
+
+
+def _offer_row(offer: ExternalOffer) -> OfferFacts:
+    """:func:`_facts`, memoised by identity: a replay hands the engine the same offer object
+    until its capacity changes (the row holds the offer, which keeps its id safe)."""
+    hit = _OFFERS.get(id(offer))
+    if hit is not None and hit[0] is offer:
+        return hit
+    row = _facts(offer)
+    if len(_OFFERS) >= _OFFERS_MAX:
+        _OFFERS.clear()
+    _OFFERS[id(offer)] = row
+    return row
 
 
 def _facts(offer: ExternalOffer) -> OfferFacts:

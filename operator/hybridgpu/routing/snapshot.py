@@ -65,6 +65,11 @@ class InClusterPool:
     release_seconds: tuple[float, ...] = ()
     """Seconds from now until each GPU in use is expected back, ascending (one entry per GPU).
     Empty when unknown; the engine then assumes the policy's maxQueueTime."""
+    node_ready_seconds: tuple[float, ...] = ()
+    """Seconds from now until one node has ``g`` GPUs free, at index ``g - 1`` (``inf`` where
+    no node's known releases get there; see ``routing.offerfacts.node_ready_seconds``). A
+    job's GPUs share a node, so GPUs coming back on different nodes do not add up. Empty
+    when unknown: the engine then counts the pool's releases alone."""
     unhealthy_gpus: int = 0
     """GPUs of nodes left out of ``allocatable`` because DCGM reports a fault on the node
     (XID error, uncorrectable remapped rows, row remap failure, failed health check)."""

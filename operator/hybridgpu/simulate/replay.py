@@ -31,7 +31,7 @@ from typing import Literal, Protocol
 from hybridgpu.routing.admission import AdmissionQueue, Waiting, order_key, queue_order
 from hybridgpu.routing.cost import gpu_hour_cost
 from hybridgpu.routing.decision import IN_CLUSTER
-from hybridgpu.routing.offerfacts import free_to_start
+from hybridgpu.routing.offerfacts import free_to_start, node_ready_seconds
 from hybridgpu.routing.preemption import Eviction, Place, Running
 from hybridgpu.routing.scarcity import SoleDemand, reserved_gpus, sole_pool
 from hybridgpu.routing.snapshot import InClusterPool
@@ -90,6 +90,8 @@ class PoolState:
     """Indexes of queued jobs, FIFO."""
     ends: list[float] = field(default_factory=list)
     """Expected release time of each GPU in use, ascending."""
+    node_ends: list[list[float]] = field(default_factory=list)
+    """The same, node by node (index as in ``node_free``)."""
 
     def free_to_start(self) -> int:
         """GPUs a job arriving now starts on at once, as the engine counts them."""
@@ -117,14 +119,16 @@ class PoolState:
         self.in_use += gpus
         for _ in range(gpus):
             bisect.insort(self.ends, end)
+            bisect.insort(self.node_ends[best], end)
         return best
 
     def release(self, node: int, gpus: int, end: float) -> None:
         self.node_free[node] += gpus
         self.in_use -= gpus
+        on_node = self.node_ends[node]
         for _ in range(gpus):
-            i = bisect.bisect_left(self.ends, end)
-            del self.ends[i]
+            del self.ends[bisect.bisect_left(self.ends, end)]
+            del on_node[bisect.bisect_left(on_node, end)]
 
     def view(self, now: float, reserved: int = 0) -> InClusterPool:
         """The pool as the routing engine sees it at ``now``, keeping ``reserved`` GPUs for
@@ -139,6 +143,13 @@ class PoolState:
             max_free_per_node=max(self.node_free, default=0),
             max_gpus_per_node=self.largest_node,
             release_seconds=tuple(max(e - now, 0.0) for e in self.ends[:hints]),
+            node_ready_seconds=node_ready_seconds(
+                (
+                    (free, [max(e - now, 0.0) for e in ends[: self.largest_node]])
+                    for free, ends in zip(self.node_free, self.node_ends, strict=True)
+                ),
+                self.largest_node,
+            ),
             reserved=reserved,
         )
 
@@ -275,6 +286,7 @@ class Replay:
                     node.gpu_product, node.memory_bytes, price, [], 0
                 )
             pool.node_free.append(node.gpus)
+            pool.node_ends.append([])
             pool.allocatable += node.gpus
             pool.largest_node = max(pool.largest_node, node.gpus)
         self.total_gpus = sum(p.allocatable for p in self.pools.values())

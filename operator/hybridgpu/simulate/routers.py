@@ -89,6 +89,8 @@ class PolicyRouter:
         self.spent = Decimal(0)
         self.period_start = 0.0
         self._pricing: dict[str, PerGPUHour] = {}
+        self._offer_seen: dict[str, tuple[tuple[int, int], ExternalOffer]] = {}
+        """Each offer as last handed to the engine, with the (available, active jobs) it had."""
         preemption = policy.preemption
         self._checkpoint_seconds = (
             preemption.checkpoint_interval.total_seconds()
@@ -249,25 +251,30 @@ class PolicyRouter:
             o = state.offer
             if o.provider_type is None:
                 continue  # no hybridgpu adapter for this provider: policies cannot use it
+            available = o.capacity - state.in_use
+            kept = self._offer_seen.get(o.name)
+            if kept is not None and kept[0] == (available, state.active_jobs):
+                out.append(kept[1])  # the same object: the engine's offer table is memoised by it
+                continue
             pricing = self._pricing.get(o.name)
             if pricing is None:
                 pricing = self._pricing[o.name] = PerGPUHour(o.usd_per_gpu_hour)
-            out.append(
-                ExternalOffer(
-                    provider=o.provider,
-                    provider_type=o.provider_type,
-                    gpu_product=o.gpu_product,
-                    memory_bytes=o.memory_bytes,
-                    pricing=pricing,
-                    available=o.capacity - state.in_use,
-                    region="global",
-                    trust_tier=o.trust_tier,
-                    start_latency_seconds=o.start_latency_seconds,
-                    error_rate=o.error_rate,
-                    active_jobs=state.active_jobs,
-                    max_concurrent_jobs=NO_CONCURRENCY_LIMIT,
-                )
+            offer = ExternalOffer(
+                provider=o.provider,
+                provider_type=o.provider_type,
+                gpu_product=o.gpu_product,
+                memory_bytes=o.memory_bytes,
+                pricing=pricing,
+                available=available,
+                region="global",
+                trust_tier=o.trust_tier,
+                start_latency_seconds=o.start_latency_seconds,
+                error_rate=o.error_rate,
+                active_jobs=state.active_jobs,
+                max_concurrent_jobs=NO_CONCURRENCY_LIMIT,
             )
+            self._offer_seen[o.name] = ((available, state.active_jobs), offer)
+            out.append(offer)
         return tuple(out)
 
 
