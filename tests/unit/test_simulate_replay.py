@@ -17,7 +17,7 @@ from hybridgpu.routing.requeue import requeue_after_seconds
 from hybridgpu.simulate.inputs import DATA, Node
 from hybridgpu.simulate.lowerbound import lower_bound
 from hybridgpu.simulate.market import MarketOffer
-from hybridgpu.simulate.replay import Action, Replay
+from hybridgpu.simulate.replay import Action, JobRecord, Replay, RunResult
 from hybridgpu.simulate.routers import (
     CheapestFirst,
     CloudBurst,
@@ -218,9 +218,9 @@ def test_command_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all((tmp_path / "png" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def _two_t4_nodes_and_a_network(
-    *jobs: SimJob,
-) -> tuple[Replay, PolicyRouter]:
+def _on_two_t4_nodes_and_a_network(*jobs: SimJob) -> tuple[RunResult, dict[str, JobRecord]]:
+    """Replay ``jobs`` on two 2-GPU T4 nodes (maxQueueTime 5m) and a network $0.90 a GPU-hour,
+    60 s from start; the records by job name."""
     name, policy = load_policy(_policy_file("spill-when-cheaper"))
     w = workload(*jobs)
     nodes = (Node("n0", T4, 16 * GIB, 2), Node("n1", T4, 16 * GIB, 2))
@@ -237,7 +237,9 @@ def _two_t4_nodes_and_a_network(
         }
     )
     network = offer("nosana", "depin", "0.90", latency=60.0, ptype=ProviderType.NOSANA)
-    return Replay(w, nodes, (network,), OWNED, within), PolicyRouter(name, policy, specs)
+    replay = Replay(w, nodes, (network,), OWNED, within)
+    result = replay.run(PolicyRouter(name, policy, specs))
+    return result, {r.job.name: r for r in replay.records}
 
 
 def test_a_job_whose_gpus_come_back_on_different_nodes_is_not_told_they_are_near() -> None:
@@ -245,16 +247,12 @@ def test_a_job_whose_gpus_come_back_on_different_nodes_is_not_told_they_are_near
     # pool has two GPUs back at 200 s, but no node has two before 1000 s: the engine knows it
     # (``node_ready_seconds``), so the 2-GPU job with a 5m startWithin goes to the network at
     # once and starts on time, rather than queue for GPUs that never come together.
-    replay, router = _two_t4_nodes_and_a_network(
-        sim_job("a", 0, 100),
-        sim_job("b", 0, 1000),
-        sim_job("d", 0, 200),
-        sim_job("e", 0, 1000),
+    soon, late = (100, 200), (1000, 1000)
+    result, rec = _on_two_t4_nodes_and_a_network(
+        *(sim_job(f"n{i}-{d}", 0, d) for i in (0, 1) for d in (soon[i], late[i])),
         sim_job("z", 10, 600, gpus=2, ls=True),
     )
-    result = replay.run(router)
-    z = next(r for r in replay.records if r.job.name == "z")
-    assert (z.backend, z.start) == ("External", 70.0)
+    assert (rec["z"].backend, rec["z"].start) == ("External", 70.0)
     assert result.slo_attainment == 1.0
 
 
@@ -263,22 +261,15 @@ def test_a_queued_job_not_started_after_max_queue_time_is_routed_again() -> None
     # first of them at 100 s: no node has two free before 1000 s. As in the operator
     # (QueueTimeout), the job is routed again maxQueueTime after it was queued, not as soon
     # as it is later than the engine expected (the replay's own rule before).
-    replay, router = _two_t4_nodes_and_a_network(
-        sim_job("a", 0, 100),
-        sim_job("b", 0, 200),
-        sim_job("d", 0, 150),
-        sim_job("e", 0, 1000),
-        sim_job("y", 5, 2000),
-        sim_job("z", 10, 600, gpus=2, ls=True),
+    # n0 runs jobs of 100 s and 200 s, n1 of 150 s and 1000 s (best fit fills n0 first).
+    running = [sim_job(f"r{d}", 0, d) for d in (100, 200, 150, 1000)]
+    result, rec = _on_two_t4_nodes_and_a_network(
+        *running, sim_job("y", 5, 2000), sim_job("z", 10, 600, gpus=2, ls=True)
     )
-    result = replay.run(router)
-    y = next(r for r in replay.records if r.job.name == "y")
-    z = next(r for r in replay.records if r.job.name == "z")
-    assert (y.backend, y.start) == ("InCluster", 100.0)
+    assert (rec["y"].backend, rec["y"].start) == ("InCluster", 100.0)
     # Queued at 10 expecting GPUs at 200; still not running at 10 + 300, so re-routed then to
     # the network, starting 60 s later: past its 5m startWithin, which the operator misses too.
-    assert z.backend == "External"
-    assert z.start == 370.0
+    assert (rec["z"].backend, rec["z"].start) == ("External", 370.0)
     assert result.slo_attainment == 0.0
 
 
