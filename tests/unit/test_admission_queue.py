@@ -16,6 +16,7 @@ from hybridgpu.routing.admission import (
     evicted_would_queue,
     order_key,
     queue_order,
+    told_to_wait,
     wake_places,
 )
 from hybridgpu.routing.decision import BackendName, RoutingDecision, ScoredCandidate
@@ -220,3 +221,19 @@ def test_the_operator_counts_free_gpus_at_a_place_as_the_engine_does() -> None:
 def test_an_eviction_names_the_place_it_frees() -> None:
     assert Eviction("A100", "n1", ("v",), 0.0).place == A100
     assert Eviction("RTX-4090", "", ("v",), 0.0, provider="akash").place == AKASH
+
+
+def test_a_job_told_to_wait_may_evict_only_while_its_start_within_lasts_from_its_queueing() -> None:
+    w = told_to_wait(2, 1000.0, start_within=300.0, evicts=True, places=frozenset({A100}))
+    assert (w.gpus, w.places, w.evict_until) == (2, frozenset({A100}), 1300.0)
+    queue: AdmissionQueue[str] = AdmissionQueue()
+    queue.decided("late", w)
+    assert not queue.evictable(1300.0)
+    assert queue.evictable(1299.0) and queue.requested == {"late"}
+    # A policy that evicts nothing, or a job without a startWithin: never woken for it.
+    assert told_to_wait(1, 1000.0, start_within=300.0, evicts=False).evict_until is None
+    assert told_to_wait(1, 1000.0, start_within=None, evicts=True).evict_until is None
+    # Its place in the queue: priority first, then evictors, then the longest queued.
+    first = told_to_wait(1, 2000.0, start_within=None, evicts=False, priority=5)
+    evictor = told_to_wait(1, 3000.0, start_within=None, evicts=False, evicting=True)
+    assert sorted([w.order, evictor.order, first.order]) == [first.order, evictor.order, w.order]

@@ -82,6 +82,9 @@ def test_node_ready_seconds_finds_the_first_node_with_enough_gpus() -> None:
     assert node_ready_seconds(nodes, 4) == (0.0, 0.0, 600.0, math.inf)
     assert node_ready_seconds([(0, [50.0, 70.0])], 2) == (50.0, 70.0)
     assert node_ready_seconds([], 2) == (math.inf, math.inf)
+    # On a clock: seconds after ``now``, an overdue release counted as due now.
+    assert node_ready_seconds([(0, [90.0, 170.0])], 2, now=100.0) == (0.0, 70.0)
+    assert node_ready_seconds([(1, [500.0]), (2, [])], 2, now=100.0) == (0.0, 0.0)
 
 
 def test_wait_when_only_in_cluster_and_queue_too_long() -> None:

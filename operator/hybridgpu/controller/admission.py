@@ -37,7 +37,7 @@ from hybridgpu.routing.admission import (
     Waiting,
     dearer_places,
     order_key,
-    queue_order,
+    told_to_wait,
     wake_places,
 )
 from hybridgpu.routing.decision import IN_CLUSTER, RoutingDecision, ScoredCandidate
@@ -219,6 +219,10 @@ class Candidate:
     """It waits for GPUs it evicted: decided first within its priority, so that nothing
     older takes them."""
 
+    def queued_at(self, now: float) -> float:
+        """When it joined the queue, on the clock of ``now`` (``now`` when unknown)."""
+        return self.created.timestamp() if self.created is not None else now
+
 
 class Admission:
     """The queue of jobs that need a decision, and the loop that decides them."""
@@ -373,9 +377,7 @@ class Admission:
         candidates = self._candidates(uids, deps)
         now = world.now.timestamp()
         candidates.sort(
-            key=lambda c: order_key(
-                c.priority, c.evicting, c.created.timestamp() if c.created else now, c.step.uid
-            )
+            key=lambda c: order_key(c.priority, c.evicting, c.queued_at(now), c.step.uid)
         )
         writes = []
         for c in candidates:
@@ -453,19 +455,15 @@ def _unknown(_place: str) -> int | None:
 
 
 def _waiting(c: Candidate, plan: RoutePlan, now: float) -> Waiting:
-    """What wakes a job told to wait: a release at a place that blocked it, or, while its
-    ``startWithin`` lasts and its policy evicts, preemptible work starting."""
-    until = None
-    if preempts(c.policy, c.spec) and c.created is not None and c.spec.start_within is not None:
-        until = c.created.timestamp() + c.spec.start_within.total_seconds()
-    queued = c.created.timestamp() if c.created is not None else now
-    order = queue_order(c.priority, c.evicting, queued)
-    if plan.decision is None:
-        return Waiting(c.spec.gpu.count, evict_until=until, order=order)
-    return Waiting(
+    """What wakes a job told to wait (``routing.admission.told_to_wait``)."""
+    decision = plan.decision
+    return told_to_wait(
         c.spec.gpu.count,
-        wake_places(plan.decision),
-        evict_until=until,
-        order=order,
-        dearer=dearer_places(plan.decision),
+        c.queued_at(now),
+        start_within=None if c.spec.start_within is None else c.spec.start_within.total_seconds(),
+        evicts=preempts(c.policy, c.spec) and c.created is not None,
+        places=frozenset() if decision is None else wake_places(decision),
+        dearer=frozenset() if decision is None else dearer_places(decision),
+        priority=c.priority,
+        evicting=c.evicting,
     )

@@ -108,6 +108,31 @@ def evicted_recheck_seconds(target: ScoredCandidate) -> float:
     return max(EVICTED_RECHECK_SECONDS, target.expected_start_seconds)
 
 
+def told_to_wait(
+    gpus: int,
+    queued_since: float,
+    *,
+    start_within: float | None,
+    evicts: bool,
+    places: frozenset[str] = frozenset(),
+    dearer: frozenset[str] = frozenset(),
+    priority: int = 0,
+    evicting: bool = False,
+) -> Waiting:
+    """Why a job told to wait waits, for the operator's loop and the replay alike: ``places``
+    (:func:`wake_places`) and ``dearer`` (:func:`dearer_places`) wake it; while its
+    ``startWithin`` lasts, counted from when it joined the queue, and ``evicts`` (its policy
+    may evict for it), so does preemptible work starting."""
+    until = queued_since + start_within if evicts and start_within is not None else None
+    return Waiting(
+        gpus,
+        places,
+        evict_until=until,
+        order=queue_order(priority, evicting, queued_since),
+        dearer=dearer,
+    )
+
+
 def queue_order(priority: int, evicting: bool, queued_since: float) -> tuple[int, bool, float]:
     """The order a cycle decides its jobs in (before a tie-break): higher priority first;
     within a priority the jobs waiting for GPUs they evicted, so that nothing older takes

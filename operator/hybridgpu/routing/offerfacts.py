@@ -12,9 +12,9 @@ arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from hybridgpu.api.computeprovider import TrustTier
 from hybridgpu.api.inferencejob import Task
@@ -148,21 +148,20 @@ def _pool(pool: InClusterPool) -> PoolFacts:
 
 
 def node_ready_seconds(
-    nodes: Iterable[tuple[int, Sequence[float]]], biggest: int
+    nodes: Iterable[tuple[int, Sequence[float]]], biggest: int, now: float = 0.0
 ) -> tuple[float, ...]:
-    """For ``g`` = 1 .. ``biggest``: the seconds until one of ``nodes`` has ``g`` GPUs free,
-    each node given as (GPUs free now, the seconds until each of its GPUs in use comes back,
-    ascending); ``inf`` where no node's known releases get there. The pools' table
-    (``inventory.pools``) and the replay both build it so."""
+    """For ``g`` = 1 .. ``biggest``: the seconds after ``now`` until one of ``nodes`` has ``g``
+    GPUs free, each node given as (GPUs free now, when each of its GPUs in use comes back,
+    ascending, on the clock of ``now``); ``inf`` where no node's known releases get there.
+    The pools' table (``inventory.pools``, in seconds from now) and the replay (on its
+    virtual clock) both build it so."""
     ready = [math.inf] * biggest
-    for free, releases in nodes:
-        for g in range(1, biggest + 1):
-            if g <= free:
-                ready[g - 1] = 0.0
-            elif g - free <= len(releases):
-                ready[g - 1] = min(ready[g - 1], releases[g - free - 1])
-            else:
-                break  # this node gets no further with what is known
+    for free, ends in nodes:
+        if free >= biggest:
+            return (0.0,) * biggest  # an idle node of the biggest size: any job fits now
+        ready[:free] = [0.0] * free
+        for g, end in enumerate(ends[: biggest - free], start=free):
+            ready[g] = min(ready[g], max(end - now, 0.0))
     return tuple(ready)
 
 
@@ -177,16 +176,33 @@ def offer_facts(snapshot: Snapshot) -> tuple[OfferFacts, ...]:
 
 
 _PriceFacts = tuple[int, int, int, int, str, Decimal]
-_PRICES: dict[int, tuple[Pricing, _PriceFacts]] = {}
-_PRICES_MAX = 65_536
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-def _price_facts(pricing: Pricing) -> _PriceFacts:
-    """Kind, numerators, denominator, unit and GPU-hour price of a pricing, memoised by identity:
-    snapshots built one after another share their offers' pricing objects."""
-    hit = _PRICES.get(id(pricing))
-    if hit is not None and hit[0] is pricing:
-        return hit[1]
+class _ByIdentity(Generic[K, V]):
+    """``build(key)`` memoised by the key object's identity: snapshots built one after another
+    share their offers' pricing objects, and a replay hands the engine the same offer object
+    while its capacity is unchanged. Each entry keeps its key alive, which keeps its id safe."""
+
+    def __init__(self, build: Callable[[K], V], limit: int) -> None:
+        self._build = build
+        self._limit = limit
+        self._memo: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        hit = self._memo.get(id(key))
+        if hit is not None and hit[0] is key:
+            return hit[1]
+        value = self._build(key)
+        if len(self._memo) >= self._limit:
+            self._memo.clear()
+        self._memo[id(key)] = (key, value)
+        return value
+
+
+def _price_facts_of(pricing: Pricing) -> _PriceFacts:
+    """Kind, numerators, denominator, unit and GPU-hour price of a pricing."""
     unit = ""
     num_b = 0
     usd = _ZERO
@@ -204,28 +220,10 @@ def _price_facts(pricing: Pricing) -> _PriceFacts:
         kind = PER_UNIT
         num_a, den = pricing.usd_per_unit.as_integer_ratio()
         unit = pricing.unit
-    facts = (kind, num_a, num_b, den, unit, usd)
-    if len(_PRICES) >= _PRICES_MAX:
-        _PRICES.clear()  # keeping the pricing alive in the memo is what makes its id safe
-    _PRICES[id(pricing)] = (pricing, facts)
-    return facts
+    return (kind, num_a, num_b, den, unit, usd)
 
 
-_OFFERS: dict[int, OfferFacts] = {}
-_OFFERS_MAX = 4_096
-
-
-def _offer_row(offer: ExternalOffer) -> OfferFacts:
-    """:func:`_facts`, memoised by identity: a replay hands the engine the same offer object
-    until its capacity changes (the row holds the offer, which keeps its id safe)."""
-    hit = _OFFERS.get(id(offer))
-    if hit is not None and hit[0] is offer:
-        return hit
-    row = _facts(offer)
-    if len(_OFFERS) >= _OFFERS_MAX:
-        _OFFERS.clear()
-    _OFFERS[id(offer)] = row
-    return row
+_price_facts = _ByIdentity(_price_facts_of, 65_536)
 
 
 def _facts(offer: ExternalOffer) -> OfferFacts:
@@ -255,6 +253,9 @@ def _facts(offer: ExternalOffer) -> OfferFacts:
         usd,
         offer.start_latency_seconds + LATENCY_SOFTENING_SECONDS,
     )
+
+
+_offer_row = _ByIdentity(_facts, 4_096)
 
 
 def money(facts: OfferFacts, job: JobQuantities) -> tuple[Decimal, Decimal]:

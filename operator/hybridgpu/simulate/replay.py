@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from hybridgpu.routing.admission import AdmissionQueue, Waiting, order_key, queue_order
+from hybridgpu.routing.admission import AdmissionQueue, Waiting, order_key, told_to_wait
 from hybridgpu.routing.cost import gpu_hour_cost
 from hybridgpu.routing.decision import IN_CLUSTER
 from hybridgpu.routing.offerfacts import free_to_start, node_ready_seconds
@@ -144,11 +144,7 @@ class PoolState:
             max_gpus_per_node=self.largest_node,
             release_seconds=tuple(max(e - now, 0.0) for e in self.ends[:hints]),
             node_ready_seconds=node_ready_seconds(
-                (
-                    (free, [max(e - now, 0.0) for e in ends[: self.largest_node]])
-                    for free, ends in zip(self.node_free, self.node_ends, strict=True)
-                ),
-                self.largest_node,
+                zip(self.node_free, self.node_ends, strict=True), self.largest_node, now
             ),
             reserved=reserved,
         )
@@ -492,11 +488,13 @@ class Replay:
         if action.kind != "wait":
             return None
         rec = self.records[index]
-        until = None
-        if router.evicts and rec.deadline is not None:
-            until = self._queued(index) + rec.deadline
-        order = queue_order(0, False, self._queued(index))
-        return Waiting(rec.job.gpus, action.awaiting, evict_until=until, order=order)
+        return told_to_wait(
+            rec.job.gpus,
+            self._queued(index),
+            start_within=rec.deadline,
+            evicts=router.evicts,
+            places=action.awaiting,
+        )
 
     def _free_at(self, place: str) -> int | None:
         """GPUs a job arriving now finds free at a candidate place (as
